@@ -1,0 +1,2 @@
+DROP TABLE session;
+DROP TABLE app_user;

@@ -1,0 +1,331 @@
+//! Configuration: every setting the process reads from its environment (and an optional `.env`),
+//! parsed once at start-up into a typed [`Config`]. An invalid value stops start-up with a message
+//! that names the variable and what it expected.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use url::Url;
+
+/// A secret string (API keys, webhook secrets) whose `Debug` never prints the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`; `None` means "find a local server or start a private cluster".
+    pub database_url: Option<Secret>,
+    pub addr: SocketAddr,
+    pub public_url: Url,
+    pub data_dir: PathBuf,
+    pub storage_url: String,
+    pub secure_cookies: bool,
+    pub signup_credits: i64,
+    pub workers: usize,
+    pub sandbox_latency: Duration,
+    pub sandbox_fail: Vec<String>,
+    pub bfl_api_key: Option<Secret>,
+    pub bfl_api_url: Url,
+    pub stripe_secret_key: Option<Secret>,
+    pub stripe_webhook_secret: Option<Secret>,
+    pub stripe_api_url: Url,
+    pub log_format: LogFormat,
+    /// How long start-up keeps retrying an unreachable database (`FACEOFF_DB_WAIT_SECS`).
+    pub db_wait: Duration,
+}
+
+/// A configuration error: which variable, what it held, what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {name}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl Config {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by dotenvy on first use.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any lookup function (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { get: &get };
+        let addr: SocketAddr = env.parsed(
+            "FACEOFF_ADDR",
+            "a socket address such as 127.0.0.1:3000",
+            "127.0.0.1:3000".parse().expect("valid default"),
+        )?;
+        let public_url = match env.non_empty("FACEOFF_PUBLIC_URL") {
+            Some(raw) => parse_http_url("FACEOFF_PUBLIC_URL", &raw)?,
+            None => {
+                let host = if addr.ip().is_unspecified() {
+                    format!("localhost:{}", addr.port())
+                } else {
+                    addr.to_string()
+                };
+                Url::parse(&format!("http://{host}")).map_err(|_| ConfigError {
+                    name: "FACEOFF_ADDR",
+                    value: addr.to_string(),
+                    expected: "an address usable in a URL",
+                })?
+            }
+        };
+        let data_dir = PathBuf::from(
+            env.non_empty("FACEOFF_DATA_DIR")
+                .unwrap_or_else(|| ".faceoff".into()),
+        );
+        let storage_url = match env.non_empty("FACEOFF_STORAGE_URL") {
+            Some(raw) => {
+                let ok =
+                    raw.starts_with("file://") || raw.starts_with("s3://") || raw == "memory://";
+                if !ok {
+                    return Err(ConfigError {
+                        name: "FACEOFF_STORAGE_URL",
+                        value: raw,
+                        expected: "file:///path, s3://bucket/prefix or memory://",
+                    });
+                }
+                raw
+            }
+            None => format!("file://{}", absolute(&data_dir.join("media")).display()),
+        };
+        let signup_credits: i64 = env.parsed(
+            "FACEOFF_SIGNUP_CREDITS",
+            "a whole number of credits, 0 or more",
+            100,
+        )?;
+        if signup_credits < 0 {
+            return Err(ConfigError {
+                name: "FACEOFF_SIGNUP_CREDITS",
+                value: signup_credits.to_string(),
+                expected: "a whole number of credits, 0 or more",
+            });
+        }
+        let workers: usize = env.parsed(
+            "FACEOFF_WORKERS",
+            "a number of concurrent jobs, 0 or more",
+            4,
+        )?;
+        let latency_ms: u64 = env.parsed(
+            "FACEOFF_SANDBOX_LATENCY_MS",
+            "milliseconds, e.g. 1500",
+            1500,
+        )?;
+        let sandbox_fail = env
+            .non_empty("FACEOFF_SANDBOX_FAIL")
+            .map(|raw| {
+                raw.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bfl_api_url = match env.non_empty("BFL_API_URL") {
+            Some(raw) => parse_http_url("BFL_API_URL", &raw)?,
+            None => Url::parse("https://api.bfl.ai").expect("valid default"),
+        };
+        let stripe_api_url = match env.non_empty("STRIPE_API_URL") {
+            Some(raw) => parse_http_url("STRIPE_API_URL", &raw)?,
+            None => Url::parse("https://api.stripe.com").expect("valid default"),
+        };
+        let log_format = match env.non_empty("FACEOFF_LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "FACEOFF_LOG_FORMAT",
+                    value: other.into(),
+                    expected: "pretty or json",
+                });
+            }
+        };
+        let db_wait_secs: u64 = env.parsed("FACEOFF_DB_WAIT_SECS", "seconds, e.g. 30", 30)?;
+        Ok(Config {
+            database_url: env.non_empty("DATABASE_URL").map(Secret::new),
+            addr,
+            public_url,
+            data_dir,
+            storage_url,
+            secure_cookies: env.bool("FACEOFF_SECURE_COOKIES", false)?,
+            signup_credits,
+            workers,
+            sandbox_latency: Duration::from_millis(latency_ms),
+            sandbox_fail,
+            bfl_api_key: env.non_empty("BFL_API_KEY").map(Secret::new),
+            bfl_api_url,
+            stripe_secret_key: env.non_empty("STRIPE_SECRET_KEY").map(Secret::new),
+            stripe_webhook_secret: env.non_empty("STRIPE_WEBHOOK_SECRET").map(Secret::new),
+            stripe_api_url,
+            log_format,
+            db_wait: Duration::from_secs(db_wait_secs),
+        })
+    }
+
+    /// A configuration for tests: everything default, no providers, instant sandbox.
+    pub fn for_tests() -> Self {
+        let mut config = Self::from_lookup(|_| None).expect("defaults are valid");
+        config.sandbox_latency = Duration::ZERO;
+        config
+    }
+
+    /// An absolute URL on this site for `path` (which starts with `/`).
+    pub fn absolute_url(&self, path: &str) -> String {
+        let base = self.public_url.as_str().trim_end_matches('/');
+        format!("{base}{path}")
+    }
+}
+
+struct Env<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    fn non_empty(&self, name: &str) -> Option<String> {
+        (self.get)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parsed<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        expected: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match self.non_empty(name) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|_| ConfigError {
+                name,
+                value: raw,
+                expected,
+            }),
+        }
+    }
+
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self
+            .non_empty(name)
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(other) => Err(ConfigError {
+                name,
+                value: other.into(),
+                expected: "true or false",
+            }),
+        }
+    }
+}
+
+fn parse_http_url(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    match Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        _ => Err(ConfigError {
+            name,
+            value: raw.into(),
+            expected: "an http:// or https:// URL",
+        }),
+    }
+}
+
+/// `path` made absolute against the current directory (without touching the file system).
+pub fn absolute(path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.public_url.as_str(), "http://127.0.0.1:3000/");
+        assert_eq!(c.data_dir, PathBuf::from(".faceoff"));
+        assert!(c.storage_url.starts_with("file://") && c.storage_url.ends_with(".faceoff/media"));
+        assert!(!c.secure_cookies);
+        assert_eq!(c.signup_credits, 100);
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.sandbox_latency, Duration::from_millis(1500));
+        assert!(c.sandbox_fail.is_empty());
+        assert_eq!(c.bfl_api_url.as_str(), "https://api.bfl.ai/");
+        assert_eq!(c.log_format, LogFormat::Pretty);
+        assert!(
+            c.database_url.is_none() && c.bfl_api_key.is_none() && c.stripe_secret_key.is_none()
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_the_expectation() {
+        let err = config(&[("FACEOFF_ADDR", "nope")]).expect_err("bad addr");
+        assert_eq!(err.name, "FACEOFF_ADDR");
+        assert!(err.to_string().contains("socket address"), "{err}");
+        let err = config(&[("FACEOFF_SECURE_COOKIES", "maybe")]).expect_err("bad bool");
+        assert_eq!(err.name, "FACEOFF_SECURE_COOKIES");
+        let err = config(&[("FACEOFF_LOG_FORMAT", "xml")]).expect_err("bad format");
+        assert!(err.to_string().contains("pretty or json"));
+        let err = config(&[("FACEOFF_PUBLIC_URL", "ftp://x")]).expect_err("bad url");
+        assert_eq!(err.name, "FACEOFF_PUBLIC_URL");
+        let err = config(&[("FACEOFF_SIGNUP_CREDITS", "-5")]).expect_err("negative");
+        assert_eq!(err.name, "FACEOFF_SIGNUP_CREDITS");
+        let err = config(&[("FACEOFF_STORAGE_URL", "gopher://x")]).expect_err("bad store");
+        assert_eq!(err.name, "FACEOFF_STORAGE_URL");
+    }
+
+    #[test]
+    fn lists_and_secrets() {
+        let c = config(&[
+            ("FACEOFF_SANDBOX_FAIL", " flux-2 , ,flux-ultra-1-1"),
+            ("BFL_API_KEY", "bfl_secret"),
+        ])
+        .expect("ok");
+        assert_eq!(c.sandbox_fail, vec!["flux-2", "flux-ultra-1-1"]);
+        assert!(!format!("{c:?}").contains("bfl_secret"));
+        let c = config(&[("FACEOFF_ADDR", "0.0.0.0:8080")]).expect("ok");
+        assert_eq!(c.public_url.as_str(), "http://localhost:8080/");
+    }
+}

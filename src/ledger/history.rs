@@ -1,0 +1,74 @@
+//! A user's credit history: one line per entry on their wallet, newest first.
+
+use sqlx::{FromRow, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::LedgerError;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct HistoryLine {
+    pub entry_id: i64,
+    pub created_at: OffsetDateTime,
+    pub kind: String,
+    pub memo: String,
+    /// Signed: positive credits arrive, negative leave.
+    pub amount: i64,
+    pub balance_after: i64,
+    pub run_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub payment_id: Option<Uuid>,
+    /// For a hold line: pending, posted or voided.
+    pub hold_status: Option<String>,
+}
+
+impl HistoryLine {
+    /// What the line was, in words.
+    pub fn label(&self) -> &'static str {
+        match self.kind.as_str() {
+            "signup_bonus" => "Sign-up bonus",
+            "hold" => match self.hold_status.as_deref() {
+                Some("pending") => "Run (reserved)",
+                Some("voided") => "Run (reserved, then refunded)",
+                _ => "Run",
+            },
+            "hold_release" => "Refund",
+            "topup" => "Top-up",
+            "adjustment" => "Adjustment",
+            _ => "Other",
+        }
+    }
+}
+
+pub async fn history(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<HistoryLine>, LedgerError> {
+    Ok(sqlx::query_as::<_, HistoryLine>(
+        "SELECT e.entry_id, e.created_at, t.kind, t.memo, e.amount, e.balance_after AS balance_after,
+                t.run_id, t.job_id, t.payment_id,
+                (SELECT h.status FROM ledger_hold h WHERE h.reserve_transfer_id = t.transfer_id) AS hold_status
+         FROM ledger_entry e
+         JOIN ledger_transfer t USING (transfer_id)
+         JOIN ledger_account a ON a.account_id = e.account_id
+         WHERE a.user_id = $1
+         ORDER BY e.entry_id DESC
+         LIMIT $2 OFFSET $3",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn history_count(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<i64, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM ledger_entry e JOIN ledger_account a ON a.account_id = e.account_id WHERE a.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(db)
+    .await?)
+}

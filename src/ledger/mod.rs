@@ -1,0 +1,647 @@
+//! The credit ledger: double-entry, append-only, integer credits. No HTTP here; every part of the
+//! app that moves credits (sign-up grants, runs, top-ups, admin adjustments) goes through this
+//! module, inside the caller's transaction.
+//!
+//! - [`transfer`] moves credits between two accounts under a unique idempotency key: replaying a
+//!   key returns the original transfer; the same key with different accounts or amount is
+//!   [`LedgerError::KeyConflict`].
+//! - [`reserve`], [`post`] and [`void`] are the two-phase holds used by generation jobs: reserved
+//!   credits move from the user's wallet to the `pending_holds` system account, and leave it
+//!   exactly once, to `generation_revenue` (posted) and/or back to the wallet.
+//! - [`check_invariants`] verifies what the database also enforces (see the migration).
+
+use sqlx::{PgConnection, PgExecutor, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+mod history;
+pub use history::{HistoryLine, history, history_count};
+
+pub type AccountId = i64;
+pub type HoldId = i64;
+
+/// The system accounts created by the ledger migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    SignupGrants,
+    TopupSales,
+    GenerationRevenue,
+    Adjustments,
+    PendingHolds,
+}
+
+impl System {
+    pub fn code(self) -> &'static str {
+        match self {
+            System::SignupGrants => "signup_grants",
+            System::TopupSales => "topup_sales",
+            System::GenerationRevenue => "generation_revenue",
+            System::Adjustments => "adjustments",
+            System::PendingHolds => "pending_holds",
+        }
+    }
+}
+
+/// What a transfer is, for the user's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    SignupBonus,
+    Hold,
+    HoldPost,
+    HoldRelease,
+    Topup,
+    Adjustment,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::SignupBonus => "signup_bonus",
+            Kind::Hold => "hold",
+            Kind::HoldPost => "hold_post",
+            Kind::HoldRelease => "hold_release",
+            Kind::Topup => "topup",
+            Kind::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// Links from a transfer to what it belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refs {
+    pub run_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub payment_id: Option<Uuid>,
+    pub hold_id: Option<HoldId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("insufficient credits (need {need}, have {have})")]
+    InsufficientCredits { need: i64, have: i64 },
+    #[error("idempotency key {0:?} was already used for a different transfer")]
+    KeyConflict(String),
+    #[error("the amount must be positive (got {0})")]
+    InvalidAmount(i64),
+    #[error("hold {0} not found")]
+    HoldNotFound(HoldId),
+    #[error("hold {hold_id} is already {status}")]
+    AlreadyResolved { hold_id: HoldId, status: String },
+    #[error("cannot post {amount} credits against a hold of {held}")]
+    ExceedsHold { amount: i64, held: i64 },
+    #[error("no wallet for user {0}")]
+    NoWallet(Uuid),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub transfer_id: i64,
+    pub key: String,
+    pub debit: AccountId,
+    pub credit: AccountId,
+    pub amount: i64,
+    /// True when this call replayed an existing transfer instead of making a new one.
+    pub replayed: bool,
+}
+
+/// A request to move `amount` credits from `debit` to `credit`.
+#[derive(Debug, Clone)]
+pub struct NewTransfer<'a> {
+    pub key: &'a str,
+    pub debit: AccountId,
+    pub credit: AccountId,
+    pub amount: i64,
+    pub kind: Kind,
+    pub memo: &'a str,
+    pub refs: Refs,
+}
+
+/// The id of a system account.
+pub async fn system_account(
+    db: impl PgExecutor<'_>,
+    system: System,
+) -> Result<AccountId, LedgerError> {
+    Ok(
+        sqlx::query_scalar("SELECT account_id FROM ledger_account WHERE code = $1")
+            .bind(system.code())
+            .fetch_one(db)
+            .await?,
+    )
+}
+
+/// Opens the wallet of a new user (idempotent).
+pub async fn open_wallet(db: &mut PgConnection, user_id: Uuid) -> Result<AccountId, LedgerError> {
+    let id: Option<AccountId> = sqlx::query_scalar(
+        "INSERT INTO ledger_account (kind, user_id, balance) VALUES ('user', $1, 0)
+         ON CONFLICT (user_id) DO NOTHING RETURNING account_id",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    match id {
+        Some(id) => Ok(id),
+        None => wallet(db, user_id).await,
+    }
+}
+
+/// The wallet of a user.
+pub async fn wallet(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<AccountId, LedgerError> {
+    sqlx::query_scalar("SELECT account_id FROM ledger_account WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(LedgerError::NoWallet(user_id))
+}
+
+/// Moves credits under an idempotency key. Runs in a savepoint, so a failure (not enough
+/// credits, key conflict) leaves the caller's transaction usable and unchanged.
+#[tracing::instrument(skip_all, fields(key = new.key, amount = new.amount))]
+pub async fn transfer(
+    db: &mut PgConnection,
+    new: NewTransfer<'_>,
+) -> Result<Transfer, LedgerError> {
+    if new.amount <= 0 {
+        return Err(LedgerError::InvalidAmount(new.amount));
+    }
+    let mut sp = sqlx::Connection::begin(&mut *db).await?;
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO ledger_transfer (idempotency_key, debit_account_id, credit_account_id, amount, kind, memo, hold_id, run_id, job_id, payment_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING transfer_id",
+    )
+    .bind(new.key)
+    .bind(new.debit)
+    .bind(new.credit)
+    .bind(new.amount)
+    .bind(new.kind.as_str())
+    .bind(new.memo)
+    .bind(new.refs.hold_id)
+    .bind(new.refs.run_id)
+    .bind(new.refs.job_id)
+    .bind(new.refs.payment_id)
+    .fetch_optional(&mut *sp)
+    .await?;
+
+    let Some(transfer_id) = inserted else {
+        sp.rollback().await?;
+        let existing = sqlx::query(
+            "SELECT transfer_id, debit_account_id, credit_account_id, amount FROM ledger_transfer WHERE idempotency_key = $1",
+        )
+        .bind(new.key)
+        .fetch_one(&mut *db)
+        .await?;
+        let (debit, credit, amount): (i64, i64, i64) = (
+            existing.get("debit_account_id"),
+            existing.get("credit_account_id"),
+            existing.get("amount"),
+        );
+        if (debit, credit, amount) != (new.debit, new.credit, new.amount) {
+            return Err(LedgerError::KeyConflict(new.key.to_string()));
+        }
+        return Ok(Transfer {
+            transfer_id: existing.get("transfer_id"),
+            key: new.key.to_string(),
+            debit,
+            credit,
+            amount,
+            replayed: true,
+        });
+    };
+
+    // Lock the two accounts in id order so opposite transfers cannot deadlock.
+    let sides = if new.debit < new.credit {
+        [(new.debit, -new.amount), (new.credit, new.amount)]
+    } else {
+        [(new.credit, new.amount), (new.debit, -new.amount)]
+    };
+    for (account_id, delta) in sides {
+        // Only user wallets cache a balance, and it may not go negative (also a CHECK).
+        let row = sqlx::query(
+            "UPDATE ledger_account SET balance = balance + $2
+             WHERE account_id = $1 AND kind = 'user' AND balance + $2 >= 0
+             RETURNING balance",
+        )
+        .bind(account_id)
+        .bind(delta)
+        .fetch_optional(&mut *sp)
+        .await?;
+        let balance_after: Option<i64> = match row {
+            Some(row) => Some(row.get("balance")),
+            None => {
+                let (kind, balance): (String, Option<i64>) = sqlx::query_as(
+                    "SELECT kind, balance FROM ledger_account WHERE account_id = $1",
+                )
+                .bind(account_id)
+                .fetch_one(&mut *sp)
+                .await?;
+                if kind == "user" {
+                    sp.rollback().await?;
+                    return Err(LedgerError::InsufficientCredits {
+                        need: new.amount,
+                        have: balance.unwrap_or(0),
+                    });
+                }
+                None
+            }
+        };
+        sqlx::query("INSERT INTO ledger_entry (transfer_id, account_id, amount, balance_after) VALUES ($1, $2, $3, $4)")
+            .bind(transfer_id)
+            .bind(account_id)
+            .bind(delta)
+            .bind(balance_after)
+            .execute(&mut *sp)
+            .await?;
+    }
+    sp.commit().await?;
+    Ok(Transfer {
+        transfer_id,
+        key: new.key.to_string(),
+        debit: new.debit,
+        credit: new.credit,
+        amount: new.amount,
+        replayed: false,
+    })
+}
+
+/// Available (spendable) and held (reserved by pending holds) credits of a user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Balance {
+    pub available: i64,
+    pub held: i64,
+}
+
+pub async fn balance(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Balance, LedgerError> {
+    let row = sqlx::query(
+        "SELECT a.balance,
+                COALESCE((SELECT sum(h.amount) FROM ledger_hold h WHERE h.account_id = a.account_id AND h.status = 'pending'), 0)::bigint AS held
+         FROM ledger_account a WHERE a.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(LedgerError::NoWallet(user_id))?;
+    Ok(Balance {
+        available: row.get::<Option<i64>, _>("balance").unwrap_or(0),
+        held: row.get("held"),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub hold_id: HoldId,
+    pub account_id: AccountId,
+    pub amount: i64,
+    pub status: HoldStatus,
+    pub posted_amount: Option<i64>,
+    pub deadline: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldStatus {
+    Pending,
+    Posted,
+    Voided,
+}
+
+impl HoldStatus {
+    fn parse(s: &str) -> Self {
+        match s {
+            "posted" => HoldStatus::Posted,
+            "voided" => HoldStatus::Voided,
+            _ => HoldStatus::Pending,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Pending => "pending",
+            HoldStatus::Posted => "posted",
+            HoldStatus::Voided => "voided",
+        }
+    }
+}
+
+const HOLD_COLUMNS: &str = "hold_id, account_id, amount, status, posted_amount, deadline";
+
+fn hold_from_row(row: &sqlx::postgres::PgRow) -> Hold {
+    Hold {
+        hold_id: row.get("hold_id"),
+        account_id: row.get("account_id"),
+        amount: row.get("amount"),
+        status: HoldStatus::parse(row.get::<&str, _>("status")),
+        posted_amount: row.get("posted_amount"),
+        deadline: row.get("deadline"),
+    }
+}
+
+pub async fn get_hold(db: impl PgExecutor<'_>, hold_id: HoldId) -> Result<Hold, LedgerError> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE hold_id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hold_id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref()
+        .map(hold_from_row)
+        .ok_or(LedgerError::HoldNotFound(hold_id))
+}
+
+/// Reserves `amount` credits of a user's wallet until `deadline`. Replaying `key` returns the
+/// original hold.
+#[tracing::instrument(skip_all, fields(key, amount))]
+pub async fn reserve(
+    db: &mut PgConnection,
+    user_id: Uuid,
+    amount: i64,
+    key: &str,
+    deadline: OffsetDateTime,
+    memo: &str,
+    refs: Refs,
+) -> Result<Hold, LedgerError> {
+    let wallet = wallet(&mut *db, user_id).await?;
+    let holds = system_account(&mut *db, System::PendingHolds).await?;
+    let transfer = transfer(
+        db,
+        NewTransfer {
+            key,
+            debit: wallet,
+            credit: holds,
+            amount,
+            kind: Kind::Hold,
+            memo,
+            refs,
+        },
+    )
+    .await?;
+    let sql = format!(
+        "INSERT INTO ledger_hold (account_id, amount, idempotency_key, reserve_transfer_id, deadline)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING {HOLD_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(wallet)
+        .bind(amount)
+        .bind(key)
+        .bind(transfer.transfer_id)
+        .bind(deadline)
+        .fetch_optional(&mut *db)
+        .await?;
+    if let Some(row) = row {
+        return Ok(hold_from_row(&row));
+    }
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE idempotency_key = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key)
+        .fetch_one(&mut *db)
+        .await?;
+    Ok(hold_from_row(&row))
+}
+
+/// Charges `amount` (at most the held amount) and returns any remainder to the wallet.
+/// Posting again with the same amount is a no-op that returns the hold; any other second
+/// resolution is [`LedgerError::AlreadyResolved`].
+#[tracing::instrument(skip(db, memo, refs))]
+pub async fn post(
+    db: &mut PgConnection,
+    hold_id: HoldId,
+    amount: i64,
+    memo: &str,
+    refs: Refs,
+) -> Result<Hold, LedgerError> {
+    resolve(db, hold_id, Resolution::Post(amount), memo, refs).await
+}
+
+/// Returns all of a pending hold to the wallet. Voiding a voided hold is a no-op.
+#[tracing::instrument(skip(db, reason, refs))]
+pub async fn void(
+    db: &mut PgConnection,
+    hold_id: HoldId,
+    reason: &str,
+    refs: Refs,
+) -> Result<Hold, LedgerError> {
+    resolve(db, hold_id, Resolution::Void, reason, refs).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Resolution {
+    Post(i64),
+    Void,
+}
+
+async fn resolve(
+    db: &mut PgConnection,
+    hold_id: HoldId,
+    how: Resolution,
+    memo: &str,
+    refs: Refs,
+) -> Result<Hold, LedgerError> {
+    let mut tx = sqlx::Connection::begin(&mut *db).await?;
+    // The row lock makes concurrent resolutions of one hold take turns; the status check (and the
+    // table's trigger) lets exactly one of them win.
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE hold_id = $1 FOR UPDATE");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hold_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let hold = row
+        .as_ref()
+        .map(hold_from_row)
+        .ok_or(LedgerError::HoldNotFound(hold_id))?;
+    if hold.status != HoldStatus::Pending {
+        let same = match how {
+            Resolution::Post(amount) => {
+                hold.status == HoldStatus::Posted && hold.posted_amount == Some(amount)
+            }
+            Resolution::Void => hold.status == HoldStatus::Voided,
+        };
+        tx.rollback().await?;
+        return if same {
+            Ok(hold)
+        } else {
+            Err(LedgerError::AlreadyResolved {
+                hold_id,
+                status: hold.status.as_str().into(),
+            })
+        };
+    }
+    let (charge, status) = match how {
+        Resolution::Post(amount) if amount < 0 => return Err(LedgerError::InvalidAmount(amount)),
+        Resolution::Post(amount) if amount > hold.amount => {
+            return Err(LedgerError::ExceedsHold {
+                amount,
+                held: hold.amount,
+            });
+        }
+        Resolution::Post(amount) => (amount, "posted"),
+        Resolution::Void => (0, "voided"),
+    };
+    let holds = system_account(&mut *tx, System::PendingHolds).await?;
+    let refs = Refs {
+        hold_id: Some(hold_id),
+        ..refs
+    };
+    if charge > 0 {
+        let revenue = system_account(&mut *tx, System::GenerationRevenue).await?;
+        let key = format!("hold:{hold_id}:post");
+        transfer(
+            &mut tx,
+            NewTransfer {
+                key: &key,
+                debit: holds,
+                credit: revenue,
+                amount: charge,
+                kind: Kind::HoldPost,
+                memo,
+                refs,
+            },
+        )
+        .await?;
+    }
+    let remainder = hold.amount - charge;
+    if remainder > 0 {
+        let key = format!("hold:{hold_id}:release");
+        transfer(
+            &mut tx,
+            NewTransfer {
+                key: &key,
+                debit: holds,
+                credit: hold.account_id,
+                amount: remainder,
+                kind: Kind::HoldRelease,
+                memo,
+                refs,
+            },
+        )
+        .await?;
+    }
+    let sql = format!(
+        "UPDATE ledger_hold SET status = $2, posted_amount = $3, resolved_at = now(), reason = NULLIF($4, '')
+         WHERE hold_id = $1 AND status = 'pending'
+         RETURNING {HOLD_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hold_id)
+        .bind(status)
+        .bind(matches!(how, Resolution::Post(_)).then_some(charge))
+        .bind(memo)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(hold_from_row(&row))
+}
+
+/// Voids pending holds whose deadline has passed; returns how many it voided.
+pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
+    let expired: Vec<HoldId> =
+        sqlx::query_scalar("SELECT hold_id FROM ledger_hold WHERE status = 'pending' AND deadline < now() ORDER BY deadline LIMIT 500")
+            .fetch_all(pool)
+            .await?;
+    let mut voided = 0;
+    for hold_id in expired {
+        let mut conn = pool.acquire().await?;
+        match void(
+            &mut conn,
+            hold_id,
+            "expired: the hold outlived its deadline",
+            Refs::default(),
+        )
+        .await
+        {
+            Ok(_) => voided += 1,
+            // Resolved by its job in the meantime.
+            Err(LedgerError::AlreadyResolved { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    if voided > 0 {
+        tracing::info!(voided, "voided expired holds");
+    }
+    Ok(voided)
+}
+
+/// What [`check_invariants`] found; empty `violations` means all is well.
+#[derive(Debug, Default)]
+pub struct InvariantReport {
+    pub violations: Vec<String>,
+}
+
+impl InvariantReport {
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Checks the ledger's invariants over the whole database.
+pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, LedgerError> {
+    let mut report = InvariantReport::default();
+    let total: i64 =
+        sqlx::query_scalar("SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entry")
+            .fetch_one(&mut *db)
+            .await?;
+    if total != 0 {
+        report
+            .violations
+            .push(format!("entries sum to {total}, not 0"));
+    }
+    let unbalanced: Vec<i64> = sqlx::query_scalar(
+        "SELECT t.transfer_id FROM ledger_transfer t LEFT JOIN ledger_entry e USING (transfer_id)
+         GROUP BY t.transfer_id, t.amount
+         HAVING count(e.*) <> 2 OR COALESCE(sum(e.amount), 0) <> 0 OR max(e.amount) <> t.amount",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    if !unbalanced.is_empty() {
+        report.violations.push(format!(
+            "transfers without a balanced pair of entries: {unbalanced:?}"
+        ));
+    }
+    let negative: Vec<i64> = sqlx::query_scalar(
+        "SELECT account_id FROM ledger_account WHERE kind = 'user' AND balance < 0",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    if !negative.is_empty() {
+        report
+            .violations
+            .push(format!("negative user balances: {negative:?}"));
+    }
+    let drift: Vec<i64> = sqlx::query_scalar(
+        "SELECT a.account_id FROM ledger_account a
+         WHERE a.kind = 'user' AND a.balance <> COALESCE((SELECT sum(e.amount) FROM ledger_entry e WHERE e.account_id = a.account_id), 0)",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    if !drift.is_empty() {
+        report.violations.push(format!(
+            "cached balances that differ from their entries: {drift:?}"
+        ));
+    }
+    // The pending_holds account holds exactly the pending holds.
+    let (in_holds, pending): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT sum(e.amount) FROM ledger_entry e JOIN ledger_account a USING (account_id) WHERE a.code = 'pending_holds'), 0)::bigint,
+                COALESCE((SELECT sum(amount) FROM ledger_hold WHERE status = 'pending'), 0)::bigint",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    if in_holds != pending {
+        report.violations.push(format!(
+            "pending_holds account holds {in_holds} but pending holds total {pending}"
+        ));
+    }
+    // Each resolved hold moved exactly its amount out of pending_holds.
+    let bad_holds: Vec<i64> = sqlx::query_scalar(
+        "SELECT h.hold_id FROM ledger_hold h
+         WHERE h.status <> 'pending' AND h.amount <> COALESCE((SELECT sum(t.amount) FROM ledger_transfer t WHERE t.hold_id = h.hold_id), 0)
+            OR h.status = 'pending' AND EXISTS (SELECT 1 FROM ledger_transfer t WHERE t.hold_id = h.hold_id)",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    if !bad_holds.is_empty() {
+        report.violations.push(format!(
+            "holds whose resolution does not match their transfers: {bad_holds:?}"
+        ));
+    }
+    Ok(report)
+}

@@ -1,0 +1,21 @@
+//! Faceoff: compare AI image models side by side.
+//!
+//! One crate, modules by domain. `main.rs` only parses the command line ([`cli`]); everything
+//! else lives here so the tests build the very same [`web::app`].
+
+pub mod accounts;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod ledger;
+pub mod payments;
+pub mod runs;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+pub mod web;
+
+pub use state::AppState;
+pub use web::app;

@@ -1,0 +1,129 @@
+//! Running the process: preparing the database, serving HTTP, running background tasks, and
+//! shutting all of it down gracefully on SIGINT/SIGTERM.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, db, ledger, state::AppState, web};
+
+/// Migrates the database and loads the seed data (idempotent; run at every start).
+pub async fn prepare_database(pool: &PgPool, _config: &Config) -> anyhow::Result<()> {
+    db::migrate(pool).await?;
+    Ok(())
+}
+
+/// Connects (or starts a private cluster), creates and prepares the database. The returned
+/// server must be kept alive, and `stop()`ped at exit, for as long as the pool is used.
+pub async fn connect(config: &Config) -> anyhow::Result<(db::Server, PgPool)> {
+    let server = db::locate(config).await?;
+    db::create_database_if_missing(&server.options).await?;
+    let pool = db::pool(&server.options, 20);
+    Ok((server, pool))
+}
+
+/// `faceoff serve`: the web app, plus the background tasks (and workers) of this process.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let (server, pool) = connect(&config).await?;
+    let result = async {
+        prepare_database(&pool, &config).await?;
+        let addr = config.addr;
+        let state = AppState::new(pool.clone(), config).await?;
+        let shutdown = CancellationToken::new();
+        let tasks = spawn_background(&state, shutdown.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr} (FACEOFF_ADDR)"))?;
+        tracing::info!(
+            "listening on http://{} (public URL {})",
+            listener.local_addr()?,
+            state.config.public_url
+        );
+        let signal = shutdown.clone();
+        axum::serve(
+            listener,
+            web::app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            signal.cancel();
+        })
+        .await?;
+        shutdown.cancel();
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    pool.close().await;
+    if let Some(cluster) = &server.cluster {
+        cluster.stop();
+    }
+    result
+}
+
+/// `faceoff migrate`: only the migrations.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let (server, pool) = connect(&config).await?;
+    let result = db::migrate(&pool).await;
+    pool.close().await;
+    if let Some(cluster) = &server.cluster {
+        cluster.stop();
+    }
+    result?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Periodic housekeeping shared by `serve` and `worker`: expired holds and sessions.
+pub fn spawn_background(
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let pool = state.pool.clone();
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = ledger::sweep_expired(&pool).await {
+                tracing::warn!("hold sweeper: {err}");
+            }
+            if let Err(err) = sqlx::query("DELETE FROM session WHERE expiry_date < now()")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!("session cleanup: {err}");
+            }
+        }
+    });
+    vec![housekeeping]
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

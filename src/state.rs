@@ -1,0 +1,29 @@
+//! The application state shared by every request handler and background task.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use sqlx::PgPool;
+
+use crate::{config::Config, telemetry::Metrics, web::assets::Assets};
+
+/// Cheap to clone: everything inside is reference-counted.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub assets: Arc<Assets>,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Builds the state over a pool whose database is already migrated and seeded.
+    pub async fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
+        Ok(AppState {
+            pool,
+            config: Arc::new(config),
+            assets: Arc::new(Assets::load()?),
+            metrics: Metrics::install(),
+        })
+    }
+}

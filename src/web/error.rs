@@ -1,0 +1,271 @@
+//! The one error type at the HTTP edge. Handlers return [`AppError`]; the `render_errors`
+//! middleware turns it (and any bare 4xx/5xx from the framework: unknown routes, wrong methods,
+//! oversized or malformed bodies, timeouts) into an HTML page in the site layout, or into
+//! `{"error": {"code", "message"}}` under `/api/`. A 500 logs its cause and shows none of it.
+
+use axum::{
+    Json,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
+};
+use serde_json::json;
+
+use crate::{
+    state::AppState,
+    web::{layout::Layout, render},
+};
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("you need to log in to see this page")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("this form has expired or did not come from this site; reload the page and try again")]
+    CsrfFailed,
+    #[error("insufficient credits (need {need}, have {have})")]
+    InsufficientCredits { need: i64, have: i64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many attempts; try again in {retry_after} seconds")]
+    RateLimited { retry_after: u64 },
+    #[error("the service is temporarily unavailable; try again shortly")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("something went wrong on our side")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn not_found() -> Self {
+        AppError::NotFound("we could not find that page".into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) | AppError::CsrfFailed => StatusCode::FORBIDDEN,
+            AppError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code (the JSON API's `error.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::NotFound(_) => "not_found",
+            AppError::BadRequest(_) => "bad_request",
+            AppError::Unprocessable(_) => "invalid_input",
+            AppError::Unauthorized => "unauthorized",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::CsrfFailed => "csrf_failed",
+            AppError::InsufficientCredits { .. } => "insufficient_credits",
+            AppError::Conflict(_) => "conflict",
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                AppError::Unavailable(err.into())
+            }
+            other => AppError::Internal(other.into()),
+        }
+    }
+}
+
+/// What the error middleware needs to render the page, carried as a response extension.
+#[derive(Debug, Clone)]
+pub struct ErrorInfo {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            AppError::Internal(err) => tracing::error!(error = ?err, "internal error"),
+            AppError::Unavailable(err) => tracing::warn!(error = %err, "service unavailable"),
+            _ => {}
+        }
+        let retry_after = match &self {
+            AppError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        let info = ErrorInfo {
+            status,
+            code: self.code(),
+            message: self.to_string(),
+            retry_after,
+        };
+        let mut response = status.into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(info);
+        response
+    }
+}
+
+/// Middleware: gives every error response its final form (see the module docs).
+pub async fn render_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    let is_api = path.starts_with("/api/");
+    let session = req.extensions().get::<tower_sessions::Session>().cloned();
+    let response = next.run(req).await;
+
+    let status = response.status();
+    let info = response.extensions().get::<ErrorInfo>().cloned();
+    if info.is_none() && (status.as_u16() < 400 || is_rendered(&response)) {
+        return response;
+    }
+    let info = match info {
+        Some(info) => info,
+        None => framework_error(response).await,
+    };
+
+    if is_api {
+        let mut out = (
+            info.status,
+            Json(json!({"error": {"code": info.code, "message": info.message}})),
+        )
+            .into_response();
+        if let Some(secs) = info.retry_after {
+            out.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return out;
+    }
+    if info.status == StatusCode::UNAUTHORIZED {
+        let next =
+            url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect::<String>();
+        return Redirect::to(&format!("/login?next={next}")).into_response();
+    }
+    let layout = Layout::for_error(&state, session, &path).await;
+    let page = ErrorPage {
+        layout,
+        status: info.status.as_u16(),
+        title: title_for(info.status),
+        message: info.message,
+    };
+    let mut out = (info.status, render(&page)).into_response();
+    if let Some(secs) = info.retry_after {
+        out.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    out
+}
+
+fn is_rendered(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.starts_with("text/html")
+                || ct.starts_with("application/json")
+                || ct.starts_with("text/event-stream")
+        })
+}
+
+/// Turns a bare framework response (a rejection's plain-text body, or an empty 404/405/413/408)
+/// into an [`ErrorInfo`], keeping the framework's explanation for 4xx.
+async fn framework_error(response: Response) -> ErrorInfo {
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_string();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "we could not find that page".to_string()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "that action is not available at this address".to_string(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("payload_too_large", "the request was too large".to_string())
+        }
+        StatusCode::REQUEST_TIMEOUT => (
+            "timeout",
+            "the request took too long; try again".to_string(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request was not sent as a form or JSON".to_string(),
+        ),
+        s if s.is_client_error() => {
+            let message = if detail.is_empty() || detail.len() > 300 {
+                "the request could not be understood".to_string()
+            } else {
+                detail.clone()
+            };
+            ("bad_request", message)
+        }
+        _ => ("internal", "something went wrong on our side".to_string()),
+    };
+    if status.is_server_error() {
+        tracing::error!(%status, body = %detail, "server error without an AppError");
+    }
+    ErrorInfo {
+        status,
+        code,
+        message,
+        retry_after: None,
+    }
+}
+
+fn title_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "That did not work",
+        401 => "Please log in",
+        402 => "Not enough credits",
+        403 => "Not allowed",
+        404 => "Page not found",
+        405 => "Not allowed here",
+        408 => "That took too long",
+        409 => "Already done",
+        413 => "Too large",
+        429 => "Slow down",
+        503 => "Temporarily unavailable",
+        _ => "Something went wrong",
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub layout: Layout,
+    pub status: u16,
+    pub title: &'static str,
+    pub message: String,
+}

@@ -1,0 +1,242 @@
+//! The foundation: the layout, error pages, health, metrics, limits and graceful shutdown.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Page, TestApp};
+
+#[tokio::test]
+async fn home_page_renders_in_the_layout() {
+    let app = TestApp::spawn().await;
+    let (status, page) = app.page("/").await;
+    assert_eq!(status, StatusCode::OK);
+    page.assert_well_formed("home");
+    let nav = page.texts("nav[aria-label=Main] a");
+    assert_eq!(nav, ["Models", "Compare", "Studio", "Credits"]);
+    assert_eq!(
+        page.text(".account-nav a[href=\"/login\"]").as_deref(),
+        Some("Log in")
+    );
+    assert_eq!(
+        page.text(".account-nav a[href=\"/signup\"]").as_deref(),
+        Some("Sign up")
+    );
+    assert_eq!(page.count("header"), 1);
+    assert_eq!(page.count("footer"), 1);
+    // The stylesheet is served by the app with a cache-busted URL and a long cache lifetime.
+    let css = page
+        .attr("link[rel=stylesheet]", "href")
+        .expect("stylesheet");
+    assert!(css.starts_with("/assets/app.css?v="), "{css}");
+    let response = app.get(&css).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/css")
+    );
+}
+
+#[tokio::test]
+async fn security_headers_are_set() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/").await;
+    let headers = response.headers();
+    let csp = headers["content-security-policy"].to_str().expect("ascii");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(headers.contains_key("referrer-policy"));
+    assert!(headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_get_pages_in_the_layout() {
+    let app = TestApp::spawn().await;
+    let (status, page) = app.page("/no/such/page").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    page.assert_well_formed("404");
+    assert_eq!(page.text("h1").as_deref(), Some("Page not found"));
+    assert_eq!(
+        page.count("nav[aria-label=Main]"),
+        1,
+        "the error page uses the site layout"
+    );
+
+    let response = app
+        .client
+        .delete(app.url("/"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let page = Page::parse(&response.text().await.expect("body"));
+    assert_eq!(page.count("nav[aria-label=Main]"), 1);
+}
+
+#[tokio::test]
+async fn api_errors_are_json() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/api/v1/no-such-thing").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_bodies_get_4xx_pages_never_500() {
+    let app = TestApp::spawn().await;
+    // 50 MB body.
+    let big = vec![b'a'; 50 * 1024 * 1024];
+    let response = app
+        .client
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            assert!(response.status().is_client_error(), "{}", response.status());
+            let body = response.text().await.unwrap_or_default();
+            assert!(body.contains("<nav"), "rendered in the layout");
+        }
+        // The server may close the connection before reading the whole body; that is a 4xx too
+        // from the server's side (it never reached a handler).
+        Err(err) => assert!(err.is_request() || err.is_body(), "{err}"),
+    }
+    // Invalid UTF-8 in a form body.
+    let response = app
+        .client
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(vec![
+            b'e', b'm', b'a', b'i', b'l', b'=', 0xff, 0xfe, b'&', b'p', b'=', 0xc3,
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert!(response.status().is_client_error(), "{}", response.status());
+    assert!(response.text().await.expect("body").contains("<nav"));
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    app.get("/").await;
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("http_requests_total{method=\"GET\",route=\"/\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("db_pool_connections"), "{metrics}");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    // Make the database unreachable for this app: refuse new connections and end the pool's.
+    let admin = app.db.options.clone().database("postgres");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&admin)
+        .await
+        .expect("admin");
+    let name = app.db.name.clone();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("disallow");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut conn)
+        .await
+        .expect("terminate");
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        StatusCode::OK,
+        "liveness does not depend on the database"
+    );
+    wait_for_status(&app, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("allow");
+    wait_for_status(&app, "/readyz", StatusCode::OK).await;
+}
+
+async fn wait_for_status(app: &TestApp, path: &str, want: StatusCode) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = app.get(path).await.status();
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} still {got}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let mut app = TestApp::spawn().await;
+    // A slow request: the body trickles in over ~1.5 s.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let request = app
+        .client
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send();
+    let in_flight = tokio::spawn(request);
+    tx.send(Ok(b"email=slow%40example.com".to_vec()))
+        .await
+        .expect("send");
+    // Wait until the server has the request, then ask it to stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(async move {
+        app.stop().await;
+        app
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Ok(b"&password=whatever".to_vec()))
+        .await
+        .expect("send");
+    drop(tx);
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight request completes");
+    assert!(response.status().as_u16() < 500, "{}", response.status());
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("server stopped")
+        .expect("join");
+}

@@ -1,0 +1,386 @@
+//! The test harness: every test gets the real app, listening on `127.0.0.1:0`, over a fresh
+//! database of its own (created on the same server the app would use: `DATABASE_URL`, else the
+//! local default, else the private cluster), and a cookie-keeping HTTP client.
+
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use faceoff::{AppState, config::Config, server};
+use reqwest::{StatusCode, redirect::Policy};
+use scraper::{Html, Selector};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Where test databases are created: resolved once per test binary.
+fn server_options() -> &'static PgConnectOptions {
+    static SERVER: OnceLock<PgConnectOptions> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        // Resolution is async and may start a private cluster; do it on a runtime of its own so
+        // the result outlives any one test's runtime. The cluster, if started, keeps running for
+        // later test binaries (and `cargo run`), which reuse it.
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let config = Config::from_env().expect("test configuration");
+                let server = faceoff::db::locate(&config)
+                    .await
+                    .expect("a PostgreSQL server for the tests");
+                let options = server.options.clone();
+                std::mem::forget(server);
+                drop_stale_databases(&options).await;
+                options
+            })
+        })
+        .join()
+        .expect("resolving the test database server")
+    })
+}
+
+/// Drops test databases left behind by test processes that no longer exist.
+async fn drop_stale_databases(options: &PgConnectOptions) {
+    let Ok(mut conn) = PgConnection::connect_with(&options.clone().database("postgres")).await
+    else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'faceoff_test_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}
+
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, migrated and seeded database for one test.
+pub struct TestDb {
+    pub name: String,
+    pub options: PgConnectOptions,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let base = server_options();
+        let name = format!(
+            "faceoff_test_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut conn = PgConnection::connect_with(&base.clone().database("postgres"))
+            .await
+            .expect("connect to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        TestDb {
+            options: base.clone().database(&name),
+            name,
+        }
+    }
+
+    pub fn pool(&self, max_connections: u32) -> PgPool {
+        faceoff::db::pool(&self.options, max_connections)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let base = server_options().clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect_with(&base.database("postgres")).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::for_tests();
+    let dir = std::env::temp_dir().join(format!(
+        "faceoff-test-{}-{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    ));
+    config.storage_url = format!("file://{}", dir.join("media").display());
+    config.data_dir = dir;
+    config
+}
+
+/// A running app over its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns the app with a configuration adjusted by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+        faceoff::telemetry::init_for_test();
+        let mut config = test_config();
+        configure(&mut config);
+        let db = TestDb::create().await;
+        let pool = db.pool(20);
+        server::prepare_database(&pool, &config)
+            .await
+            .expect("prepare test database");
+        Self::start(db, pool, config).await
+    }
+
+    async fn start(db: TestDb, pool: PgPool, config: Config) -> TestApp {
+        let state = AppState::new(pool.clone(), config)
+            .await
+            .expect("app state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let app = faceoff::app(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { signal.cancelled().await })
+            .await
+            .expect("server");
+        });
+        TestApp {
+            addr,
+            client: new_client(),
+            pool,
+            state,
+            shutdown,
+            server: Some(server),
+            db,
+        }
+    }
+
+    /// Stops the server gracefully (in-flight requests finish) and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+    }
+
+    /// Stops this server and starts a new one over the same database: a process restart.
+    /// The client (and its cookies) carries over.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let config = (*self.state.config).clone();
+        let client = self.client.clone();
+        let TestApp { db, pool, .. } = self;
+        let mut app = Self::start(db, pool, config).await;
+        app.client = client;
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// GETs a page and parses it; asserts it is HTML.
+    pub async fn page(&self, path: &str) -> (StatusCode, Page) {
+        let response = self.get(path).await;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = response.text().await.expect("body");
+        assert!(
+            content_type.starts_with("text/html"),
+            "{path}: expected HTML, got {content_type}: {body}"
+        );
+        (status, Page::parse(&body))
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// The CSRF token from the first form on `path`.
+    pub async fn csrf_token(&self, path: &str) -> String {
+        let (_, page) = self.page(path).await;
+        page.attr("input[name=csrf_token]", "value")
+            .unwrap_or_else(|| panic!("{path} has no csrf_token field"))
+    }
+}
+
+/// A client that keeps cookies and does not follow redirects (tests assert them).
+pub fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A parsed HTML page with small query helpers.
+pub struct Page {
+    pub html: Html,
+    pub source: String,
+}
+
+impl Page {
+    pub fn parse(source: &str) -> Page {
+        Page {
+            html: Html::parse_document(source),
+            source: source.to_string(),
+        }
+    }
+
+    fn selector(css: &str) -> Selector {
+        Selector::parse(css).unwrap_or_else(|e| panic!("bad selector {css}: {e}"))
+    }
+
+    /// Text of the first element matching `css`, whitespace-collapsed.
+    pub fn text(&self, css: &str) -> Option<String> {
+        self.html.select(&Self::selector(css)).next().map(|el| {
+            el.text()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+
+    pub fn texts(&self, css: &str) -> Vec<String> {
+        self.html
+            .select(&Self::selector(css))
+            .map(|el| {
+                el.text()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    pub fn attr(&self, css: &str, attr: &str) -> Option<String> {
+        self.html
+            .select(&Self::selector(css))
+            .next()
+            .and_then(|el| el.value().attr(attr))
+            .map(str::to_string)
+    }
+
+    pub fn attrs(&self, css: &str, attr: &str) -> Vec<String> {
+        self.html
+            .select(&Self::selector(css))
+            .filter_map(|el| el.value().attr(attr))
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn count(&self, css: &str) -> usize {
+        self.html.select(&Self::selector(css)).count()
+    }
+
+    /// Structural checks every page must pass: it parsed without errors, has one `<main>`, one
+    /// `<h1>`, a non-empty title, `lang` on `<html>`, labelled form controls, and `alt` on images.
+    pub fn assert_well_formed(&self, what: &str) {
+        let errors: Vec<_> = self
+            .html
+            .errors
+            .iter()
+            .filter(|e| !e.contains("Unexpected token"))
+            .collect();
+        assert!(errors.is_empty(), "{what}: HTML parse errors {errors:?}");
+        assert!(
+            self.source
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("<!doctype html>"),
+            "{what}: no doctype"
+        );
+        assert_eq!(self.count("html[lang]"), 1, "{what}: <html lang> missing");
+        assert_eq!(self.count("main"), 1, "{what}: expected one <main>");
+        assert_eq!(self.count("h1"), 1, "{what}: expected one <h1>");
+        assert!(
+            self.text("title").is_some_and(|t| !t.is_empty()),
+            "{what}: empty <title>"
+        );
+        assert_eq!(
+            self.count("img:not([alt])"),
+            0,
+            "{what}: images without alt"
+        );
+        for id in self.attrs(
+            "input:not([type=hidden]):not([type=submit]), select, textarea",
+            "id",
+        ) {
+            assert!(
+                self.count(&format!("label[for=\"{id}\"]")) > 0,
+                "{what}: control #{id} has no label"
+            );
+        }
+        assert_eq!(
+            self.count("input:not([type=hidden]):not([type=submit]):not([id]), select:not([id]), textarea:not([id])"),
+            self.count("label input:not([type=hidden]):not([id]), label select:not([id]), label textarea:not([id])"),
+            "{what}: a form control has neither an id with a <label for> nor a wrapping <label>"
+        );
+        let ids = self.attrs("[id]", "id");
+        let mut seen = std::collections::HashSet::new();
+        for id in &ids {
+            assert!(seen.insert(id), "{what}: duplicate id {id}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests: the real app over HTTP against a fresh PostgreSQL database per test.
+
+mod foundation;
+mod helpers;
