@@ -5,11 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::{config::Config, server, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "faceoff",
-    version,
-    about = "Compare AI image models side by side"
-)]
+#[command(name = "faceoff", version, about = "Compare AI image models side by side")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

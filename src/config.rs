@@ -82,11 +82,8 @@ impl Config {
         let public_url = match env.non_empty("FACEOFF_PUBLIC_URL") {
             Some(raw) => parse_http_url("FACEOFF_PUBLIC_URL", &raw)?,
             None => {
-                let host = if addr.ip().is_unspecified() {
-                    format!("localhost:{}", addr.port())
-                } else {
-                    addr.to_string()
-                };
+                let host =
+                    if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() };
                 Url::parse(&format!("http://{host}")).map_err(|_| ConfigError {
                     name: "FACEOFF_ADDR",
                     value: addr.to_string(),
@@ -94,14 +91,10 @@ impl Config {
                 })?
             }
         };
-        let data_dir = PathBuf::from(
-            env.non_empty("FACEOFF_DATA_DIR")
-                .unwrap_or_else(|| ".faceoff".into()),
-        );
+        let data_dir = PathBuf::from(env.non_empty("FACEOFF_DATA_DIR").unwrap_or_else(|| ".faceoff".into()));
         let storage_url = match env.non_empty("FACEOFF_STORAGE_URL") {
             Some(raw) => {
-                let ok =
-                    raw.starts_with("file://") || raw.starts_with("s3://") || raw == "memory://";
+                let ok = raw.starts_with("file://") || raw.starts_with("s3://") || raw == "memory://";
                 if !ok {
                     return Err(ConfigError {
                         name: "FACEOFF_STORAGE_URL",
@@ -113,11 +106,7 @@ impl Config {
             }
             None => format!("file://{}", absolute(&data_dir.join("media")).display()),
         };
-        let signup_credits: i64 = env.parsed(
-            "FACEOFF_SIGNUP_CREDITS",
-            "a whole number of credits, 0 or more",
-            100,
-        )?;
+        let signup_credits: i64 = env.parsed("FACEOFF_SIGNUP_CREDITS", "a whole number of credits, 0 or more", 100)?;
         if signup_credits < 0 {
             return Err(ConfigError {
                 name: "FACEOFF_SIGNUP_CREDITS",
@@ -125,24 +114,11 @@ impl Config {
                 expected: "a whole number of credits, 0 or more",
             });
         }
-        let workers: usize = env.parsed(
-            "FACEOFF_WORKERS",
-            "a number of concurrent jobs, 0 or more",
-            4,
-        )?;
-        let latency_ms: u64 = env.parsed(
-            "FACEOFF_SANDBOX_LATENCY_MS",
-            "milliseconds, e.g. 1500",
-            1500,
-        )?;
+        let workers: usize = env.parsed("FACEOFF_WORKERS", "a number of concurrent jobs, 0 or more", 4)?;
+        let latency_ms: u64 = env.parsed("FACEOFF_SANDBOX_LATENCY_MS", "milliseconds, e.g. 1500", 1500)?;
         let sandbox_fail = env
             .non_empty("FACEOFF_SANDBOX_FAIL")
-            .map(|raw| {
-                raw.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(|raw| raw.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
         let bfl_api_url = match env.non_empty("BFL_API_URL") {
             Some(raw) => parse_http_url("BFL_API_URL", &raw)?,
@@ -205,9 +181,7 @@ struct Env<'a> {
 
 impl Env<'_> {
     fn non_empty(&self, name: &str) -> Option<String> {
-        (self.get)(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+        (self.get)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
     }
 
     fn parsed<T: std::str::FromStr>(
@@ -218,28 +192,16 @@ impl Env<'_> {
     ) -> Result<T, ConfigError> {
         match self.non_empty(name) {
             None => Ok(default),
-            Some(raw) => raw.parse().map_err(|_| ConfigError {
-                name,
-                value: raw,
-                expected,
-            }),
+            Some(raw) => raw.parse().map_err(|_| ConfigError { name, value: raw, expected }),
         }
     }
 
     fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
-        match self
-            .non_empty(name)
-            .map(|v| v.to_ascii_lowercase())
-            .as_deref()
-        {
+        match self.non_empty(name).map(|v| v.to_ascii_lowercase()).as_deref() {
             None => Ok(default),
             Some("true" | "1" | "yes" | "on") => Ok(true),
             Some("false" | "0" | "no" | "off") => Ok(false),
-            Some(other) => Err(ConfigError {
-                name,
-                value: other.into(),
-                expected: "true or false",
-            }),
+            Some(other) => Err(ConfigError { name, value: other.into(), expected: "true or false" }),
         }
     }
 }
@@ -247,11 +209,7 @@ impl Env<'_> {
 fn parse_http_url(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
     match Url::parse(raw) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
-        _ => Err(ConfigError {
-            name,
-            value: raw.into(),
-            expected: "an http:// or https:// URL",
-        }),
+        _ => Err(ConfigError { name, value: raw.into(), expected: "an http:// or https:// URL" }),
     }
 }
 
@@ -260,9 +218,7 @@ pub fn absolute(path: &std::path::Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map(|cwd| cwd.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.to_path_buf())
     }
 }
 
@@ -273,10 +229,7 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -294,9 +247,7 @@ mod tests {
         assert!(c.sandbox_fail.is_empty());
         assert_eq!(c.bfl_api_url.as_str(), "https://api.bfl.ai/");
         assert_eq!(c.log_format, LogFormat::Pretty);
-        assert!(
-            c.database_url.is_none() && c.bfl_api_key.is_none() && c.stripe_secret_key.is_none()
-        );
+        assert!(c.database_url.is_none() && c.bfl_api_key.is_none() && c.stripe_secret_key.is_none());
     }
 
     #[test]
@@ -318,11 +269,8 @@ mod tests {
 
     #[test]
     fn lists_and_secrets() {
-        let c = config(&[
-            ("FACEOFF_SANDBOX_FAIL", " flux-2 , ,flux-ultra-1-1"),
-            ("BFL_API_KEY", "bfl_secret"),
-        ])
-        .expect("ok");
+        let c = config(&[("FACEOFF_SANDBOX_FAIL", " flux-2 , ,flux-ultra-1-1"), ("BFL_API_KEY", "bfl_secret")])
+            .expect("ok");
         assert_eq!(c.sandbox_fail, vec!["flux-2", "flux-ultra-1-1"]);
         assert!(!format!("{c:?}").contains("bfl_secret"));
         let c = config(&[("FACEOFF_ADDR", "0.0.0.0:8080")]).expect("ok");

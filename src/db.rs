@@ -41,16 +41,9 @@ pub async fn locate(config: &Config) -> anyhow::Result<Server> {
     if let Some(url) = &config.database_url {
         let options = PgConnectOptions::from_str(url.expose())
             .context("DATABASE_URL is not a valid PostgreSQL URL (expected postgres://user@host:port/dbname)")?;
-        let options = if options.get_database().is_none() {
-            options.database("faceoff")
-        } else {
-            options
-        };
+        let options = if options.get_database().is_none() { options.database("faceoff") } else { options };
         wait_for_server(&options, config.db_wait).await?;
-        return Ok(Server {
-            options,
-            cluster: None,
-        });
+        return Ok(Server { options, cluster: None });
     }
 
     // PgConnectOptions::new() honours PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE.
@@ -64,10 +57,7 @@ pub async fn locate(config: &Config) -> anyhow::Result<Server> {
     let local = defaults.database(&database);
     match probe(&local).await {
         Probe::Answers => {
-            return Ok(Server {
-                options: local,
-                cluster: None,
-            });
+            return Ok(Server { options: local, cluster: None });
         }
         Probe::Refused(err) => {
             tracing::info!(
@@ -95,16 +85,10 @@ pub async fn locate(config: &Config) -> anyhow::Result<Server> {
             local.get_port()
         );
     };
-    let cluster = PrivateCluster::start(
-        &bin,
-        &crate::config::absolute(&config.data_dir.join("postgres")),
-    )?;
+    let cluster = PrivateCluster::start(&bin, &crate::config::absolute(&config.data_dir.join("postgres")))?;
     let options = cluster.options().database(&database);
     wait_for_server(&options, Duration::from_secs(30)).await?;
-    Ok(Server {
-        options,
-        cluster: Some(cluster),
-    })
+    Ok(Server { options, cluster: Some(cluster) })
 }
 
 enum Probe {
@@ -117,12 +101,7 @@ enum Probe {
 
 async fn probe(options: &PgConnectOptions) -> Probe {
     let maintenance = options.clone().database("postgres");
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        PgConnection::connect_with(&maintenance),
-    )
-    .await
-    {
+    match tokio::time::timeout(Duration::from_secs(3), PgConnection::connect_with(&maintenance)).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
             Probe::Answers
@@ -141,12 +120,7 @@ async fn wait_for_server(options: &PgConnectOptions, budget: Duration) -> anyhow
     let deadline = tokio::time::Instant::now() + budget;
     let mut delay = Duration::from_millis(100);
     loop {
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            PgConnection::connect_with(&maintenance),
-        )
-        .await
-        {
+        match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&maintenance)).await {
             Ok(Ok(conn)) => {
                 let _ = conn.close().await;
                 return Ok(());
@@ -171,11 +145,9 @@ async fn wait_for_server(options: &PgConnectOptions, budget: Duration) -> anyhow
                     options.get_port()
                 )
             }
-            Err(_) => bail!(
-                "PostgreSQL at {}:{} did not answer within {budget:?}",
-                options.get_host(),
-                options.get_port()
-            ),
+            Err(_) => {
+                bail!("PostgreSQL at {}:{} did not answer within {budget:?}", options.get_host(), options.get_port())
+            }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(3));
@@ -188,17 +160,13 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::R
     let mut conn = PgConnection::connect_with(&options.clone().database("postgres"))
         .await
         .context("connecting to the maintenance database `postgres`")?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut conn)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        match sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-        {
+        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another process created it at the same moment.
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
@@ -212,9 +180,7 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::R
 /// Builds the application's pool. Connections are made lazily, so a pool outlives database
 /// outages: `/readyz` fails while the server is down and recovers when it is back.
 pub fn pool(options: &PgConnectOptions, max_connections: u32) -> PgPool {
-    let options = options
-        .clone()
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    let options = options.clone().log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
@@ -225,10 +191,7 @@ pub fn pool(options: &PgConnectOptions, max_connections: u32) -> PgPool {
 
 /// Runs the embedded migrations.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("running database migrations")?;
+    MIGRATOR.run(pool).await.context("running database migrations")?;
     Ok(())
 }
 
@@ -276,10 +239,7 @@ impl PrivateCluster {
         let socket_dir = if dir.as_os_str().len() < 80 {
             dir.to_path_buf()
         } else {
-            let dir = std::env::temp_dir().join(format!(
-                "faceoff-pg-{:x}",
-                hash(dir.as_os_str().as_encoded_bytes())
-            ));
+            let dir = std::env::temp_dir().join(format!("faceoff-pg-{:x}", hash(dir.as_os_str().as_encoded_bytes())));
             std::fs::create_dir_all(&dir)?;
             dir
         };
@@ -299,56 +259,27 @@ impl PrivateCluster {
             tracing::info!(dir = %data.display(), "initialising a private PostgreSQL cluster (first run)");
             cluster.run(
                 "initdb",
-                &[
-                    "-D",
-                    path_str(&data)?,
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--encoding",
-                    "UTF8",
-                    "--no-instructions",
-                ],
+                &["-D", path_str(&data)?, "-A", "trust", "-U", "postgres", "--encoding", "UTF8", "--no-instructions"],
             )?;
         }
-        let status = cluster
-            .command("pg_ctl", &["-D", path_str(&data)?, "status"])
-            .output()?;
+        let status = cluster.command("pg_ctl", &["-D", path_str(&data)?, "status"]).output()?;
         if status.status.success() {
             tracing::info!(dir = %data.display(), "using the private PostgreSQL cluster that is already running");
             return Ok(cluster);
         }
         tracing::info!(dir = %data.display(), "starting a private PostgreSQL cluster");
-        let opts = format!(
-            "-c listen_addresses='' -k {} -c max_connections=200 -c fsync=off",
-            path_str(&cluster.socket_dir)?
-        );
+        let opts =
+            format!("-c listen_addresses='' -k {} -c max_connections=200 -c fsync=off", path_str(&cluster.socket_dir)?);
         cluster.run(
             "pg_ctl",
-            &[
-                "-D",
-                path_str(&data)?,
-                "-l",
-                path_str(&dir.join("server.log"))?,
-                "-w",
-                "-o",
-                &opts,
-                "start",
-            ],
+            &["-D", path_str(&data)?, "-l", path_str(&dir.join("server.log"))?, "-w", "-o", &opts, "start"],
         )?;
-        Ok(PrivateCluster {
-            started_here: true,
-            ..cluster
-        })
+        Ok(PrivateCluster { started_here: true, ..cluster })
     }
 
     /// Connection options for the cluster's socket, as the `postgres` superuser.
     pub fn options(&self) -> PgConnectOptions {
-        PgConnectOptions::new_without_pgpass()
-            .socket(&self.socket_dir)
-            .username("postgres")
-            .port(5432)
+        PgConnectOptions::new_without_pgpass().socket(&self.socket_dir).username("postgres").port(5432)
     }
 
     /// Stops the cluster if this process started it.
@@ -378,10 +309,7 @@ impl PrivateCluster {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
-        let output = self
-            .command(program, args)
-            .output()
-            .with_context(|| format!("running {program}"))?;
+        let output = self.command(program, args).output().with_context(|| format!("running {program}"))?;
         if !output.status.success() {
             bail!(
                 "{program} failed: {}{}",
@@ -394,15 +322,12 @@ impl PrivateCluster {
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str()
-        .with_context(|| format!("path is not UTF-8: {}", path.display()))
+    path.to_str().with_context(|| format!("path is not UTF-8: {}", path.display()))
 }
 
 fn hash(bytes: &[u8]) -> u64 {
     // FNV-1a: a stable short name for the socket directory.
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
 /// The name of the user running this process (`USER`, else `LOGNAME`, else `id -un`).
@@ -420,24 +345,13 @@ fn current_os_user() -> Option<String> {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 fn chown_to_postgres(dir: &Path) -> anyhow::Result<()> {
-    let status = Command::new("chown")
-        .arg("postgres:postgres")
-        .arg(dir)
-        .status()
-        .context("running chown")?;
+    let status = Command::new("chown").arg("postgres:postgres").arg(dir).status().context("running chown")?;
     if !status.success() {
-        bail!(
-            "could not give {} to the postgres system user (is PostgreSQL installed?)",
-            dir.display()
-        );
+        bail!("could not give {} to the postgres system user (is PostgreSQL installed?)", dir.display());
     }
     Ok(())
 }
@@ -445,11 +359,7 @@ fn chown_to_postgres(dir: &Path) -> anyhow::Result<()> {
 /// Is the database reachable right now? Used by `/readyz`.
 pub async fn ping(pool: &PgPool) -> bool {
     matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool)
-        )
-        .await,
+        tokio::time::timeout(Duration::from_secs(2), sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool)).await,
         Ok(Ok(1))
     )
 }

@@ -33,25 +33,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let state = AppState::new(pool.clone(), config).await?;
         let shutdown = CancellationToken::new();
         let tasks = spawn_background(&state, shutdown.clone());
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr} (FACEOFF_ADDR)"))?;
-        tracing::info!(
-            "listening on http://{} (public URL {})",
-            listener.local_addr()?,
-            state.config.public_url
-        );
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (FACEOFF_ADDR)"))?;
+        tracing::info!("listening on http://{} (public URL {})", listener.local_addr()?, state.config.public_url);
         let signal = shutdown.clone();
-        axum::serve(
-            listener,
-            web::app(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            signal.cancel();
-        })
-        .await?;
+        axum::serve(listener, web::app(state).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                signal.cancel();
+            })
+            .await?;
         shutdown.cancel();
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
@@ -80,10 +72,7 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// Periodic housekeeping shared by `serve` and `worker`: expired holds and sessions.
-pub fn spawn_background(
-    state: &AppState,
-    shutdown: CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let pool = state.pool.clone();
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -95,10 +84,7 @@ pub fn spawn_background(
             if let Err(err) = ledger::sweep_expired(&pool).await {
                 tracing::warn!("hold sweeper: {err}");
             }
-            if let Err(err) = sqlx::query("DELETE FROM session WHERE expiry_date < now()")
-                .execute(&pool)
-                .await
-            {
+            if let Err(err) = sqlx::query("DELETE FROM session WHERE expiry_date < now()").execute(&pool).await {
                 tracing::warn!("session cleanup: {err}");
             }
         }

@@ -19,11 +19,6 @@ pub struct AppState {
 impl AppState {
     /// Builds the state over a pool whose database is already migrated and seeded.
     pub async fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
-        Ok(AppState {
-            pool,
-            config: Arc::new(config),
-            assets: Arc::new(Assets::load()?),
-            metrics: Metrics::install(),
-        })
+        Ok(AppState { pool, config: Arc::new(config), assets: Arc::new(Assets::load()?), metrics: Metrics::install() })
     }
 }

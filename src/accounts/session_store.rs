@@ -29,18 +29,19 @@ fn backend(err: impl std::fmt::Display) -> session_store::Error {
 #[async_trait]
 impl SessionStore for PgSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let data = serde_json::to_value(&record.data)
-            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let data = serde_json::to_value(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         // Ids are random 128-bit values; on the (astronomically unlikely) collision, draw again.
         loop {
-            let inserted = sqlx::query("INSERT INTO session (id, data, expiry_date) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
-                .bind(record.id.to_string())
-                .bind(&data)
-                .bind(record.expiry_date)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?
-                .rows_affected();
+            let inserted = sqlx::query(
+                "INSERT INTO session (id, data, expiry_date) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(record.id.to_string())
+            .bind(&data)
+            .bind(record.expiry_date)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
             if inserted == 1 {
                 return Ok(());
             }
@@ -49,8 +50,7 @@ impl SessionStore for PgSessionStore {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let data = serde_json::to_value(&record.data)
-            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let data = serde_json::to_value(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         sqlx::query(
             "INSERT INTO session (id, data, expiry_date) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, expiry_date = EXCLUDED.expiry_date",
@@ -65,23 +65,17 @@ impl SessionStore for PgSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let row: Option<(serde_json::Value, OffsetDateTime)> = sqlx::query_as(
-            "SELECT data, expiry_date FROM session WHERE id = $1 AND expiry_date > now()",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        let row: Option<(serde_json::Value, OffsetDateTime)> =
+            sqlx::query_as("SELECT data, expiry_date FROM session WHERE id = $1 AND expiry_date > now()")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
         match row {
             None => Ok(None),
             Some((data, expiry_date)) => {
-                let data = serde_json::from_value(data)
-                    .map_err(|e| session_store::Error::Decode(e.to_string()))?;
-                Ok(Some(Record {
-                    id: *id,
-                    data,
-                    expiry_date,
-                }))
+                let data = serde_json::from_value(data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+                Ok(Some(Record { id: *id, data, expiry_date }))
             }
         }
     }
@@ -99,10 +93,7 @@ impl SessionStore for PgSessionStore {
 #[async_trait]
 impl ExpiredDeletion for PgSessionStore {
     async fn delete_expired(&self) -> session_store::Result<()> {
-        sqlx::query("DELETE FROM session WHERE expiry_date < now()")
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+        sqlx::query("DELETE FROM session WHERE expiry_date < now()").execute(&self.pool).await.map_err(backend)?;
         Ok(())
     }
 }

@@ -119,16 +119,11 @@ pub struct NewTransfer<'a> {
 }
 
 /// The id of a system account.
-pub async fn system_account(
-    db: impl PgExecutor<'_>,
-    system: System,
-) -> Result<AccountId, LedgerError> {
-    Ok(
-        sqlx::query_scalar("SELECT account_id FROM ledger_account WHERE code = $1")
-            .bind(system.code())
-            .fetch_one(db)
-            .await?,
-    )
+pub async fn system_account(db: impl PgExecutor<'_>, system: System) -> Result<AccountId, LedgerError> {
+    Ok(sqlx::query_scalar("SELECT account_id FROM ledger_account WHERE code = $1")
+        .bind(system.code())
+        .fetch_one(db)
+        .await?)
 }
 
 /// Opens the wallet of a new user (idempotent).
@@ -158,10 +153,7 @@ pub async fn wallet(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<AccountId,
 /// Moves credits under an idempotency key. Runs in a savepoint, so a failure (not enough
 /// credits, key conflict) leaves the caller's transaction usable and unchanged.
 #[tracing::instrument(skip_all, fields(key = new.key, amount = new.amount))]
-pub async fn transfer(
-    db: &mut PgConnection,
-    new: NewTransfer<'_>,
-) -> Result<Transfer, LedgerError> {
+pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Transfer, LedgerError> {
     if new.amount <= 0 {
         return Err(LedgerError::InvalidAmount(new.amount));
     }
@@ -193,11 +185,8 @@ pub async fn transfer(
         .bind(new.key)
         .fetch_one(&mut *db)
         .await?;
-        let (debit, credit, amount): (i64, i64, i64) = (
-            existing.get("debit_account_id"),
-            existing.get("credit_account_id"),
-            existing.get("amount"),
-        );
+        let (debit, credit, amount): (i64, i64, i64) =
+            (existing.get("debit_account_id"), existing.get("credit_account_id"), existing.get("amount"));
         if (debit, credit, amount) != (new.debit, new.credit, new.amount) {
             return Err(LedgerError::KeyConflict(new.key.to_string()));
         }
@@ -231,29 +220,27 @@ pub async fn transfer(
         let balance_after: Option<i64> = match row {
             Some(row) => Some(row.get("balance")),
             None => {
-                let (kind, balance): (String, Option<i64>) = sqlx::query_as(
-                    "SELECT kind, balance FROM ledger_account WHERE account_id = $1",
-                )
-                .bind(account_id)
-                .fetch_one(&mut *sp)
-                .await?;
+                let (kind, balance): (String, Option<i64>) =
+                    sqlx::query_as("SELECT kind, balance FROM ledger_account WHERE account_id = $1")
+                        .bind(account_id)
+                        .fetch_one(&mut *sp)
+                        .await?;
                 if kind == "user" {
                     sp.rollback().await?;
-                    return Err(LedgerError::InsufficientCredits {
-                        need: new.amount,
-                        have: balance.unwrap_or(0),
-                    });
+                    return Err(LedgerError::InsufficientCredits { need: new.amount, have: balance.unwrap_or(0) });
                 }
                 None
             }
         };
-        sqlx::query("INSERT INTO ledger_entry (transfer_id, account_id, amount, balance_after) VALUES ($1, $2, $3, $4)")
-            .bind(transfer_id)
-            .bind(account_id)
-            .bind(delta)
-            .bind(balance_after)
-            .execute(&mut *sp)
-            .await?;
+        sqlx::query(
+            "INSERT INTO ledger_entry (transfer_id, account_id, amount, balance_after) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(transfer_id)
+        .bind(account_id)
+        .bind(delta)
+        .bind(balance_after)
+        .execute(&mut *sp)
+        .await?;
     }
     sp.commit().await?;
     Ok(Transfer {
@@ -283,10 +270,7 @@ pub async fn balance(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Balance, 
     .fetch_optional(db)
     .await?
     .ok_or(LedgerError::NoWallet(user_id))?;
-    Ok(Balance {
-        available: row.get::<Option<i64>, _>("balance").unwrap_or(0),
-        held: row.get("held"),
-    })
+    Ok(Balance { available: row.get::<Option<i64>, _>("balance").unwrap_or(0), held: row.get("held") })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,13 +322,8 @@ fn hold_from_row(row: &sqlx::postgres::PgRow) -> Hold {
 
 pub async fn get_hold(db: impl PgExecutor<'_>, hold_id: HoldId) -> Result<Hold, LedgerError> {
     let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE hold_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(hold_id)
-        .fetch_optional(db)
-        .await?;
-    row.as_ref()
-        .map(hold_from_row)
-        .ok_or(LedgerError::HoldNotFound(hold_id))
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hold_id).fetch_optional(db).await?;
+    row.as_ref().map(hold_from_row).ok_or(LedgerError::HoldNotFound(hold_id))
 }
 
 /// Reserves `amount` credits of a user's wallet until `deadline`. Replaying `key` returns the
@@ -361,19 +340,8 @@ pub async fn reserve(
 ) -> Result<Hold, LedgerError> {
     let wallet = wallet(&mut *db, user_id).await?;
     let holds = system_account(&mut *db, System::PendingHolds).await?;
-    let transfer = transfer(
-        db,
-        NewTransfer {
-            key,
-            debit: wallet,
-            credit: holds,
-            amount,
-            kind: Kind::Hold,
-            memo,
-            refs,
-        },
-    )
-    .await?;
+    let transfer =
+        transfer(db, NewTransfer { key, debit: wallet, credit: holds, amount, kind: Kind::Hold, memo, refs }).await?;
     let sql = format!(
         "INSERT INTO ledger_hold (account_id, amount, idempotency_key, reserve_transfer_id, deadline)
          VALUES ($1, $2, $3, $4, $5)
@@ -392,10 +360,7 @@ pub async fn reserve(
         return Ok(hold_from_row(&row));
     }
     let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE idempotency_key = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(key)
-        .fetch_one(&mut *db)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_one(&mut *db).await?;
     Ok(hold_from_row(&row))
 }
 
@@ -415,12 +380,7 @@ pub async fn post(
 
 /// Returns all of a pending hold to the wallet. Voiding a voided hold is a no-op.
 #[tracing::instrument(skip(db, reason, refs))]
-pub async fn void(
-    db: &mut PgConnection,
-    hold_id: HoldId,
-    reason: &str,
-    refs: Refs,
-) -> Result<Hold, LedgerError> {
+pub async fn void(db: &mut PgConnection, hold_id: HoldId, reason: &str, refs: Refs) -> Result<Hold, LedgerError> {
     resolve(db, hold_id, Resolution::Void, reason, refs).await
 }
 
@@ -441,61 +401,36 @@ async fn resolve(
     // The row lock makes concurrent resolutions of one hold take turns; the status check (and the
     // table's trigger) lets exactly one of them win.
     let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE hold_id = $1 FOR UPDATE");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(hold_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let hold = row
-        .as_ref()
-        .map(hold_from_row)
-        .ok_or(LedgerError::HoldNotFound(hold_id))?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hold_id).fetch_optional(&mut *tx).await?;
+    let hold = row.as_ref().map(hold_from_row).ok_or(LedgerError::HoldNotFound(hold_id))?;
     if hold.status != HoldStatus::Pending {
         let same = match how {
-            Resolution::Post(amount) => {
-                hold.status == HoldStatus::Posted && hold.posted_amount == Some(amount)
-            }
+            Resolution::Post(amount) => hold.status == HoldStatus::Posted && hold.posted_amount == Some(amount),
             Resolution::Void => hold.status == HoldStatus::Voided,
         };
         tx.rollback().await?;
         return if same {
             Ok(hold)
         } else {
-            Err(LedgerError::AlreadyResolved {
-                hold_id,
-                status: hold.status.as_str().into(),
-            })
+            Err(LedgerError::AlreadyResolved { hold_id, status: hold.status.as_str().into() })
         };
     }
     let (charge, status) = match how {
         Resolution::Post(amount) if amount < 0 => return Err(LedgerError::InvalidAmount(amount)),
         Resolution::Post(amount) if amount > hold.amount => {
-            return Err(LedgerError::ExceedsHold {
-                amount,
-                held: hold.amount,
-            });
+            return Err(LedgerError::ExceedsHold { amount, held: hold.amount });
         }
         Resolution::Post(amount) => (amount, "posted"),
         Resolution::Void => (0, "voided"),
     };
     let holds = system_account(&mut *tx, System::PendingHolds).await?;
-    let refs = Refs {
-        hold_id: Some(hold_id),
-        ..refs
-    };
+    let refs = Refs { hold_id: Some(hold_id), ..refs };
     if charge > 0 {
         let revenue = system_account(&mut *tx, System::GenerationRevenue).await?;
         let key = format!("hold:{hold_id}:post");
         transfer(
             &mut tx,
-            NewTransfer {
-                key: &key,
-                debit: holds,
-                credit: revenue,
-                amount: charge,
-                kind: Kind::HoldPost,
-                memo,
-                refs,
-            },
+            NewTransfer { key: &key, debit: holds, credit: revenue, amount: charge, kind: Kind::HoldPost, memo, refs },
         )
         .await?;
     }
@@ -534,21 +469,15 @@ async fn resolve(
 
 /// Voids pending holds whose deadline has passed; returns how many it voided.
 pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
-    let expired: Vec<HoldId> =
-        sqlx::query_scalar("SELECT hold_id FROM ledger_hold WHERE status = 'pending' AND deadline < now() ORDER BY deadline LIMIT 500")
-            .fetch_all(pool)
-            .await?;
+    let expired: Vec<HoldId> = sqlx::query_scalar(
+        "SELECT hold_id FROM ledger_hold WHERE status = 'pending' AND deadline < now() ORDER BY deadline LIMIT 500",
+    )
+    .fetch_all(pool)
+    .await?;
     let mut voided = 0;
     for hold_id in expired {
         let mut conn = pool.acquire().await?;
-        match void(
-            &mut conn,
-            hold_id,
-            "expired: the hold outlived its deadline",
-            Refs::default(),
-        )
-        .await
-        {
+        match void(&mut conn, hold_id, "expired: the hold outlived its deadline", Refs::default()).await {
             Ok(_) => voided += 1,
             // Resolved by its job in the meantime.
             Err(LedgerError::AlreadyResolved { .. }) => {}
@@ -577,13 +506,9 @@ impl InvariantReport {
 pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, LedgerError> {
     let mut report = InvariantReport::default();
     let total: i64 =
-        sqlx::query_scalar("SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entry")
-            .fetch_one(&mut *db)
-            .await?;
+        sqlx::query_scalar("SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entry").fetch_one(&mut *db).await?;
     if total != 0 {
-        report
-            .violations
-            .push(format!("entries sum to {total}, not 0"));
+        report.violations.push(format!("entries sum to {total}, not 0"));
     }
     let unbalanced: Vec<i64> = sqlx::query_scalar(
         "SELECT t.transfer_id FROM ledger_transfer t LEFT JOIN ledger_entry e USING (transfer_id)
@@ -593,19 +518,14 @@ pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, 
     .fetch_all(&mut *db)
     .await?;
     if !unbalanced.is_empty() {
-        report.violations.push(format!(
-            "transfers without a balanced pair of entries: {unbalanced:?}"
-        ));
+        report.violations.push(format!("transfers without a balanced pair of entries: {unbalanced:?}"));
     }
-    let negative: Vec<i64> = sqlx::query_scalar(
-        "SELECT account_id FROM ledger_account WHERE kind = 'user' AND balance < 0",
-    )
-    .fetch_all(&mut *db)
-    .await?;
+    let negative: Vec<i64> =
+        sqlx::query_scalar("SELECT account_id FROM ledger_account WHERE kind = 'user' AND balance < 0")
+            .fetch_all(&mut *db)
+            .await?;
     if !negative.is_empty() {
-        report
-            .violations
-            .push(format!("negative user balances: {negative:?}"));
+        report.violations.push(format!("negative user balances: {negative:?}"));
     }
     let drift: Vec<i64> = sqlx::query_scalar(
         "SELECT a.account_id FROM ledger_account a
@@ -614,9 +534,7 @@ pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, 
     .fetch_all(&mut *db)
     .await?;
     if !drift.is_empty() {
-        report.violations.push(format!(
-            "cached balances that differ from their entries: {drift:?}"
-        ));
+        report.violations.push(format!("cached balances that differ from their entries: {drift:?}"));
     }
     // The pending_holds account holds exactly the pending holds.
     let (in_holds, pending): (i64, i64) = sqlx::query_as(
@@ -626,9 +544,7 @@ pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, 
     .fetch_one(&mut *db)
     .await?;
     if in_holds != pending {
-        report.violations.push(format!(
-            "pending_holds account holds {in_holds} but pending holds total {pending}"
-        ));
+        report.violations.push(format!("pending_holds account holds {in_holds} but pending holds total {pending}"));
     }
     // Each resolved hold moved exactly its amount out of pending_holds.
     let bad_holds: Vec<i64> = sqlx::query_scalar(
@@ -639,9 +555,7 @@ pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, 
     .fetch_all(&mut *db)
     .await?;
     if !bad_holds.is_empty() {
-        report.violations.push(format!(
-            "holds whose resolution does not match their transfers: {bad_holds:?}"
-        ));
+        report.violations.push(format!("holds whose resolution does not match their transfers: {bad_holds:?}"));
     }
     Ok(report)
 }

@@ -44,12 +44,7 @@ impl Assets {
     /// The router serving `/assets/*`.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         Router::new()
-            .nest_service(
-                "/assets",
-                ServeDir::new(&self.dir)
-                    .precompressed_br()
-                    .precompressed_gzip(),
-            )
+            .nest_service("/assets", ServeDir::new(&self.dir).precompressed_br().precompressed_gzip())
             .layer(middleware::from_fn(cache_headers))
     }
 }
@@ -58,11 +53,7 @@ impl Assets {
 /// (so `cargo run` and tests work from any directory).
 pub fn locate_dir(name: &str) -> PathBuf {
     let local = PathBuf::from(name);
-    if local.is_dir() {
-        local
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
-    }
+    if local.is_dir() { local } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(name) }
 }
 
 fn hash_dir(root: &Path, dir: &Path, out: &mut HashMap<String, String>) -> anyhow::Result<()> {
@@ -88,14 +79,8 @@ async fn cache_headers(req: Request, next: Next) -> Response {
     let versioned = req.uri().query().is_some_and(|q| q.starts_with("v="));
     let mut response = next.run(req).await;
     if response.status().is_success() || response.status() == axum::http::StatusCode::NOT_MODIFIED {
-        let value = if versioned {
-            "public, max-age=31536000, immutable"
-        } else {
-            "public, max-age=300"
-        };
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+        let value = if versioned { "public, max-age=31536000, immutable" } else { "public, max-age=300" };
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
     }
     response
 }

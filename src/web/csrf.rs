@@ -24,10 +24,7 @@ pub async fn token(session: &Session) -> Result<String, AppError> {
 pub async fn verify(session: &Session, submitted: &str) -> Result<(), AppError> {
     let expected = session.get::<String>(KEY).await.map_err(session_error)?;
     match expected {
-        Some(expected)
-            if !submitted.is_empty()
-                && bool::from(expected.as_bytes().ct_eq(submitted.as_bytes())) =>
-        {
+        Some(expected) if !submitted.is_empty() && bool::from(expected.as_bytes().ct_eq(submitted.as_bytes())) => {
             Ok(())
         }
         _ => Err(AppError::CsrfFailed),

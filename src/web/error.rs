@@ -115,17 +115,10 @@ impl IntoResponse for AppError {
             AppError::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         };
-        let info = ErrorInfo {
-            status,
-            code: self.code(),
-            message: self.to_string(),
-            retry_after,
-        };
+        let info = ErrorInfo { status, code: self.code(), message: self.to_string(), retry_after };
         let mut response = status.into_response();
         if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response.extensions_mut().insert(info);
         response
@@ -135,11 +128,7 @@ impl IntoResponse for AppError {
 /// Middleware: gives every error response its final form (see the module docs).
 pub async fn render_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| path.clone());
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| path.clone());
     let is_api = path.starts_with("/api/");
     let session = req.extensions().get::<tower_sessions::Session>().cloned();
     let response = next.run(req).await;
@@ -155,74 +144,48 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
     };
 
     if is_api {
-        let mut out = (
-            info.status,
-            Json(json!({"error": {"code": info.code, "message": info.message}})),
-        )
-            .into_response();
+        let mut out =
+            (info.status, Json(json!({"error": {"code": info.code, "message": info.message}}))).into_response();
         if let Some(secs) = info.retry_after {
-            out.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            out.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         return out;
     }
     if info.status == StatusCode::UNAUTHORIZED {
-        let next =
-            url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect::<String>();
+        let next = url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect::<String>();
         return Redirect::to(&format!("/login?next={next}")).into_response();
     }
     let layout = Layout::for_error(&state, session, &path).await;
-    let page = ErrorPage {
-        layout,
-        status: info.status.as_u16(),
-        title: title_for(info.status),
-        message: info.message,
-    };
+    let page = ErrorPage { layout, status: info.status.as_u16(), title: title_for(info.status), message: info.message };
     let mut out = (info.status, render(&page)).into_response();
     if let Some(secs) = info.retry_after {
-        out.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        out.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     out
 }
 
 fn is_rendered(response: &Response) -> bool {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.starts_with("text/html")
-                || ct.starts_with("application/json")
-                || ct.starts_with("text/event-stream")
-        })
+    response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        ct.starts_with("text/html") || ct.starts_with("application/json") || ct.starts_with("text/event-stream")
+    })
 }
 
 /// Turns a bare framework response (a rejection's plain-text body, or an empty 404/405/413/408)
 /// into an [`ErrorInfo`], keeping the framework's explanation for 4xx.
 async fn framework_error(response: Response) -> ErrorInfo {
     let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 4096)
-        .await
-        .unwrap_or_default();
+    let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
     let detail = String::from_utf8_lossy(&body).trim().to_string();
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "we could not find that page".to_string()),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "that action is not available at this address".to_string(),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ("payload_too_large", "the request was too large".to_string())
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "that action is not available at this address".to_string())
         }
-        StatusCode::REQUEST_TIMEOUT => (
-            "timeout",
-            "the request took too long; try again".to_string(),
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
-            "the request was not sent as a form or JSON".to_string(),
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request was too large".to_string()),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long; try again".to_string()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "the request was not sent as a form or JSON".to_string())
+        }
         s if s.is_client_error() => {
             let message = if detail.is_empty() || detail.len() > 300 {
                 "the request could not be understood".to_string()
@@ -236,12 +199,7 @@ async fn framework_error(response: Response) -> ErrorInfo {
     if status.is_server_error() {
         tracing::error!(%status, body = %detail, "server error without an AppError");
     }
-    ErrorInfo {
-        status,
-        code,
-        message,
-        retry_after: None,
-    }
+    ErrorInfo { status, code, message, retry_after: None }
 }
 
 fn title_for(status: StatusCode) -> &'static str {

@@ -11,10 +11,7 @@ use axum::{
 use crate::{db, state::AppState};
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 /// The process is up and serving.
@@ -25,17 +22,9 @@ async fn healthz() -> impl IntoResponse {
 /// The database answers; 503 while it does not (the pool reconnects on its own).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if db::ping(&state.pool).await {
-        (
-            StatusCode::OK,
-            [(header::CACHE_CONTROL, "no-store")],
-            "ready\n",
-        )
+        (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "ready\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CACHE_CONTROL, "no-store")],
-            "database unreachable\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::CACHE_CONTROL, "no-store")], "database unreachable\n")
     }
 }
 
@@ -45,11 +34,5 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("db_pool_idle_connections").set(pool.num_idle() as f64);
     metrics::gauge!("db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

@@ -23,11 +23,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub async fn load(
-        state: &AppState,
-        session: Option<Session>,
-        path: &str,
-    ) -> Result<Self, AppError> {
+    pub async fn load(state: &AppState, session: Option<Session>, path: &str) -> Result<Self, AppError> {
         let user = match &session {
             Some(session) => accounts::current_user(&state.pool, session).await?,
             None => None,
@@ -42,12 +38,7 @@ impl Layout {
             path: path.to_string(),
             assets: state.assets.clone(),
             session,
-            public_url: state
-                .config
-                .public_url
-                .as_str()
-                .trim_end_matches('/')
-                .to_string(),
+            public_url: state.config.public_url.as_str().trim_end_matches('/').to_string(),
         })
     }
 
@@ -61,12 +52,7 @@ impl Layout {
                 path: path.to_string(),
                 assets: state.assets.clone(),
                 session: None,
-                public_url: state
-                    .config
-                    .public_url
-                    .as_str()
-                    .trim_end_matches('/')
-                    .to_string(),
+                public_url: state.config.public_url.as_str().trim_end_matches('/').to_string(),
             },
         }
     }
@@ -74,10 +60,8 @@ impl Layout {
     /// Makes sure the page can carry a CSRF token (forms for anonymous visitors: sign-up, log-in).
     pub async fn with_csrf(mut self) -> Result<Self, AppError> {
         if self.csrf_token.is_empty() {
-            let session = self
-                .session
-                .as_ref()
-                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("session layer missing")))?;
+            let session =
+                self.session.as_ref().ok_or_else(|| AppError::Internal(anyhow::anyhow!("session layer missing")))?;
             self.csrf_token = csrf::token(session).await?;
         }
         Ok(self)
@@ -110,10 +94,7 @@ impl Layout {
 impl FromRequestParts<AppState> for Layout {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let session = parts.extensions.get::<Session>().cloned();
         Layout::load(state, session, parts.uri.path()).await
     }

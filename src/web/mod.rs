@@ -51,11 +51,9 @@ const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'se
 pub fn render<T: askama::Template>(template: &T) -> Response {
     match template.render() {
         Ok(html) => Html(html).into_response(),
-        Err(err) => AppError::Internal(anyhow::anyhow!(
-            "rendering {}: {err}",
-            std::any::type_name::<T>()
-        ))
-        .into_response(),
+        Err(err) => {
+            AppError::Internal(anyhow::anyhow!("rendering {}: {err}", std::any::type_name::<T>())).into_response()
+        }
     }
 }
 
@@ -102,7 +100,10 @@ pub fn app(state: AppState) -> Router {
                 .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                 .layer(security_header(header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
                 .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
-                .layer(security_header(HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()")),
+                .layer(security_header(
+                    HeaderName::from_static("permissions-policy"),
+                    "camera=(), microphone=(), geolocation=()",
+                )),
         )
         .with_state(state)
 }

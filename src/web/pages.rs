@@ -19,8 +19,5 @@ struct HomePage {
 }
 
 async fn home(State(state): State<AppState>, layout: Layout) -> Result<axum::response::Response> {
-    Ok(render(&HomePage {
-        layout,
-        signup_credits: state.config.signup_credits,
-    }))
+    Ok(render(&HomePage { layout, signup_credits: state.config.signup_credits }))
 }

@@ -14,33 +14,17 @@ async fn home_page_renders_in_the_layout() {
     page.assert_well_formed("home");
     let nav = page.texts("nav[aria-label=Main] a");
     assert_eq!(nav, ["Models", "Compare", "Studio", "Credits"]);
-    assert_eq!(
-        page.text(".account-nav a[href=\"/login\"]").as_deref(),
-        Some("Log in")
-    );
-    assert_eq!(
-        page.text(".account-nav a[href=\"/signup\"]").as_deref(),
-        Some("Sign up")
-    );
+    assert_eq!(page.text(".account-nav a[href=\"/login\"]").as_deref(), Some("Log in"));
+    assert_eq!(page.text(".account-nav a[href=\"/signup\"]").as_deref(), Some("Sign up"));
     assert_eq!(page.count("header"), 1);
     assert_eq!(page.count("footer"), 1);
     // The stylesheet is served by the app with a cache-busted URL and a long cache lifetime.
-    let css = page
-        .attr("link[rel=stylesheet]", "href")
-        .expect("stylesheet");
+    let css = page.attr("link[rel=stylesheet]", "href").expect("stylesheet");
     assert!(css.starts_with("/assets/app.css?v="), "{css}");
     let response = app.get(&css).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.headers()["cache-control"],
-        "public, max-age=31536000, immutable"
-    );
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap_or("")
-            .starts_with("text/css")
-    );
+    assert_eq!(response.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert!(response.headers()["content-type"].to_str().unwrap_or("").starts_with("text/css"));
 }
 
 #[tokio::test]
@@ -50,10 +34,7 @@ async fn security_headers_are_set() {
     let headers = response.headers();
     let csp = headers["content-security-policy"].to_str().expect("ascii");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-    assert!(
-        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
-        "{csp}"
-    );
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert!(headers.contains_key("referrer-policy"));
     assert!(headers.contains_key("x-request-id"));
@@ -66,18 +47,9 @@ async fn unknown_routes_and_wrong_methods_get_pages_in_the_layout() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     page.assert_well_formed("404");
     assert_eq!(page.text("h1").as_deref(), Some("Page not found"));
-    assert_eq!(
-        page.count("nav[aria-label=Main]"),
-        1,
-        "the error page uses the site layout"
-    );
+    assert_eq!(page.count("nav[aria-label=Main]"), 1, "the error page uses the site layout");
 
-    let response = app
-        .client
-        .delete(app.url("/"))
-        .send()
-        .await
-        .expect("DELETE");
+    let response = app.client.delete(app.url("/")).send().await.expect("DELETE");
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     let page = Page::parse(&response.text().await.expect("body"));
     assert_eq!(page.count("nav[aria-label=Main]"), 1);
@@ -90,11 +62,7 @@ async fn api_errors_are_json() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "not_found");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
 }
 
 #[tokio::test]
@@ -124,9 +92,7 @@ async fn oversized_and_malformed_bodies_get_4xx_pages_never_500() {
         .client
         .post(app.url("/login"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(vec![
-            b'e', b'm', b'a', b'i', b'l', b'=', 0xff, 0xfe, b'&', b'p', b'=', 0xc3,
-        ])
+        .body(vec![b'e', b'm', b'a', b'i', b'l', b'=', 0xff, 0xfe, b'&', b'p', b'=', 0xc3])
         .send()
         .await
         .expect("POST");
@@ -141,14 +107,8 @@ async fn health_readiness_and_metrics() {
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
     app.get("/").await;
     let metrics = app.get("/metrics").await.text().await.expect("metrics");
-    assert!(
-        metrics.contains("http_requests_total{method=\"GET\",route=\"/\",status=\"200\"}"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("http_request_duration_seconds_bucket"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("http_requests_total{method=\"GET\",route=\"/\",status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("http_request_duration_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("db_pool_connections"), "{metrics}");
 }
 
@@ -158,33 +118,23 @@ async fn readiness_follows_the_database() {
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
     // Make the database unreachable for this app: refuse new connections and end the pool's.
     let admin = app.db.options.clone().database("postgres");
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&admin)
-        .await
-        .expect("admin");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&admin).await.expect("admin");
     let name = app.db.name.clone();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("disallow");
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false")))
+        .execute(&mut conn)
+        .await
+        .expect("disallow");
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
         .bind(&name)
         .execute(&mut conn)
         .await
         .expect("terminate");
-    assert_eq!(
-        app.get("/healthz").await.status(),
-        StatusCode::OK,
-        "liveness does not depend on the database"
-    );
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK, "liveness does not depend on the database");
     wait_for_status(&app, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("allow");
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")))
+        .execute(&mut conn)
+        .await
+        .expect("allow");
     wait_for_status(&app, "/readyz", StatusCode::OK).await;
 }
 
@@ -195,10 +145,7 @@ async fn wait_for_status(app: &TestApp, path: &str, want: StatusCode) {
         if got == want {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} still {got}, wanted {want}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{path} still {got}, wanted {want}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -216,9 +163,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         .body(body)
         .send();
     let in_flight = tokio::spawn(request);
-    tx.send(Ok(b"email=slow%40example.com".to_vec()))
-        .await
-        .expect("send");
+    tx.send(Ok(b"email=slow%40example.com".to_vec())).await.expect("send");
     // Wait until the server has the request, then ask it to stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopping = tokio::spawn(async move {
@@ -226,17 +171,21 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         app
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    tx.send(Ok(b"&password=whatever".to_vec()))
-        .await
-        .expect("send");
+    tx.send(Ok(b"&password=whatever".to_vec())).await.expect("send");
     drop(tx);
-    let response = in_flight
-        .await
-        .expect("task")
-        .expect("the in-flight request completes");
+    let response = in_flight.await.expect("task").expect("the in-flight request completes");
     assert!(response.status().as_u16() < 500, "{}", response.status());
-    tokio::time::timeout(Duration::from_secs(10), stopping)
-        .await
-        .expect("server stopped")
-        .expect("join");
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("server stopped").expect("join");
+}
+
+#[tokio::test]
+async fn a_signed_in_page_shows_the_balance_in_the_header() {
+    let app = TestApp::spawn().await;
+    app.signed_in_user(100).await;
+    let (status, page) = app.page("/").await;
+    assert_eq!(status, StatusCode::OK);
+    page.assert_well_formed("home, signed in");
+    assert_eq!(page.text("[data-testid=balance]").as_deref(), Some("100"));
+    assert_eq!(page.count("[data-testid=held]"), 0, "no held credits, no held element");
+    assert!(page.attr("form[action=\"/logout\"] input[name=csrf_token]", "value").is_some_and(|t| t.len() >= 32));
 }

@@ -12,8 +12,10 @@ use std::{
     },
 };
 
+use std::sync::Arc;
+
 use faceoff::{AppState, config::Config, server};
-use reqwest::{StatusCode, redirect::Policy};
+use reqwest::{StatusCode, cookie::Jar, redirect::Policy};
 use scraper::{Html, Selector};
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio_util::sync::CancellationToken;
@@ -26,15 +28,10 @@ fn server_options() -> &'static PgConnectOptions {
         // the result outlives any one test's runtime. The cluster, if started, keeps running for
         // later test binaries (and `cargo run`), which reuse it.
         std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
                 let config = Config::from_env().expect("test configuration");
-                let server = faceoff::db::locate(&config)
-                    .await
-                    .expect("a PostgreSQL server for the tests");
+                let server = faceoff::db::locate(&config).await.expect("a PostgreSQL server for the tests");
                 let options = server.options.clone();
                 std::mem::forget(server);
                 drop_stale_databases(&options).await;
@@ -48,23 +45,19 @@ fn server_options() -> &'static PgConnectOptions {
 
 /// Drops test databases left behind by test processes that no longer exist.
 async fn drop_stale_databases(options: &PgConnectOptions) {
-    let Ok(mut conn) = PgConnection::connect_with(&options.clone().database("postgres")).await
-    else {
+    let Ok(mut conn) = PgConnection::connect_with(&options.clone().database("postgres")).await else {
         return;
     };
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'faceoff_test_%'")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap_or_default();
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'faceoff_test_%'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
     for name in names {
         let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
         }
     }
 }
@@ -80,23 +73,15 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create() -> TestDb {
         let base = server_options();
-        let name = format!(
-            "faceoff_test_{}_{}",
-            std::process::id(),
-            NEXT_DB.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut conn = PgConnection::connect_with(&base.clone().database("postgres"))
-            .await
-            .expect("connect to the test server");
+        let name = format!("faceoff_test_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let mut conn =
+            PgConnection::connect_with(&base.clone().database("postgres")).await.expect("connect to the test server");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
             .await
             .expect("create test database");
         conn.close().await.ok();
-        TestDb {
-            options: base.clone().database(&name),
-            name,
-        }
+        TestDb { options: base.clone().database(&name), name }
     }
 
     pub fn pool(&self, max_connections: u32) -> PgPool {
@@ -109,16 +94,11 @@ impl Drop for TestDb {
         let base = server_options().clone();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
                 if let Ok(mut conn) = PgConnection::connect_with(&base.database("postgres")).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
                 }
             })
         })
@@ -142,6 +122,7 @@ pub fn test_config() -> Config {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    pub jar: Arc<Jar>,
     pub pool: PgPool,
     pub state: AppState,
     shutdown: CancellationToken,
@@ -161,41 +142,25 @@ impl TestApp {
         configure(&mut config);
         let db = TestDb::create().await;
         let pool = db.pool(20);
-        server::prepare_database(&pool, &config)
-            .await
-            .expect("prepare test database");
+        server::prepare_database(&pool, &config).await.expect("prepare test database");
         Self::start(db, pool, config).await
     }
 
     async fn start(db: TestDb, pool: PgPool, config: Config) -> TestApp {
-        let state = AppState::new(pool.clone(), config)
-            .await
-            .expect("app state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let state = AppState::new(pool.clone(), config).await.expect("app state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         let app = faceoff::app(state.clone());
         let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { signal.cancelled().await })
-            .await
-            .expect("server");
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { signal.cancelled().await })
+                .await
+                .expect("server");
         });
-        TestApp {
-            addr,
-            client: new_client(),
-            pool,
-            state,
-            shutdown,
-            server: Some(server),
-            db,
-        }
+        let (client, jar) = new_client();
+        TestApp { addr, client, jar, pool, state, shutdown, server: Some(server), db }
     }
 
     /// Stops the server gracefully (in-flight requests finish) and waits for it.
@@ -211,10 +176,11 @@ impl TestApp {
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
         let config = (*self.state.config).clone();
-        let client = self.client.clone();
+        let (client, jar) = (self.client.clone(), self.jar.clone());
         let TestApp { db, pool, .. } = self;
         let mut app = Self::start(db, pool, config).await;
         app.client = client;
+        app.jar = jar;
         app
     }
 
@@ -230,44 +196,75 @@ impl TestApp {
     pub async fn page(&self, path: &str) -> (StatusCode, Page) {
         let response = self.get(path).await;
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let body = response.text().await.expect("body");
-        assert!(
-            content_type.starts_with("text/html"),
-            "{path}: expected HTML, got {content_type}: {body}"
-        );
+        assert!(content_type.starts_with("text/html"), "{path}: expected HTML, got {content_type}: {body}");
         (status, Page::parse(&body))
     }
 
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .form(form)
-            .send()
-            .await
-            .expect("POST")
+        self.client.post(self.url(path)).form(form).send().await.expect("POST")
     }
 
     /// The CSRF token from the first form on `path`.
     pub async fn csrf_token(&self, path: &str) -> String {
         let (_, page) = self.page(path).await;
-        page.attr("input[name=csrf_token]", "value")
-            .unwrap_or_else(|| panic!("{path} has no csrf_token field"))
+        page.attr("input[name=csrf_token]", "value").unwrap_or_else(|| panic!("{path} has no csrf_token field"))
+    }
+}
+
+/// A user created directly in the database (no HTTP), for tests of other features.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub password: String,
+}
+
+impl TestApp {
+    /// Creates a user with `credits` sign-up credits directly in the database.
+    pub async fn create_user(&self, email: &str, credits: i64) -> TestUser {
+        let password = "correct horse battery staple".to_string();
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q";
+        let mut tx = self.pool.begin().await.expect("begin");
+        let id = faceoff::accounts::create_user(&mut tx, email, hash, faceoff::accounts::Role::User, credits)
+            .await
+            .expect("create user");
+        tx.commit().await.expect("commit");
+        TestUser { id, email: email.to_string(), password }
+    }
+
+    /// Signs this app's client in as `user` by writing a session row and its cookie (the way
+    /// the log-in form would end), without going through the log-in form.
+    pub async fn sign_in_as(&self, user: &TestUser) {
+        let id = tower_sessions::session::Id::default();
+        let data = serde_json::json!({ faceoff::accounts::SESSION_USER_KEY: user.id });
+        sqlx::query("INSERT INTO session (id, data, expiry_date) VALUES ($1, $2, now() + interval '1 day')")
+            .bind(id.to_string())
+            .bind(data)
+            .execute(&self.pool)
+            .await
+            .expect("insert session");
+        let url: reqwest::Url = self.url("/").parse().expect("url");
+        self.jar.add_cookie_str(&format!("faceoff_session={id}; Path=/"), &url);
+    }
+
+    /// Creates a user with `credits` credits and signs the client in as them.
+    pub async fn signed_in_user(&self, credits: i64) -> TestUser {
+        let email = format!("user{}@example.com", NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let user = self.create_user(&email, credits).await;
+        self.sign_in_as(&user).await;
+        user
     }
 }
 
 /// A client that keeps cookies and does not follow redirects (tests assert them).
-pub fn new_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .build()
-        .expect("client")
+pub fn new_client() -> (reqwest::Client, Arc<Jar>) {
+    let jar = Arc::new(Jar::default());
+    let client =
+        reqwest::Client::builder().cookie_provider(jar.clone()).redirect(Policy::none()).build().expect("client");
+    (client, jar)
 }
 
 /// A parsed HTML page with small query helpers.
@@ -278,10 +275,7 @@ pub struct Page {
 
 impl Page {
     pub fn parse(source: &str) -> Page {
-        Page {
-            html: Html::parse_document(source),
-            source: source.to_string(),
-        }
+        Page { html: Html::parse_document(source), source: source.to_string() }
     }
 
     fn selector(css: &str) -> Selector {
@@ -290,44 +284,25 @@ impl Page {
 
     /// Text of the first element matching `css`, whitespace-collapsed.
     pub fn text(&self, css: &str) -> Option<String> {
-        self.html.select(&Self::selector(css)).next().map(|el| {
-            el.text()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        self.html
+            .select(&Self::selector(css))
+            .next()
+            .map(|el| el.text().collect::<Vec<_>>().join(" ").split_whitespace().collect::<Vec<_>>().join(" "))
     }
 
     pub fn texts(&self, css: &str) -> Vec<String> {
         self.html
             .select(&Self::selector(css))
-            .map(|el| {
-                el.text()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            .map(|el| el.text().collect::<Vec<_>>().join(" ").split_whitespace().collect::<Vec<_>>().join(" "))
             .collect()
     }
 
     pub fn attr(&self, css: &str, attr: &str) -> Option<String> {
-        self.html
-            .select(&Self::selector(css))
-            .next()
-            .and_then(|el| el.value().attr(attr))
-            .map(str::to_string)
+        self.html.select(&Self::selector(css)).next().and_then(|el| el.value().attr(attr)).map(str::to_string)
     }
 
     pub fn attrs(&self, css: &str, attr: &str) -> Vec<String> {
-        self.html
-            .select(&Self::selector(css))
-            .filter_map(|el| el.value().attr(attr))
-            .map(str::to_string)
-            .collect()
+        self.html.select(&Self::selector(css)).filter_map(|el| el.value().attr(attr)).map(str::to_string).collect()
     }
 
     pub fn count(&self, css: &str) -> usize {
@@ -337,40 +312,16 @@ impl Page {
     /// Structural checks every page must pass: it parsed without errors, has one `<main>`, one
     /// `<h1>`, a non-empty title, `lang` on `<html>`, labelled form controls, and `alt` on images.
     pub fn assert_well_formed(&self, what: &str) {
-        let errors: Vec<_> = self
-            .html
-            .errors
-            .iter()
-            .filter(|e| !e.contains("Unexpected token"))
-            .collect();
+        let errors: Vec<_> = self.html.errors.iter().filter(|e| !e.contains("Unexpected token")).collect();
         assert!(errors.is_empty(), "{what}: HTML parse errors {errors:?}");
-        assert!(
-            self.source
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("<!doctype html>"),
-            "{what}: no doctype"
-        );
+        assert!(self.source.trim_start().to_ascii_lowercase().starts_with("<!doctype html>"), "{what}: no doctype");
         assert_eq!(self.count("html[lang]"), 1, "{what}: <html lang> missing");
         assert_eq!(self.count("main"), 1, "{what}: expected one <main>");
         assert_eq!(self.count("h1"), 1, "{what}: expected one <h1>");
-        assert!(
-            self.text("title").is_some_and(|t| !t.is_empty()),
-            "{what}: empty <title>"
-        );
-        assert_eq!(
-            self.count("img:not([alt])"),
-            0,
-            "{what}: images without alt"
-        );
-        for id in self.attrs(
-            "input:not([type=hidden]):not([type=submit]), select, textarea",
-            "id",
-        ) {
-            assert!(
-                self.count(&format!("label[for=\"{id}\"]")) > 0,
-                "{what}: control #{id} has no label"
-            );
+        assert!(self.text("title").is_some_and(|t| !t.is_empty()), "{what}: empty <title>");
+        assert_eq!(self.count("img:not([alt])"), 0, "{what}: images without alt");
+        for id in self.attrs("input:not([type=hidden]):not([type=submit]), select, textarea", "id") {
+            assert!(self.count(&format!("label[for=\"{id}\"]")) > 0, "{what}: control #{id} has no label");
         }
         assert_eq!(
             self.count("input:not([type=hidden]):not([type=submit]):not([id]), select:not([id]), textarea:not([id])"),
