@@ -180,14 +180,15 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
     let Some(transfer_id) = inserted else {
         sp.rollback().await?;
         let existing = sqlx::query(
-            "SELECT transfer_id, debit_account_id, credit_account_id, amount FROM ledger_transfer WHERE idempotency_key = $1",
+            "SELECT transfer_id, debit_account_id, credit_account_id, amount, kind FROM ledger_transfer WHERE idempotency_key = $1",
         )
         .bind(new.key)
         .fetch_one(&mut *db)
         .await?;
         let (debit, credit, amount): (i64, i64, i64) =
             (existing.get("debit_account_id"), existing.get("credit_account_id"), existing.get("amount"));
-        if (debit, credit, amount) != (new.debit, new.credit, new.amount) {
+        let kind: String = existing.get("kind");
+        if (debit, credit, amount) != (new.debit, new.credit, new.amount) || kind != new.kind.as_str() {
             return Err(LedgerError::KeyConflict(new.key.to_string()));
         }
         return Ok(Transfer {
@@ -327,8 +328,10 @@ pub async fn get_hold(db: impl PgExecutor<'_>, hold_id: HoldId) -> Result<Hold, 
 }
 
 /// Reserves `amount` credits of a user's wallet until `deadline`. Replaying `key` returns the
-/// original hold.
-#[tracing::instrument(skip_all, fields(key, amount))]
+/// original hold; the same key with another user or amount is [`LedgerError::KeyConflict`].
+/// The reserve transfer and the hold row are written in one transaction (a savepoint when the
+/// caller is already in one), so a crash never leaves credits in `pending_holds` without a hold.
+#[tracing::instrument(skip(db, deadline, memo, refs))]
 pub async fn reserve(
     db: &mut PgConnection,
     user_id: Uuid,
@@ -338,10 +341,14 @@ pub async fn reserve(
     memo: &str,
     refs: Refs,
 ) -> Result<Hold, LedgerError> {
-    let wallet = wallet(&mut *db, user_id).await?;
-    let holds = system_account(&mut *db, System::PendingHolds).await?;
+    let mut tx = sqlx::Connection::begin(&mut *db).await?;
+    let wallet = wallet(&mut *tx, user_id).await?;
+    let holds = system_account(&mut *tx, System::PendingHolds).await?;
+    // The reserve transfer predates its hold: it never points at one.
+    let refs = Refs { hold_id: None, ..refs };
     let transfer =
-        transfer(db, NewTransfer { key, debit: wallet, credit: holds, amount, kind: Kind::Hold, memo, refs }).await?;
+        transfer(&mut tx, NewTransfer { key, debit: wallet, credit: holds, amount, kind: Kind::Hold, memo, refs })
+            .await?;
     let sql = format!(
         "INSERT INTO ledger_hold (account_id, amount, idempotency_key, reserve_transfer_id, deadline)
          VALUES ($1, $2, $3, $4, $5)
@@ -354,14 +361,18 @@ pub async fn reserve(
         .bind(key)
         .bind(transfer.transfer_id)
         .bind(deadline)
-        .fetch_optional(&mut *db)
+        .fetch_optional(&mut *tx)
         .await?;
-    if let Some(row) = row {
-        return Ok(hold_from_row(&row));
-    }
-    let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE idempotency_key = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_one(&mut *db).await?;
-    Ok(hold_from_row(&row))
+    let hold = match row {
+        Some(row) => hold_from_row(&row),
+        None => {
+            let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE idempotency_key = $1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_one(&mut *tx).await?;
+            hold_from_row(&row)
+        }
+    };
+    tx.commit().await?;
+    Ok(hold)
 }
 
 /// Charges `amount` (at most the held amount) and returns any remainder to the wallet.
@@ -375,13 +386,13 @@ pub async fn post(
     memo: &str,
     refs: Refs,
 ) -> Result<Hold, LedgerError> {
-    resolve(db, hold_id, Resolution::Post(amount), memo, refs).await
+    Ok(resolve(db, hold_id, Resolution::Post(amount), memo, refs).await?.0)
 }
 
 /// Returns all of a pending hold to the wallet. Voiding a voided hold is a no-op.
 #[tracing::instrument(skip(db, reason, refs))]
 pub async fn void(db: &mut PgConnection, hold_id: HoldId, reason: &str, refs: Refs) -> Result<Hold, LedgerError> {
-    resolve(db, hold_id, Resolution::Void, reason, refs).await
+    Ok(resolve(db, hold_id, Resolution::Void, reason, refs).await?.0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -390,13 +401,19 @@ enum Resolution {
     Void,
 }
 
+/// Resolves a hold; the flag says whether this call resolved it (false: an identical replay).
 async fn resolve(
     db: &mut PgConnection,
     hold_id: HoldId,
     how: Resolution,
     memo: &str,
     refs: Refs,
-) -> Result<Hold, LedgerError> {
+) -> Result<(Hold, bool), LedgerError> {
+    if let Resolution::Post(amount) = how
+        && amount < 0
+    {
+        return Err(LedgerError::InvalidAmount(amount));
+    }
     let mut tx = sqlx::Connection::begin(&mut *db).await?;
     // The row lock makes concurrent resolutions of one hold take turns; the status check (and the
     // table's trigger) lets exactly one of them win.
@@ -410,14 +427,14 @@ async fn resolve(
         };
         tx.rollback().await?;
         return if same {
-            Ok(hold)
+            Ok((hold, false))
         } else {
             Err(LedgerError::AlreadyResolved { hold_id, status: hold.status.as_str().into() })
         };
     }
     let (charge, status) = match how {
-        Resolution::Post(amount) if amount < 0 => return Err(LedgerError::InvalidAmount(amount)),
         Resolution::Post(amount) if amount > hold.amount => {
+            tx.rollback().await?;
             return Err(LedgerError::ExceedsHold { amount, held: hold.amount });
         }
         Resolution::Post(amount) => (amount, "posted"),
@@ -464,24 +481,39 @@ async fn resolve(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(hold_from_row(&row))
+    Ok((hold_from_row(&row), true))
 }
 
-/// Voids pending holds whose deadline has passed; returns how many it voided.
+/// Voids pending holds whose deadline has passed; returns how many this call voided (a hold
+/// resolved concurrently by its job, or by another sweeper, is left as it is).
 pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
-    let expired: Vec<HoldId> = sqlx::query_scalar(
-        "SELECT hold_id FROM ledger_hold WHERE status = 'pending' AND deadline < now() ORDER BY deadline LIMIT 500",
-    )
-    .fetch_all(pool)
-    .await?;
+    const BATCH: i64 = 500;
     let mut voided = 0;
-    for hold_id in expired {
+    let mut after: HoldId = 0;
+    loop {
+        let expired: Vec<HoldId> = sqlx::query_scalar(
+            "SELECT hold_id FROM ledger_hold WHERE status = 'pending' AND deadline < now() AND hold_id > $1
+             ORDER BY hold_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await?;
+        let Some(&last) = expired.last() else { break };
+        after = last;
         let mut conn = pool.acquire().await?;
-        match void(&mut conn, hold_id, "expired: the hold outlived its deadline", Refs::default()).await {
-            Ok(_) => voided += 1,
-            // Resolved by its job in the meantime.
-            Err(LedgerError::AlreadyResolved { .. }) => {}
-            Err(err) => return Err(err),
+        for &hold_id in &expired {
+            match resolve(&mut conn, hold_id, Resolution::Void, "expired: the hold outlived its deadline", Refs::default())
+                .await
+            {
+                Ok((_, fresh)) => voided += u64::from(fresh),
+                // Posted by its job in the meantime.
+                Err(LedgerError::AlreadyResolved { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if (expired.len() as i64) < BATCH {
+            break;
         }
     }
     if voided > 0 {
@@ -502,8 +534,24 @@ impl InvariantReport {
     }
 }
 
-/// Checks the ledger's invariants over the whole database.
+/// Checks the ledger's invariants over the whole database, in one consistent snapshot (a
+/// read-only repeatable-read transaction, unless the caller is already in a transaction):
+/// entries sum to zero overall and per transfer, each transfer is -amount on its debit account
+/// and +amount on its credit account, no wallet is negative, cached balances equal the sum of
+/// their entries, the `pending_holds` account holds exactly the pending holds, and each
+/// resolved hold moved exactly its amount out (its posted amount to revenue, the rest back).
 pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, LedgerError> {
+    use sqlx::Connection;
+    if db.is_in_transaction() {
+        return invariants_in(db).await;
+    }
+    let mut tx = db.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let report = invariants_in(&mut tx).await;
+    tx.rollback().await?;
+    report
+}
+
+async fn invariants_in(db: &mut PgConnection) -> Result<InvariantReport, LedgerError> {
     let mut report = InvariantReport::default();
     let total: i64 =
         sqlx::query_scalar("SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entry").fetch_one(&mut *db).await?;
@@ -512,8 +560,10 @@ pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, 
     }
     let unbalanced: Vec<i64> = sqlx::query_scalar(
         "SELECT t.transfer_id FROM ledger_transfer t LEFT JOIN ledger_entry e USING (transfer_id)
-         GROUP BY t.transfer_id, t.amount
-         HAVING count(e.*) <> 2 OR COALESCE(sum(e.amount), 0) <> 0 OR max(e.amount) <> t.amount",
+         GROUP BY t.transfer_id, t.amount, t.debit_account_id, t.credit_account_id
+         HAVING count(e.*) <> 2 OR COALESCE(sum(e.amount), 0) <> 0
+             OR NOT COALESCE(bool_or(e.account_id = t.debit_account_id AND e.amount = -t.amount), false)
+             OR NOT COALESCE(bool_or(e.account_id = t.credit_account_id AND e.amount = t.amount), false)",
     )
     .fetch_all(&mut *db)
     .await?;
@@ -546,11 +596,21 @@ pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, 
     if in_holds != pending {
         report.violations.push(format!("pending_holds account holds {in_holds} but pending holds total {pending}"));
     }
-    // Each resolved hold moved exactly its amount out of pending_holds.
+    // Each hold matches its reserve transfer; a pending hold has no resolution transfers; a
+    // resolved one moved exactly its amount out: posted_amount to revenue, the rest to its wallet.
     let bad_holds: Vec<i64> = sqlx::query_scalar(
         "SELECT h.hold_id FROM ledger_hold h
-         WHERE h.status <> 'pending' AND h.amount <> COALESCE((SELECT sum(t.amount) FROM ledger_transfer t WHERE t.hold_id = h.hold_id), 0)
-            OR h.status = 'pending' AND EXISTS (SELECT 1 FROM ledger_transfer t WHERE t.hold_id = h.hold_id)",
+         JOIN ledger_transfer r ON r.transfer_id = h.reserve_transfer_id
+         LEFT JOIN LATERAL (
+             SELECT COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'hold_post'), 0) AS posted,
+                    COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'hold_release' AND t.credit_account_id = h.account_id), 0) AS released,
+                    count(*) AS n
+             FROM ledger_transfer t WHERE t.hold_id = h.hold_id
+         ) res ON true
+         WHERE r.amount <> h.amount OR r.debit_account_id <> h.account_id OR r.kind <> 'hold'
+            OR (h.status = 'pending' AND res.n <> 0)
+            OR (h.status = 'posted' AND (res.posted <> h.posted_amount OR res.released <> h.amount - h.posted_amount))
+            OR (h.status = 'voided' AND (res.posted <> 0 OR res.released <> h.amount))",
     )
     .fetch_all(&mut *db)
     .await?;
