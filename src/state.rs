@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
-use crate::{config::Config, telemetry::Metrics, web::assets::Assets};
+use crate::{accounts::rate_limit::AuthLimits, config::Config, telemetry::Metrics, web::assets::Assets};
 
 /// Cheap to clone: everything inside is reference-counted.
 #[derive(Clone, FromRef)]
@@ -14,11 +14,20 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub assets: Arc<Assets>,
     pub metrics: Metrics,
+    /// Sign-up and log-in attempts per client IP and per email.
+    pub auth_limits: Arc<AuthLimits>,
 }
 
 impl AppState {
     /// Builds the state over a pool whose database is already migrated and seeded.
     pub async fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
-        Ok(AppState { pool, config: Arc::new(config), assets: Arc::new(Assets::load()?), metrics: Metrics::install() })
+        crate::accounts::password::warm_up().await;
+        Ok(AppState {
+            pool,
+            config: Arc::new(config),
+            assets: Arc::new(Assets::load()?),
+            metrics: Metrics::install(),
+            auth_limits: Arc::new(AuthLimits::default()),
+        })
     }
 }

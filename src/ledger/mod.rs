@@ -126,6 +126,18 @@ pub async fn system_account(db: impl PgExecutor<'_>, system: System) -> Result<A
         .await?)
 }
 
+/// The balance of a system account: the sum of its entries (system accounts cache none; the
+/// ones that issue credits are negative).
+pub async fn system_balance(db: impl PgExecutor<'_>, system: System) -> Result<i64, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(sum(e.amount), 0)::bigint FROM ledger_entry e
+         JOIN ledger_account a USING (account_id) WHERE a.code = $1",
+    )
+    .bind(system.code())
+    .fetch_one(db)
+    .await?)
+}
+
 /// Opens the wallet of a new user (idempotent).
 pub async fn open_wallet(db: &mut PgConnection, user_id: Uuid) -> Result<AccountId, LedgerError> {
     let id: Option<AccountId> = sqlx::query_scalar(
@@ -201,6 +213,14 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
         });
     };
 
+    // Only user wallets cache a balance (and are locked); system accounts are never updated,
+    // so they are no hot row. An account's kind never changes (enforced by a trigger).
+    let wallets: Vec<AccountId> =
+        sqlx::query_scalar("SELECT account_id FROM ledger_account WHERE account_id IN ($1, $2) AND kind = 'user'")
+            .bind(new.debit)
+            .bind(new.credit)
+            .fetch_all(&mut *sp)
+            .await?;
     // Lock the two accounts in id order so opposite transfers cannot deadlock.
     let sides = if new.debit < new.credit {
         [(new.debit, -new.amount), (new.credit, new.amount)]
@@ -208,30 +228,16 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
         [(new.credit, new.amount), (new.debit, -new.amount)]
     };
     for (account_id, delta) in sides {
-        // Only user wallets cache a balance, and it may not go negative (also a CHECK).
-        let row = sqlx::query(
-            "UPDATE ledger_account SET balance = balance + $2
-             WHERE account_id = $1 AND kind = 'user' AND balance + $2 >= 0
-             RETURNING balance",
-        )
-        .bind(account_id)
-        .bind(delta)
-        .fetch_optional(&mut *sp)
-        .await?;
-        let balance_after: Option<i64> = match row {
-            Some(row) => Some(row.get("balance")),
-            None => {
-                let (kind, balance): (String, Option<i64>) =
-                    sqlx::query_as("SELECT kind, balance FROM ledger_account WHERE account_id = $1")
-                        .bind(account_id)
-                        .fetch_one(&mut *sp)
-                        .await?;
-                if kind == "user" {
+        let balance_after = if wallets.contains(&account_id) {
+            match apply_to_wallet(&mut sp, account_id, delta).await? {
+                Ok(balance) => Some(balance),
+                Err(have) => {
                     sp.rollback().await?;
-                    return Err(LedgerError::InsufficientCredits { need: new.amount, have: balance.unwrap_or(0) });
+                    return Err(LedgerError::InsufficientCredits { need: new.amount, have });
                 }
-                None
             }
+        } else {
+            None
         };
         sqlx::query(
             "INSERT INTO ledger_entry (transfer_id, account_id, amount, balance_after) VALUES ($1, $2, $3, $4)",
@@ -252,6 +258,44 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
         amount: new.amount,
         replayed: false,
     })
+}
+
+/// Adds `delta` to a wallet's cached balance, never below zero (also a CHECK). Returns the new
+/// balance, or `Err(have)` when the wallet cannot cover it. The fast path is one conditional
+/// UPDATE; when it refuses, the decision is re-made under the row lock, so the balance reported
+/// is the one the refusal was based on (a concurrent refund may have made it sufficient).
+/// `FOR NO KEY UPDATE`, the lock an UPDATE takes, not `FOR UPDATE`: the latter conflicts with
+/// the key-share locks that inserting entries and transfers (foreign keys) hold on the wallet,
+/// and two refused transfers on one wallet would deadlock.
+async fn apply_to_wallet(
+    db: &mut PgConnection,
+    account_id: AccountId,
+    delta: i64,
+) -> Result<Result<i64, i64>, LedgerError> {
+    let updated: Option<i64> = sqlx::query_scalar(
+        "UPDATE ledger_account SET balance = balance + $2 WHERE account_id = $1 AND balance + $2 >= 0 RETURNING balance",
+    )
+    .bind(account_id)
+    .bind(delta)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(balance) = updated {
+        return Ok(Ok(balance));
+    }
+    let have: i64 = sqlx::query_scalar("SELECT balance FROM ledger_account WHERE account_id = $1 FOR NO KEY UPDATE")
+        .bind(account_id)
+        .fetch_one(&mut *db)
+        .await?;
+    if have + delta < 0 {
+        return Ok(Err(have));
+    }
+    let balance: i64 =
+        sqlx::query_scalar("UPDATE ledger_account SET balance = balance + $2 WHERE account_id = $1 RETURNING balance")
+            .bind(account_id)
+            .bind(delta)
+            .fetch_one(&mut *db)
+            .await?;
+    Ok(Ok(balance))
 }
 
 /// Available (spendable) and held (reserved by pending holds) credits of a user.
@@ -503,8 +547,14 @@ pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
         after = last;
         let mut conn = pool.acquire().await?;
         for &hold_id in &expired {
-            match resolve(&mut conn, hold_id, Resolution::Void, "expired: the hold outlived its deadline", Refs::default())
-                .await
+            match resolve(
+                &mut conn,
+                hold_id,
+                Resolution::Void,
+                "expired: the hold outlived its deadline",
+                Refs::default(),
+            )
+            .await
             {
                 Ok((_, fresh)) => voided += u64::from(fresh),
                 // Posted by its job in the meantime.
