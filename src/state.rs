@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
-use crate::{config::Config, telemetry::Metrics, web::assets::Assets};
+use crate::{config::Config, providers::Providers, storage::Store, telemetry::Metrics, web::assets::Assets};
 
 /// Cheap to clone: everything inside is reference-counted.
 #[derive(Clone, FromRef)]
@@ -14,11 +14,22 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub assets: Arc<Assets>,
     pub metrics: Metrics,
+    pub store: Store,
+    pub providers: Providers,
 }
 
 impl AppState {
     /// Builds the state over a pool whose database is already migrated and seeded.
     pub async fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
-        Ok(AppState { pool, config: Arc::new(config), assets: Arc::new(Assets::load()?), metrics: Metrics::install() })
+        let store = Store::from_url(&config.storage_url)?;
+        let providers = Providers::from_config(&config)?;
+        Ok(AppState {
+            pool,
+            config: Arc::new(config),
+            assets: Arc::new(Assets::load()?),
+            metrics: Metrics::install(),
+            store,
+            providers,
+        })
     }
 }
