@@ -269,7 +269,7 @@ impl PrivateCluster {
         }
         tracing::info!(dir = %data.display(), "starting a private PostgreSQL cluster");
         let opts =
-            format!("-c listen_addresses='' -k {} -c max_connections=200 -c fsync=off", path_str(&cluster.socket_dir)?);
+            format!("-p 5432 -c listen_addresses='' -k {} -c max_connections=200 -c synchronous_commit=off", path_str(&cluster.socket_dir)?);
         cluster.run(
             "pg_ctl",
             &["-D", path_str(&data)?, "-l", path_str(&dir.join("server.log"))?, "-w", "-o", &opts, "start"],
