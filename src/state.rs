@@ -5,7 +5,9 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
-use crate::{config::Config, payments::Payments, telemetry::Metrics, web::assets::Assets};
+use crate::{
+    config::Config, payments::Payments, providers::Providers, storage::Store, telemetry::Metrics, web::assets::Assets,
+};
 
 /// Cheap to clone: everything inside is reference-counted.
 #[derive(Clone, FromRef)]
@@ -14,18 +16,24 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub assets: Arc<Assets>,
     pub metrics: Metrics,
+    pub store: Store,
+    pub providers: Providers,
     pub payments: Payments,
 }
 
 impl AppState {
     /// Builds the state over a pool whose database is already migrated and seeded.
     pub async fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
+        let store = Store::from_url(&config.storage_url)?;
+        let providers = Providers::from_config(&config)?;
         let payments = Payments::from_config(&config)?;
         Ok(AppState {
             pool,
             config: Arc::new(config),
             assets: Arc::new(Assets::load()?),
             metrics: Metrics::install(),
+            store,
+            providers,
             payments,
         })
     }
