@@ -371,5 +371,7 @@ pub async fn fulfil(tx: &mut PgConnection, session: &SessionObject) -> Result<Fu
     .execute(&mut *tx)
     .await?;
     tracing::info!(%payment_id, credits = payment.credits, "top-up credited");
+    metrics::counter!("topups_credited_total").increment(1);
+    metrics::counter!("topup_credits_total").increment(payment.credits.unsigned_abs());
     Ok(Fulfilment::Credited { payment_id, credits: payment.credits })
 }

@@ -222,6 +222,7 @@ async fn handle(pool: &PgPool, event: Event) -> Result<Outcome, WebhookError> {
         .await?;
     tx.commit().await?;
     tracing::info!(event_id = %event.id, kind = %event.kind, outcome = outcome.as_str(), "stripe event");
+    metrics::counter!("stripe_webhook_events_total", "outcome" => outcome.as_str()).increment(1);
     Ok(outcome)
 }
 
@@ -246,6 +247,7 @@ async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body:
         Ok(outcome) => (StatusCode::OK, Json(json!({"received": true, "outcome": outcome.as_str()}))).into_response(),
         Err(err) if err.is_client_error() => {
             tracing::warn!("rejected webhook: {err}");
+            metrics::counter!("stripe_webhook_events_total", "outcome" => "rejected").increment(1);
             let code = if matches!(err, WebhookError::Signature(_)) { "invalid_signature" } else { "invalid_event" };
             (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": code, "message": err.to_string()}})))
                 .into_response()
