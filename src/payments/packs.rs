@@ -260,4 +260,18 @@ mod tests {
         let err = error("currency = \"usd\"\n");
         assert!(err.reason.contains("at least one"), "{err}");
     }
+
+    #[test]
+    fn a_bad_file_names_its_path() {
+        let path = std::env::temp_dir().join(format!("faceoff-packs-{}.toml", std::process::id()));
+        std::fs::write(&path, GOOD.replace("credits = 200", "credits = 0")).expect("write");
+        let err = Packs::load_file(&path).expect_err("rejected");
+        std::fs::remove_file(&path).ok();
+        assert_eq!(
+            err.to_string(),
+            format!("{} line 6: credits must be a whole number from 1 to 1000000 (got 0)", path.display())
+        );
+        let err = Packs::load_file(Path::new("/nonexistent/packs.toml")).expect_err("missing");
+        assert!(err.reason.contains("cannot read"), "{err}");
+    }
 }

@@ -587,3 +587,63 @@ async fn stripe_refusing_the_checkout_fails_the_payment_cleanly() {
     assert_eq!(status, "failed");
     assert_eq!(balance(&app, user.id).await, 100);
 }
+
+#[tokio::test]
+async fn returning_from_stripe_unpaid_or_canceled() {
+    let stripe = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "cs_test_back", "object": "checkout.session", "payment_status": "unpaid",
+            "url": "https://checkout.stripe.com/c/pay/cs_test_back",
+        })))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = TestApp::spawn_with(|c| {
+        c.stripe_secret_key = Some(Secret::new("sk_test_123"));
+        c.stripe_webhook_secret = Some(Secret::new(SECRET));
+        c.stripe_api_url = uri.parse().expect("mock url");
+    })
+    .await;
+    let user = app.signed_in_user(100).await;
+    let (payment_id, _) = start_checkout(&app, "standard-500").await;
+
+    // Stripe has not seen the payment yet: the success page says it is waiting.
+    Mock::given(method("GET"))
+        .and(path("/v1/checkout/sessions/cs_test_back"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(session_object(
+            "cs_test_back",
+            payment_id,
+            user.id,
+            "unpaid",
+        )))
+        .mount(&stripe)
+        .await;
+    let (status, page) = app.page(&format!("/credits/payments/{payment_id}?session_id=cs_test_back")).await;
+    assert_eq!(status, StatusCode::OK);
+    page.assert_well_formed("pending payment");
+    assert_eq!(page.text("[data-testid=payment-status]").as_deref(), Some("Pending"));
+    assert!(page.text(".notice").is_some_and(|t| t.contains("waiting for the payment provider")));
+    // A session id that is not this payment's is not looked up.
+    let (status, _) = app.page(&format!("/credits/payments/{payment_id}?session_id=cs_other")).await;
+    assert_eq!(status, StatusCode::OK);
+    let lookups =
+        stripe.received_requests().await.expect("requests").iter().filter(|r| r.method.as_str() == "GET").count();
+    assert_eq!(lookups, 1);
+
+    // The buyer comes back through Stripe's "back" link.
+    let (_, page) = app.page(&format!("/credits/payments/{payment_id}?canceled=1")).await;
+    page.assert_well_formed("canceled Stripe checkout");
+    assert_eq!(page.text("[data-testid=payment-status]").as_deref(), Some("Canceled"));
+    assert_eq!(balance(&app, user.id).await, 100);
+
+    // If Stripe later reports the session paid after all (another tab), the money is credited.
+    let body =
+        event("evt_late", "checkout.session.completed", session_object("cs_test_back", payment_id, user.id, "paid"));
+    let response = post_webhook(&app, &body, &sign(SECRET, now(), &body)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(payment_status(&app, payment_id).await, "paid");
+    assert_eq!(balance(&app, user.id).await, 600);
+    assert_invariants(&app).await;
+}
