@@ -48,10 +48,10 @@ pub async fn locate(config: &Config) -> anyhow::Result<Server> {
 
     // PgConnectOptions::new() honours PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE.
     let mut defaults = PgConnectOptions::new();
-    if std::env::var_os("PGUSER").is_none() {
-        if let Some(user) = current_os_user() {
-            defaults = defaults.username(&user);
-        }
+    if std::env::var_os("PGUSER").is_none()
+        && let Some(user) = current_os_user()
+    {
+        defaults = defaults.username(&user);
     }
     let database = std::env::var("PGDATABASE").unwrap_or_else(|_| "faceoff".into());
     let local = defaults.database(&database);
@@ -268,8 +268,10 @@ impl PrivateCluster {
             return Ok(cluster);
         }
         tracing::info!(dir = %data.display(), "starting a private PostgreSQL cluster");
-        let opts =
-            format!("-c listen_addresses='' -k {} -c max_connections=200 -c fsync=off", path_str(&cluster.socket_dir)?);
+        let opts = format!(
+            "-p 5432 -c listen_addresses='' -k {} -c max_connections=200 -c synchronous_commit=off",
+            path_str(&cluster.socket_dir)?
+        );
         cluster.run(
             "pg_ctl",
             &["-D", path_str(&data)?, "-l", path_str(&dir.join("server.log"))?, "-w", "-o", &opts, "start"],
@@ -333,10 +335,10 @@ fn hash(bytes: &[u8]) -> u64 {
 /// The name of the user running this process (`USER`, else `LOGNAME`, else `id -un`).
 fn current_os_user() -> Option<String> {
     for var in ["USER", "LOGNAME"] {
-        if let Ok(user) = std::env::var(var) {
-            if !user.trim().is_empty() {
-                return Some(user.trim().to_string());
-            }
+        if let Ok(user) = std::env::var(var)
+            && !user.trim().is_empty()
+        {
+            return Some(user.trim().to_string());
         }
     }
     let out = Command::new("id").arg("-un").output().ok()?;

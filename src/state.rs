@@ -5,7 +5,10 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
-use crate::{accounts::rate_limit::AuthLimits, config::Config, telemetry::Metrics, web::assets::Assets};
+use crate::{
+    accounts::rate_limit::AuthLimits, config::Config, payments::Payments, providers::Providers, storage::Store,
+    telemetry::Metrics, web::assets::Assets,
+};
 
 /// Cheap to clone: everything inside is reference-counted.
 #[derive(Clone, FromRef)]
@@ -14,6 +17,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub assets: Arc<Assets>,
     pub metrics: Metrics,
+    pub store: Store,
+    pub providers: Providers,
+    pub payments: Payments,
     /// Sign-up and log-in attempts per client IP and per email.
     pub auth_limits: Arc<AuthLimits>,
 }
@@ -21,12 +27,18 @@ pub struct AppState {
 impl AppState {
     /// Builds the state over a pool whose database is already migrated and seeded.
     pub async fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
+        let store = Store::from_url(&config.storage_url)?;
+        let providers = Providers::from_config(&config)?;
+        let payments = Payments::from_config(&config)?;
         crate::accounts::password::warm_up().await;
         Ok(AppState {
             pool,
             config: Arc::new(config),
             assets: Arc::new(Assets::load()?),
             metrics: Metrics::install(),
+            store,
+            providers,
+            payments,
             auth_limits: Arc::new(AuthLimits::default()),
         })
     }

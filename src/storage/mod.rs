@@ -1,10 +1,177 @@
-//! Storage: generated and uploaded images in an object store (local directory or S3), served at
-//! `/media/{key}` with access control.
+//! Storage: generated and uploaded images in an object store (a local directory by default,
+//! S3-compatible with `FACEOFF_STORAGE_URL=s3://bucket/prefix`), recorded in `media_object` with
+//! their owner, and served at `/media/{key}` with access control and cache headers. Also makes
+//! the WebP thumbnails shown in lists.
 
-use axum::Router;
+use std::{io::Cursor, sync::Arc};
 
-use crate::state::AppState;
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as ObjectPath};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::{
+    state::AppState,
+    web::{AppError, layout::Layout},
+};
+
+/// The object store holding media bytes.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({}, prefix {:?})", self.inner, self.prefix)
+    }
+}
+
+impl Store {
+    /// `file:///abs/dir`, `s3://bucket/prefix` (credentials and endpoint from the usual `AWS_*`
+    /// variables; `AWS_ENDPOINT` and `AWS_ALLOW_HTTP=true` for MinIO/R2) or `memory://`.
+    pub fn from_url(url: &str) -> anyhow::Result<Store> {
+        if let Some(dir) = url.strip_prefix("file://") {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating the media directory {dir}"))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+            return Ok(Store { inner: Arc::new(store), prefix: String::new() });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let store = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).build()?;
+            return Ok(Store { inner: Arc::new(store), prefix: prefix.trim_matches('/').to_string() });
+        }
+        if url == "memory://" {
+            return Ok(Store { inner: Arc::new(object_store::memory::InMemory::new()), prefix: String::new() });
+        }
+        anyhow::bail!("unsupported FACEOFF_STORAGE_URL {url:?}")
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() { ObjectPath::from(key) } else { ObjectPath::from(format!("{}/{key}", self.prefix)) }
+    }
+
+    pub async fn put(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+        self.inner.put(&self.path(key), PutPayload::from(bytes)).await.with_context(|| format!("storing {key}"))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        match self.inner.get(&self.path(key)).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("reading {key}")),
+        }
+    }
+}
+
+/// A stored image's metadata.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Media {
+    pub key: String,
+    pub content_type: String,
+    pub byte_size: i64,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub owner_user_id: Option<Uuid>,
+}
+
+impl Media {
+    pub fn url(&self) -> String {
+        format!("/media/{}", self.key)
+    }
+}
+
+/// Stores `bytes` under `key` and records it (idempotent: storing the same key again keeps the
+/// first record). `owner`: `None` makes it public.
+pub async fn save(
+    db: impl PgExecutor<'_>,
+    store: &Store,
+    key: &str,
+    bytes: Bytes,
+    content_type: &str,
+    size: Option<(u32, u32)>,
+    owner: Option<Uuid>,
+) -> anyhow::Result<Media> {
+    let byte_size = bytes.len() as i64;
+    store.put(key, bytes).await?;
+    let media = sqlx::query_as::<_, Media>(
+        "INSERT INTO media_object (key, content_type, byte_size, width, height, owner_user_id)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+         RETURNING key, content_type, byte_size, width, height, owner_user_id",
+    )
+    .bind(key)
+    .bind(content_type)
+    .bind(byte_size)
+    .bind(size.map(|s| s.0 as i32))
+    .bind(size.map(|s| s.1 as i32))
+    .bind(owner)
+    .fetch_one(db)
+    .await?;
+    Ok(media)
+}
+
+pub async fn find(db: impl PgExecutor<'_>, key: &str) -> Result<Option<Media>, sqlx::Error> {
+    sqlx::query_as::<_, Media>(
+        "SELECT key, content_type, byte_size, width, height, owner_user_id FROM media_object WHERE key = $1",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await
+}
+
+/// A WebP thumbnail (lossless: the `image` crate has no lossy WebP encoder) whose longer side is
+/// at most `max_side`.
+pub fn thumbnail_webp(bytes: &[u8], max_side: u32) -> anyhow::Result<(Bytes, u32, u32)> {
+    let img = image::load_from_memory(bytes).context("decoding image for thumbnail")?;
+    let thumb = img.thumbnail(max_side, max_side);
+    let mut out = Cursor::new(Vec::new());
+    thumb.to_rgb8().write_to(&mut out, image::ImageFormat::WebP)?;
+    Ok((Bytes::from(out.into_inner()), thumb.width(), thumb.height()))
+}
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/media/{*key}", get(serve_media))
+}
+
+/// Serves a stored object. Private objects are visible only to their owner (and admins); to
+/// anyone else they do not exist (404, so ids cannot be probed).
+async fn serve_media(
+    State(state): State<AppState>,
+    layout: Layout,
+    Path(key): Path<String>,
+) -> Result<Response, AppError> {
+    let media = find(&state.pool, &key).await?.ok_or_else(AppError::not_found)?;
+    if let Some(owner) = media.owner_user_id {
+        let allowed = layout.user.as_ref().is_some_and(|u| u.id == owner || u.is_admin());
+        if !allowed {
+            return Err(AppError::NotFound("we could not find that image".into()));
+        }
+    }
+    let bytes =
+        state.store.get(&key).await?.ok_or_else(|| AppError::NotFound("that image is no longer stored".into()))?;
+    let cache = if media.owner_user_id.is_some() {
+        "private, max-age=86400, immutable"
+    } else {
+        "public, max-age=31536000, immutable"
+    };
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&media.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("inline"));
+    Ok(response)
 }

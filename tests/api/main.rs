@@ -4,3 +4,5 @@ mod accounts;
 mod foundation;
 mod helpers;
 mod ledger;
+mod media;
+mod payments;

@@ -1,0 +1,291 @@
+//! The sandbox provider: renders a deterministic image locally from (prompt, seed, model, width,
+//! height) — the same inputs give the same bytes — clearly marked as a sandbox rendering. It is
+//! the default when no real provider key is configured, so the whole product works offline.
+//! Latency (`FACEOFF_SANDBOX_LATENCY_MS`) and failures (`FACEOFF_SANDBOX_FAIL`: `model` fails,
+//! `model:moderated` is blocked, `model:transient` fails once then succeeds) can be injected;
+//! a prompt containing `#moderate` is always blocked.
+
+use std::{
+    io::Cursor,
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
+use async_trait::async_trait;
+use bytes::Bytes;
+use image::{ImageFormat, Rgb, RgbImage, imageops};
+use sha2::{Digest, Sha256};
+
+use super::{GenerationRequest, Image, Poll, Provider, ProviderError, Submission};
+use crate::config::Config;
+
+static FONT: &[u8] = include_bytes!("DejaVuSans-Bold.ttf");
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fault {
+    Fail,
+    Moderated,
+    /// Fails with a transient error on the first submission of each task, then works.
+    Transient,
+}
+
+#[derive(Debug)]
+pub struct SandboxProvider {
+    latency: Duration,
+    faults: Vec<(String, Fault)>,
+    transient_seen: Mutex<std::collections::HashSet<String>>,
+}
+
+impl SandboxProvider {
+    pub fn from_config(config: &Config) -> Self {
+        let faults = config
+            .sandbox_fail
+            .iter()
+            .map(|entry| match entry.split_once(':') {
+                Some((model, "moderated")) => (model.to_string(), Fault::Moderated),
+                Some((model, "transient")) => (model.to_string(), Fault::Transient),
+                Some((model, _)) => (model.to_string(), Fault::Fail),
+                None => (entry.clone(), Fault::Fail),
+            })
+            .collect();
+        SandboxProvider { latency: config.sandbox_latency, faults, transient_seen: Mutex::default() }
+    }
+
+    fn fault(&self, model: &str) -> Option<&Fault> {
+        self.faults.iter().find(|(m, _)| m == model).map(|(_, f)| f)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[async_trait]
+impl Provider for SandboxProvider {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    async fn submit(&self, request: &GenerationRequest) -> Result<Submission, ProviderError> {
+        let task_id = format!("sandbox-{}", hex::encode(&input_digest(request)[..12]));
+        if self.fault(&request.model) == Some(&Fault::Transient) {
+            let first = self.transient_seen.lock().map(|mut seen| seen.insert(task_id.clone())).unwrap_or(false);
+            if first {
+                return Err(ProviderError::Transient("sandbox: injected transient failure (try again)".into()));
+            }
+        }
+        if request.prompt.contains("#moderate") || self.fault(&request.model) == Some(&Fault::Moderated) {
+            return Err(ProviderError::Moderated(
+                "sandbox: the prompt was flagged by the simulated safety filter".into(),
+            ));
+        }
+        Ok(Submission { task_id, polling_url: None, cost: None, submitted_at_ms: now_ms() })
+    }
+
+    async fn poll(&self, request: &GenerationRequest, submission: &Submission) -> Result<Poll, ProviderError> {
+        let elapsed = Duration::from_millis((now_ms() - submission.submitted_at_ms).max(0) as u64);
+        if elapsed < self.latency {
+            let progress = elapsed.as_secs_f32() / self.latency.as_secs_f32();
+            return Ok(Poll::Pending { progress: Some(progress.clamp(0.0, 0.99)) });
+        }
+        if self.fault(&request.model) == Some(&Fault::Fail) {
+            return Ok(Poll::Failed { reason: format!("sandbox: injected failure for {}", request.model) });
+        }
+        let (width, height) = rendered_size(request);
+        let request = request.clone();
+        let bytes = tokio::task::spawn_blocking(move || render(&request))
+            .await
+            .map_err(|e| ProviderError::Transient(format!("sandbox renderer stopped: {e}")))?
+            .map_err(|e| ProviderError::Fatal(format!("sandbox renderer: {e}")))?;
+        Ok(Poll::Ready(Image { bytes, content_type: "image/jpeg".into(), width, height }))
+    }
+
+    fn poll_interval(&self, _attempt: u32) -> Duration {
+        (self.latency / 8).clamp(Duration::from_millis(10), Duration::from_millis(400))
+    }
+}
+
+/// The size [`render`] produces for a request.
+pub fn rendered_size(request: &GenerationRequest) -> (u32, u32) {
+    (request.width.clamp(64, 4096), request.height.clamp(64, 4096))
+}
+
+fn input_digest(request: &GenerationRequest) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in [request.prompt.as_bytes(), request.model.as_bytes(), request.endpoint.as_bytes()] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.update(request.seed.to_le_bytes());
+    hasher.update(request.width.to_le_bytes());
+    hasher.update(request.height.to_le_bytes());
+    hasher.finalize().into()
+}
+
+/// Renders the image as JPEG bytes. Pure: the same request gives the same bytes.
+pub fn render(request: &GenerationRequest) -> anyhow::Result<Bytes> {
+    let (width, height) = rendered_size(request);
+    let digest = input_digest(request);
+    let byte = |i: usize| f32::from(digest[i % digest.len()]) / 255.0;
+
+    // A small canvas of soft shapes, scaled up: smooth at any size and cheap to compute.
+    let (sw, sh) = ((width / 8).max(16), (height / 8).max(16));
+    let hue = byte(0) * 360.0;
+    let palette = [
+        hsl(hue, 0.55, 0.18 + byte(1) * 0.1),
+        hsl(hue + 40.0 + byte(2) * 80.0, 0.6, 0.45),
+        hsl(hue + 180.0 + byte(3) * 60.0, 0.7, 0.62),
+        hsl(hue + 300.0, 0.5, 0.8),
+    ];
+    let angle = byte(4) * std::f32::consts::TAU;
+    let (dx, dy) = (angle.cos(), angle.sin());
+    let blobs: Vec<(f32, f32, f32, [f32; 3], f32)> = (0..7)
+        .map(|i| {
+            let b = 5 + i * 4;
+            let color = palette[1 + (digest[b] as usize % 3)];
+            (byte(b), byte(b + 1), 0.12 + byte(b + 2) * 0.35, color, 0.35 + byte(b + 3) * 0.45)
+        })
+        .collect();
+    let mut small = RgbImage::new(sw, sh);
+    for (x, y, px) in small.enumerate_pixels_mut() {
+        let (u, v) = (x as f32 / sw as f32, y as f32 / sh as f32);
+        let t = ((u - 0.5) * dx + (v - 0.5) * dy + 0.5).clamp(0.0, 1.0);
+        let mut c = mix(palette[0], palette[1], t * 0.7);
+        for &(bx, by, radius, color, strength) in &blobs {
+            let aspect = sw as f32 / sh as f32;
+            let d = (((u - bx) * aspect).powi(2) + (v - by).powi(2)).sqrt() / radius;
+            let w = (1.0 - d).clamp(0.0, 1.0);
+            c = mix(c, color, w * w * strength);
+        }
+        // Vignette.
+        let r = ((u - 0.5).powi(2) + (v - 0.5).powi(2)).sqrt();
+        let shade = 1.0 - (r * r * 0.9).min(0.6);
+        *px = Rgb([to_u8(c[0] * shade), to_u8(c[1] * shade), to_u8(c[2] * shade)]);
+    }
+    let mut img = imageops::resize(&small, width, height, imageops::FilterType::Triangle);
+
+    // The sandbox mark: a band at the bottom with the model and the prompt.
+    let band = (height / 7).max(48);
+    for y in height - band..height {
+        for x in 0..width {
+            let p = img.get_pixel_mut(x, y);
+            *p = Rgb([p[0] / 3, p[1] / 3, p[2] / 3]);
+        }
+    }
+    let font = FontRef::try_from_slice(FONT)?;
+    let size = band as f32 * 0.28;
+    let margin = band as f32 * 0.3;
+    draw_text(
+        &mut img,
+        &font,
+        size,
+        margin,
+        (height - band) as f32 + band as f32 * 0.42,
+        &format!("SANDBOX RENDERING · {}", request.model_name),
+        [255, 255, 255],
+    );
+    let prompt: String = request.prompt.chars().filter(|c| !c.is_control()).collect();
+    draw_text(
+        &mut img,
+        &font,
+        size * 0.62,
+        margin,
+        (height - band) as f32 + band as f32 * 0.78,
+        &format!("seed {} · {}", request.seed, prompt),
+        [210, 206, 230],
+    );
+
+    let mut out = Cursor::new(Vec::with_capacity((width * height / 4) as usize));
+    image::DynamicImage::ImageRgb8(img).write_to(&mut out, ImageFormat::Jpeg)?;
+    Ok(Bytes::from(out.into_inner()))
+}
+
+fn draw_text(img: &mut RgbImage, font: &FontRef<'_>, size: f32, x: f32, baseline: f32, text: &str, color: [u8; 3]) {
+    let scale = PxScale::from(size);
+    let scaled = font.as_scaled(scale);
+    let max_x = img.width() as f32 - x;
+    let mut caret = x;
+    let mut previous = None;
+    for ch in text.chars() {
+        let id = font.glyph_id(ch);
+        if let Some(prev) = previous {
+            caret += scaled.kern(prev, id);
+        }
+        let advance = scaled.h_advance(id);
+        if caret + advance > max_x {
+            break;
+        }
+        let glyph = id.with_scale_and_position(scale, point(caret, baseline));
+        if let Some(outlined) = font.outline_glyph(glyph) {
+            let bounds = outlined.px_bounds();
+            outlined.draw(|gx, gy, coverage| {
+                let (px, py) = (bounds.min.x as i32 + gx as i32, bounds.min.y as i32 + gy as i32);
+                if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
+                    let p = img.get_pixel_mut(px as u32, py as u32);
+                    for i in 0..3 {
+                        p[i] = (f32::from(p[i]) * (1.0 - coverage) + f32::from(color[i]) * coverage) as u8;
+                    }
+                }
+            });
+        }
+        caret += advance;
+        previous = Some(id);
+    }
+}
+
+fn hsl(h: f32, s: f32, l: f32) -> [f32; 3] {
+    let h = h.rem_euclid(360.0) / 60.0;
+    let c = (1.0 - (2.0 * l - 1.0).abs()) * s;
+    let x = c * (1.0 - (h % 2.0 - 1.0).abs());
+    let (r, g, b) = match h as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let m = l - c / 2.0;
+    [r + m, g + m, b + m]
+}
+
+fn mix(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
+    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+}
+
+fn to_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Mode;
+
+    fn request(prompt: &str, seed: u32) -> GenerationRequest {
+        GenerationRequest {
+            endpoint: "flux-2-pro".into(),
+            model: "flux-2".into(),
+            model_name: "Flux 2".into(),
+            prompt: prompt.into(),
+            seed,
+            mode: Mode::TwoK,
+            aspect_ratio: "4:3".into(),
+            width: 640,
+            height: 480,
+            reference_image: None,
+        }
+    }
+
+    #[test]
+    fn same_inputs_same_bytes_and_a_real_jpeg() {
+        let a = render(&request("a portrait in a café", 7)).expect("render");
+        let b = render(&request("a portrait in a café", 7)).expect("render");
+        assert_eq!(a, b);
+        let c = render(&request("a portrait in a café", 8)).expect("render");
+        assert_ne!(a, c, "another seed gives another image");
+        let decoded = image::load_from_memory(&a).expect("decodes");
+        assert_eq!((decoded.width(), decoded.height()), (640, 480));
+    }
+}
