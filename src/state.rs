@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, providers::Providers, storage::Store, telemetry::Metrics, web::assets::Assets};
 
@@ -16,6 +17,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub store: Store,
     pub providers: Providers,
+    /// Cancelled when the process shuts down: background work stops and live streams end.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -30,6 +33,7 @@ impl AppState {
             metrics: Metrics::install(),
             store,
             providers,
+            shutdown: CancellationToken::new(),
         })
     }
 }
