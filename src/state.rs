@@ -5,7 +5,10 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
-use crate::{config::Config, providers::Providers, storage::Store, telemetry::Metrics, web::assets::Assets};
+use crate::{
+    catalog::CatalogHandle, config::Config, providers::Providers, storage::Store, telemetry::Metrics,
+    web::assets::Assets,
+};
 
 /// Cheap to clone: everything inside is reference-counted.
 #[derive(Clone, FromRef)]
@@ -16,6 +19,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub store: Store,
     pub providers: Providers,
+    /// The catalog snapshot pages read (refreshed on `catalog_changed`).
+    pub catalog: CatalogHandle,
 }
 
 impl AppState {
@@ -23,6 +28,7 @@ impl AppState {
     pub async fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
         let store = Store::from_url(&config.storage_url)?;
         let providers = Providers::from_config(&config)?;
+        let catalog = CatalogHandle::load(&pool).await?;
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -30,6 +36,7 @@ impl AppState {
             metrics: Metrics::install(),
             store,
             providers,
+            catalog,
         })
     }
 }
