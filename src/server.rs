@@ -7,11 +7,12 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, db, jobs, ledger, state::AppState, web};
+use crate::{catalog, config::Config, db, jobs, ledger, state::AppState, web};
 
 /// Migrates the database and loads the seed data (idempotent; run at every start).
 pub async fn prepare_database(pool: &PgPool, _config: &Config) -> anyhow::Result<()> {
     db::migrate(pool).await?;
+    catalog::db::load(pool, catalog::CATALOG_TOML, catalog::CATALOG_PATH).await?;
     Ok(())
 }
 
@@ -106,6 +107,7 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 /// (`FACEOFF_WORKERS`, none when 0) and periodic housekeeping (expired holds and sessions).
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = jobs::spawn_workers(state, jobs::WorkerOptions::from_config(&state.config), shutdown.clone());
+    tasks.push(state.catalog.spawn_listener(state.pool.clone(), shutdown.clone()));
     let pool = state.pool.clone();
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));

@@ -6,7 +6,10 @@ use axum::extract::FromRef;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, providers::Providers, storage::Store, telemetry::Metrics, web::assets::Assets};
+use crate::{
+    catalog::CatalogHandle, config::Config, providers::Providers, storage::Store, telemetry::Metrics,
+    web::assets::Assets,
+};
 
 /// Cheap to clone: everything inside is reference-counted.
 #[derive(Clone, FromRef)]
@@ -19,6 +22,8 @@ pub struct AppState {
     pub providers: Providers,
     /// Cancelled when the process shuts down: background work stops and live streams end.
     pub shutdown: CancellationToken,
+    /// The catalog snapshot pages read (refreshed on `catalog_changed`).
+    pub catalog: CatalogHandle,
 }
 
 impl AppState {
@@ -26,6 +31,7 @@ impl AppState {
     pub async fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
         let store = Store::from_url(&config.storage_url)?;
         let providers = Providers::from_config(&config)?;
+        let catalog = CatalogHandle::load(&pool).await?;
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -34,6 +40,7 @@ impl AppState {
             store,
             providers,
             shutdown: CancellationToken::new(),
+            catalog,
         })
     }
 }
