@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    catalog::CatalogHandle, config::Config, providers::Providers, storage::Store, telemetry::Metrics,
+    catalog::CatalogHandle, config::Config, runs::RunEvents, providers::Providers, storage::Store, telemetry::Metrics,
     web::assets::Assets,
 };
 
@@ -24,6 +24,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The catalog snapshot pages read (refreshed on `catalog_changed`).
     pub catalog: CatalogHandle,
+    /// Fan-out of job notifications to the live run pages.
+    pub run_events: RunEvents,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             providers,
             shutdown: CancellationToken::new(),
             catalog,
+            run_events: RunEvents::default(),
         })
     }
 }
