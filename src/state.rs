@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    catalog::CatalogHandle, config::Config, runs::RunEvents, providers::Providers, storage::Store, telemetry::Metrics,
+    catalog::CatalogHandle, config::Config, providers::Providers, runs::RunEvents, storage::Store, telemetry::Metrics,
     web::assets::Assets,
 };
 

@@ -345,9 +345,7 @@ async fn keys_post(State(state): State<AppState>, layout: Layout, Form(form): Fo
             .bind(user_id)
             .execute(&state.pool)
             .await?;
-            if done.rows_affected() == 0
-                && !load_keys(&state, user_id).await?.iter().any(|k| k.api_key_id == id)
-            {
+            if done.rows_affected() == 0 && !load_keys(&state, user_id).await?.iter().any(|k| k.api_key_id == id) {
                 return Err(AppError::NotFound("no such API key".into()));
             }
             Ok(Redirect::to("/account/api-keys").into_response())

@@ -143,7 +143,13 @@ pub fn common_aspect_ratios(catalog: &Catalog, chosen: &[(Model, Variant)]) -> V
         }
         return all;
     }
-    chosen[0].0.aspect_ratios.iter().filter(|r| chosen.iter().all(|(m, _)| m.supports_aspect_ratio(r))).cloned().collect()
+    chosen[0]
+        .0
+        .aspect_ratios
+        .iter()
+        .filter(|r| chosen.iter().all(|(m, _)| m.supports_aspect_ratio(r)))
+        .cloned()
+        .collect()
 }
 
 /// A priced selection: what a run of these models in this mode costs.

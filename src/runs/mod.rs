@@ -17,7 +17,7 @@ pub mod create;
 pub mod events;
 mod pages;
 
-pub use create::{Created, CreateError, RunInput, ValidRun, create_run, quote, validate};
+pub use create::{CreateError, Created, RunInput, ValidRun, create_run, quote, validate};
 pub use events::RunEvents;
 
 pub fn routes() -> Router<AppState> {

@@ -283,7 +283,9 @@ fn parse_id(raw: &str) -> Result<Uuid> {
 async fn owned_run(state: &AppState, layout: &Layout, raw_id: &str) -> Result<Run> {
     let user = layout.require_user()?;
     let run_id = parse_id(raw_id)?;
-    super::find_owned(&state.pool, run_id, user.id).await?.ok_or_else(|| AppError::NotFound("we could not find that run".into()))
+    super::find_owned(&state.pool, run_id, user.id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("we could not find that run".into()))
 }
 
 #[derive(askama::Template)]
