@@ -38,7 +38,9 @@ async fn main() -> anyhow::Result<()> {
     let mut conn = PgConnection::connect_with(&admin).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
     let result = bench(&located.options.clone().database(&name), config, users, runs_n, workers).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut conn)
+        .await?;
     result
 }
 
@@ -128,7 +130,11 @@ async fn bench(
     println!(
         "jobs pipeline: {total_jobs} jobs ({runs_n} runs, {users} users, {workers} workers, zero-latency sandbox, 2k 1:1)"
     );
-    println!("  submitted all runs in {:.2} s ({:.0} runs/s)", submitted.as_secs_f64(), runs_n as f64 / submitted.as_secs_f64());
+    println!(
+        "  submitted all runs in {:.2} s ({:.0} runs/s)",
+        submitted.as_secs_f64(),
+        runs_n as f64 / submitted.as_secs_f64()
+    );
     println!(
         "  submit → settled: {:.2} s, {:.1} jobs/s; delivered {delivered}/{total_jobs}; ledger invariants {}",
         elapsed.as_secs_f64(),

@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/quote", post(quote))
         .route("/api/v1/runs", post(create_run).layer(DefaultBodyLimit::max(API_RUN_LIMIT)))
         .route("/api/v1/runs/{id}", get(get_run))
+        .route("/api/v1/runs/{id}/jobs/{job_id}/image", get(job_image))
 }
 
 fn hash(secret: &str) -> Vec<u8> {
@@ -263,6 +264,26 @@ async fn get_run(State(state): State<AppState>, user: ApiUser, Path(id): Path<St
     let run_id: Uuid = id.parse().map_err(|_| not_found())?;
     let run = super::find_owned(&state.pool, run_id, user.user_id).await?.ok_or_else(not_found)?;
     Ok(Json(RunView::load(&state.pool, &run).await?))
+}
+
+/// `GET /api/v1/runs/{id}/jobs/{job_id}/image`: a delivered image's bytes, for key holders
+/// (the `/media` URLs need a browser session).
+async fn job_image(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path((id, job_id)): Path<(String, String)>,
+) -> Result<Response> {
+    let not_found = || AppError::NotFound("no such image".into());
+    let run_id: Uuid = id.parse().map_err(|_| not_found())?;
+    let job_id: Uuid = job_id.parse().map_err(|_| not_found())?;
+    let run = super::find_owned(&state.pool, run_id, user.user_id).await?.ok_or_else(not_found)?;
+    let jobs = crate::jobs::for_run(&state.pool, run.run_id).await?;
+    let key = jobs.into_iter().find(|j| j.job_id == job_id).and_then(|j| j.image_key).ok_or_else(not_found)?;
+    let media = crate::storage::find(&state.pool, &key).await?.ok_or_else(not_found)?;
+    let bytes = state.store.get(&key).await?.ok_or_else(not_found)?;
+    let content_type = header::HeaderValue::from_str(&media.content_type)
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
 pub struct KeyRow {

@@ -467,12 +467,22 @@ async fn image_to_image_runs_store_and_send_the_reference() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(100).await;
     let form = studio_form(&app).await;
-    let png = {
-        let img = image::RgbImage::from_pixel(40, 30, image::Rgb([200, 10, 10]));
+    let png: Vec<u8> = {
+        // Noise, so the PNG is well over the default 64 KiB body limit (about 1.5 MB).
+        let img = image::RgbImage::from_fn(720, 540, |x, y| {
+            let v = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)).wrapping_mul(2246822519);
+            image::Rgb([(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8])
+        });
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).expect("png");
         out.into_inner()
     };
+    assert!(png.len() > 1_000_000, "{}", png.len());
+    // Over 10 MB: refused with a message, nothing created.
+    let huge = run_form(&form, "too big", &["flux-2", "flux-2:klein-9b"], "2k", "1:1", "")
+        .part("reference_image", multipart::Part::bytes(vec![0u8; 10 * 1024 * 1024 + 1]).file_name("big.png"));
+    let response = post_run(&app, huge).await;
+    assert!(response.status().is_client_error(), "{}", response.status());
     let body = run_form(&form, "make it blue", &["flux-2", "flux-2:klein-9b"], "2k", "1:1", "")
         .part("reference_image", multipart::Part::bytes(png).file_name("ref.png").mime_str("image/png").expect("mime"));
     let run_id = run_id_from(&post_run(&app, body).await);
@@ -480,7 +490,7 @@ async fn image_to_image_runs_store_and_send_the_reference() {
     let key = run.reference_key.expect("reference stored");
     let media = faceoff::storage::find(&app.pool, &key).await.expect("db").expect("media");
     assert_eq!(media.owner_user_id, Some(user.id));
-    assert_eq!((media.width, media.height), (Some(40), Some(30)));
+    assert_eq!((media.width, media.height), (Some(720), Some(540)));
     let _workers = start_workers(&app);
     let jobs = wait_until_settled(&app, run_id).await;
     assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered));
@@ -560,6 +570,11 @@ async fn the_json_api_with_personal_keys() {
     assert_eq!(fetched["status"], "done");
     assert_eq!(fetched["charged"], 38);
     assert!(fetched["jobs"][0]["image_url"].as_str().is_some_and(|u| u.starts_with("/media/runs/")));
+    let job_id = fetched["jobs"][0]["id"].as_str().expect("job id");
+    let image = get(&format!("/api/v1/runs/{id}/jobs/{job_id}/image")).send().await.expect("image");
+    assert_eq!(image.status(), StatusCode::OK);
+    assert_eq!(image.headers()["content-type"], "image/jpeg");
+    assert!(image.bytes().await.expect("bytes").starts_with(&[0xFF, 0xD8]));
 
     // Errors: invalid input, not enough credits, someone else's run.
     let invalid = send(serde_json::json!({"prompt": "", "models": ["flux-2"]}), "api-2").await.expect("invalid");
