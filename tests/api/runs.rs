@@ -116,7 +116,7 @@ async fn read_events_until_done(response: reqwest::Response) -> (Vec<String>, St
         assert!(Instant::now() < deadline, "no done event: {buffer}");
     }
     let names = buffer.lines().filter_map(|l| l.strip_prefix("event: ")).map(str::to_string).collect();
-    let last_data = buffer.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap_or("").to_string();
+    let last_data = buffer.lines().filter_map(|l| l.strip_prefix("data: ")).next_back().unwrap_or("").to_string();
     (names, last_data)
 }
 
