@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::rate_limit::AuthLimits, config::Config, payments::Payments, providers::Providers, storage::Store,
-    telemetry::Metrics, web::assets::Assets,
+    accounts::rate_limit::AuthLimits, catalog::CatalogHandle, config::Config, payments::Payments, providers::Providers,
+    runs::RunEvents, storage::Store, telemetry::Metrics, web::assets::Assets,
 };
 
 /// Cheap to clone: everything inside is reference-counted.
@@ -22,6 +23,12 @@ pub struct AppState {
     pub payments: Payments,
     /// Sign-up and log-in attempts per client IP and per email.
     pub auth_limits: Arc<AuthLimits>,
+    /// Cancelled when the process shuts down: background work stops and live streams end.
+    pub shutdown: CancellationToken,
+    /// The catalog snapshot pages read (refreshed on `catalog_changed`).
+    pub catalog: CatalogHandle,
+    /// Fan-out of job notifications to the live run pages.
+    pub run_events: RunEvents,
 }
 
 impl AppState {
@@ -31,6 +38,7 @@ impl AppState {
         let providers = Providers::from_config(&config)?;
         let payments = Payments::from_config(&config)?;
         crate::accounts::password::warm_up().await;
+        let catalog = CatalogHandle::load(&pool).await?;
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -40,6 +48,9 @@ impl AppState {
             providers,
             payments,
             auth_limits: Arc::new(AuthLimits::default()),
+            shutdown: CancellationToken::new(),
+            catalog,
+            run_events: RunEvents::default(),
         })
     }
 }

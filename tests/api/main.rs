@@ -6,3 +6,4 @@ mod helpers;
 mod ledger;
 mod media;
 mod payments;
+mod runs;
