@@ -75,6 +75,16 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 /// Periodic housekeeping shared by `serve` and `worker`: expired holds and sessions.
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let catalog_listener = state.catalog.spawn_listener(state.pool.clone(), shutdown.clone());
+    // Showcase images of the comparison pages: generated once (across all instances), early.
+    let showcase_state = state.clone();
+    let showcase_shutdown = shutdown.clone();
+    let showcases = tokio::spawn(async move {
+        let catalog = showcase_state.catalog.current();
+        tokio::select! {
+            _ = showcase_shutdown.cancelled() => {}
+            _ = showcase_state.showcases.generate_all(&showcase_state, &catalog) => {}
+        }
+    });
     let pool = state.pool.clone();
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -91,7 +101,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             }
         }
     });
-    vec![catalog_listener, housekeeping]
+    vec![catalog_listener, showcases, housekeeping]
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -6,7 +6,11 @@ use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::{
-    catalog::CatalogHandle, config::Config, providers::Providers, storage::Store, telemetry::Metrics,
+    catalog::{CatalogHandle, showcase::Showcases},
+    config::Config,
+    providers::Providers,
+    storage::Store,
+    telemetry::Metrics,
     web::assets::Assets,
 };
 
@@ -21,6 +25,8 @@ pub struct AppState {
     pub providers: Providers,
     /// The catalog snapshot pages read (refreshed on `catalog_changed`).
     pub catalog: CatalogHandle,
+    /// Ready showcase images of the comparison pages (cached) and their generation.
+    pub showcases: Showcases,
 }
 
 impl AppState {
@@ -37,6 +43,7 @@ impl AppState {
             store,
             providers,
             catalog,
+            showcases: Showcases::default(),
         })
     }
 }
