@@ -7,8 +7,15 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::rate_limit::AuthLimits, catalog::CatalogHandle, config::Config, payments::Payments, providers::Providers,
-    runs::RunEvents, storage::Store, telemetry::Metrics, web::assets::Assets,
+    accounts::rate_limit::AuthLimits,
+    catalog::{CatalogHandle, showcase::Showcases},
+    config::Config,
+    payments::Payments,
+    providers::Providers,
+    runs::RunEvents,
+    storage::Store,
+    telemetry::Metrics,
+    web::assets::Assets,
 };
 
 /// Cheap to clone: everything inside is reference-counted.
@@ -29,6 +36,8 @@ pub struct AppState {
     pub catalog: CatalogHandle,
     /// Fan-out of job notifications to the live run pages.
     pub run_events: RunEvents,
+    /// Ready showcase images of the comparison pages (cached) and their generation.
+    pub showcases: Showcases,
 }
 
 impl AppState {
@@ -51,6 +60,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             catalog,
             run_events: RunEvents::default(),
+            showcases: Showcases::default(),
         })
     }
 }
