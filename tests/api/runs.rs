@@ -646,3 +646,18 @@ async fn workers_stop_cleanly_and_give_running_jobs_back() {
     assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Queued), "released for another worker: {jobs:?}");
     assert_eq!(balance(&app, &user).await.held, 38, "still held, not settled");
 }
+
+#[tokio::test]
+async fn live_streams_end_when_the_server_shuts_down() {
+    let mut app = TestApp::spawn().await;
+    let user = app.signed_in_user(100).await;
+    let run_id = direct_run(&app, &user, "sse-stop").await;
+    let mut events = app.get(&format!("/runs/{run_id}/events")).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), events.chunk()).await.expect("first event");
+    assert!(String::from_utf8_lossy(&first.expect("chunk").expect("bytes")).contains("event: run"));
+    // Graceful shutdown must not wait for the open stream.
+    tokio::time::timeout(Duration::from_secs(10), app.stop()).await.expect("shutdown did not hang");
+    let rest =
+        tokio::time::timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = events.chunk().await {} }).await;
+    assert!(rest.is_ok(), "the stream ended");
+}
