@@ -25,10 +25,33 @@ pub async fn connect(config: &Config) -> anyhow::Result<(db::Server, PgPool)> {
     Ok((server, pool))
 }
 
+/// Runs `work` with a pool on the database (connecting, or starting a private cluster, first),
+/// then closes the pool and stops the private cluster if this process started it, whatever
+/// `work` returned. Every subcommand that needs the database goes through here.
+pub async fn with_database<T, F, Fut>(config: &Config, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (server, pool) = connect(config).await?;
+    let result = work(pool.clone()).await;
+    pool.close().await;
+    if let Some(cluster) = &server.cluster {
+        cluster.stop();
+    }
+    result
+}
+
+/// Waits for the background tasks to stop (bounded: a stuck task does not hold up the exit).
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+}
+
 /// `faceoff serve`: the web app, plus the background tasks (and workers) of this process.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let (server, pool) = connect(&config).await?;
-    let result = async {
+    with_database(&config.clone(), |pool| async move {
         prepare_database(&pool, &config).await?;
         let addr = config.addr;
         let state = AppState::new(pool.clone(), config).await?;
@@ -48,24 +71,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             })
             .await?;
         shutdown.cancel();
-        for task in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    pool.close().await;
-    if let Some(cluster) = &server.cluster {
-        cluster.stop();
-    }
-    result
+        join_all(tasks).await;
+        Ok(())
+    })
+    .await
 }
 
 /// `faceoff worker`: generation workers (and housekeeping) without the web server, until
 /// SIGINT/SIGTERM; running jobs are then given back to the queue.
 pub async fn worker(config: Config) -> anyhow::Result<()> {
-    let (server, pool) = connect(&config).await?;
-    let result = async {
+    with_database(&config.clone(), |pool| async move {
         prepare_database(&pool, &config).await?;
         if config.workers == 0 {
             anyhow::bail!("FACEOFF_WORKERS=0: a worker process needs at least one worker");
@@ -77,28 +92,15 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutting down: releasing running jobs");
         shutdown.cancel();
-        for task in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    pool.close().await;
-    if let Some(cluster) = &server.cluster {
-        cluster.stop();
-    }
-    result
+        join_all(tasks).await;
+        Ok(())
+    })
+    .await
 }
 
 /// `faceoff migrate`: only the migrations.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    let (server, pool) = connect(&config).await?;
-    let result = db::migrate(&pool).await;
-    pool.close().await;
-    if let Some(cluster) = &server.cluster {
-        cluster.stop();
-    }
-    result?;
+    with_database(&config, |pool| async move { db::migrate(&pool).await }).await?;
     tracing::info!("migrations applied");
     Ok(())
 }
