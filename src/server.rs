@@ -9,10 +9,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{catalog, config::Config, db, jobs, ledger, state::AppState, web};
 
-/// Migrates the database and loads the seed data (idempotent; run at every start).
+/// Migrates the database and loads the seed data (idempotent; run at every start). The catalog
+/// comes from `catalog/catalog.toml` on disk (so an edited file applies at the next start), or
+/// the copy compiled into the binary when the file is not there.
 pub async fn prepare_database(pool: &PgPool, _config: &Config) -> anyhow::Result<()> {
     db::migrate(pool).await?;
-    catalog::db::load(pool, catalog::CATALOG_TOML, catalog::CATALOG_PATH).await?;
+    let path = web::assets::locate_dir("catalog").join("catalog.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => catalog::db::load(pool, &text, &path.display().to_string()).await?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            catalog::db::load(pool, catalog::CATALOG_TOML, catalog::CATALOG_PATH).await?
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
     Ok(())
 }
 
