@@ -180,13 +180,22 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::R
 /// Builds the application's pool. Connections are made lazily, so a pool outlives database
 /// outages: `/readyz` fails while the server is down and recovers when it is back.
 pub fn pool(options: &PgConnectOptions, max_connections: u32) -> PgPool {
-    let options = options.clone().log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    pool_options(max_connections).connect_lazy_with(with_slow_statement_log(options))
+}
+
+/// The pool settings [`pool`] uses, for callers that need to adjust one (tests wait longer for
+/// a connection on a busy machine).
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
-        .connect_lazy_with(options)
+}
+
+/// Logs statements slower than 500 ms as warnings.
+pub fn with_slow_statement_log(options: &PgConnectOptions) -> PgConnectOptions {
+    options.clone().log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500))
 }
 
 /// Runs the embedded migrations.

@@ -85,7 +85,11 @@ impl TestDb {
     }
 
     pub fn pool(&self, max_connections: u32) -> PgPool {
-        faceoff::db::pool(&self.options, max_connections)
+        // Tests share one server (and two cores) with each other: wait for a connection as long
+        // as it takes rather than fail on a busy machine.
+        faceoff::db::pool_options(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(120))
+            .connect_lazy_with(faceoff::db::with_slow_statement_log(&self.options))
     }
 }
 
@@ -141,7 +145,7 @@ impl TestApp {
         let mut config = test_config();
         configure(&mut config);
         let db = TestDb::create().await;
-        let pool = db.pool(20);
+        let pool = db.pool(10);
         server::prepare_database(&pool, &config).await.expect("prepare test database");
         Self::start(db, pool, config).await
     }

@@ -49,7 +49,7 @@ fn later() -> OffsetDateTime {
 
 #[tokio::test]
 async fn two_hundred_concurrent_reserves_against_one_wallet() {
-    let (_db, pool) = ledger_db(50).await;
+    let (_db, pool) = ledger_db(32).await;
     let user = user_with(&pool, 100).await;
     let tasks: Vec<_> = (0..200)
         .map(|i| {
