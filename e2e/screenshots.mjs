@@ -138,11 +138,21 @@ try {
       const overflow = await page.evaluate(() => {
         const doc = document.documentElement;
         if (doc.scrollWidth <= doc.clientWidth) return null;
-        const culprits = [...document.querySelectorAll("body *")]
-          .filter((el) => el.getBoundingClientRect().right > doc.clientWidth + 1)
+        const wide = [...document.querySelectorAll("body *")].filter((el) => el.getBoundingClientRect().right > doc.clientWidth + 1);
+        const name = (el) => `${el.tagName.toLowerCase()}${el.className ? "." + String(el.className).trim().replace(/\s+/g, ".") : ""}`;
+        const culprits = wide
+          // Content scrolled inside its own box (a .table-wrap) does not widen the page.
+          .filter((el) => {
+            for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+              if (getComputedStyle(p).overflowX !== "visible") return false;
+            }
+            return true;
+          })
           .slice(0, 5)
-          .map((el) => `${el.tagName.toLowerCase()}${el.className ? "." + String(el.className).trim().replace(/\s+/g, ".") : ""}`);
-        return `${doc.scrollWidth}px wide (viewport ${doc.clientWidth}px): ${culprits.join(", ")}`;
+          .map(name);
+        // Nothing outside a scroll box: an absolutely positioned descendant escaped it.
+        const shown = culprits.length ? culprits : wide.filter((el) => getComputedStyle(el).position === "absolute").slice(0, 5).map(name);
+        return `${doc.scrollWidth}px wide (viewport ${doc.clientWidth}px): ${shown.join(", ")}`;
       });
       if (overflow) problems.push(`${name} overflows at ${width}px: ${overflow}`);
       await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
@@ -163,6 +173,12 @@ try {
 
   const email = `screens-${Date.now()}@example.com`;
   const password = "a long and happy password";
+
+  // The showcase images are generated once at start-up: wait for them so the pages show images.
+  await waitFor("the showcase images", async () => {
+    const html = await (await fetch(`${base}/compare/flux-2-vs-flux-ultra-1-1/portrait`)).text();
+    return !html.includes("showcase-pending");
+  }, 60_000);
 
   // Anonymous pages.
   await visit("home", "/");
