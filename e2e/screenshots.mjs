@@ -176,8 +176,10 @@ try {
 
   // The showcase images are generated once at start-up: wait for them so the pages show images.
   await waitFor("the showcase images", async () => {
-    const html = await (await fetch(`${base}/compare/flux-2-vs-flux-ultra-1-1/portrait`)).text();
-    return !html.includes("showcase-pending");
+    for (const path of ["/", "/compare/flux-2-vs-flux-ultra-1-1/portrait"]) {
+      if ((await (await fetch(`${base}${path}`)).text()).includes("showcase-pending")) return false;
+    }
+    return true;
   }, 60_000);
 
   // Anonymous pages.
