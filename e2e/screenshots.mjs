@@ -150,8 +150,11 @@ try {
           })
           .slice(0, 5)
           .map(name);
-        // Nothing outside a scroll box: an absolutely positioned descendant escaped it.
-        const shown = culprits.length ? culprits : wide.filter((el) => getComputedStyle(el).position === "absolute").slice(0, 5).map(name);
+        // Nothing outside a scroll box: an absolutely positioned descendant escaped it, or text
+        // (a long word) sticks out of its box.
+        const escaped = wide.filter((el) => getComputedStyle(el).position === "absolute");
+        const spilled = [...document.querySelectorAll("body *")].filter((el) => el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0 && getComputedStyle(el).overflowX === "visible");
+        const shown = (culprits.length ? culprits : escaped.length ? escaped : spilled).slice(0, 5).map(name);
         return `${doc.scrollWidth}px wide (viewport ${doc.clientWidth}px): ${shown.join(", ")}`;
       });
       if (overflow) problems.push(`${name} overflows at ${width}px: ${overflow}`);
@@ -232,6 +235,7 @@ try {
   await visit("account", "/account");
   await visit("api-keys", "/account/api-keys");
   await visit("admin", "/admin");
+  await visit("admin-user", `/admin?email=${encodeURIComponent(email)}`);
 
   // Buy a pack in the sandbox.
   await page.goto(`${base}/credits`);
