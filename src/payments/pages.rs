@@ -96,7 +96,13 @@ impl LineView {
         };
         LineView {
             date: format_datetime(line.created_at),
-            iso_date: line.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            // Whole seconds: HTML's `datetime` allows at most three fractional digits.
+            iso_date: line
+                .created_at
+                .replace_nanosecond(0)
+                .unwrap_or(line.created_at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
             label: line.label(),
             memo: line.memo.clone(),
             amount: line.amount,

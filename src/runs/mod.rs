@@ -135,6 +135,15 @@ impl JobView {
         !self.status.is_settled()
     }
 
+    /// The `height` attribute of a thumbnail shown `width` pixels wide, so the page does not jump
+    /// while it loads (none when the image's size is unknown).
+    pub fn thumb_height(&self, width: i32) -> Option<i32> {
+        match (self.width, self.height) {
+            (Some(w), Some(h)) if w > 0 && h > 0 => Some(((i64::from(width) * i64::from(h)) / i64::from(w)) as i32),
+            _ => None,
+        }
+    }
+
     pub fn status_class(&self) -> &'static str {
         match self.status {
             JobStatus::Delivered => "badge-good",

@@ -6,5 +6,6 @@ mod foundation;
 mod helpers;
 mod ledger;
 mod media;
+mod pages;
 mod payments;
 mod runs;

@@ -1,0 +1,290 @@
+// Visual and HTML check of every page: screenshots at 390 px and 1280 px, plus the Nu Html Checker.
+//
+// Starts the real server (target/debug/faceoff) on a free port over a fresh database (the same
+// start/stop logic as journey.mjs), signs up, promotes the user to admin, runs a comparison,
+// triggers a 402 in the studio, buys a pack in the sandbox, and visits every page. For each page it
+// writes target/screens/<name>-{mobile,desktop}.png and the HTML the server sent as
+// target/screens/<name>.html. It fails when a page overflows horizontally at 390 px, when the
+// browser reports a script error, or (when java is available) when vnu.jar reports an HTML error.
+//
+//   node e2e/screenshots.mjs            # screenshots + validation (needs java for validation)
+//   SKIP_VALIDATION=1 node e2e/screenshots.mjs
+
+import { spawn, execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const SHOTS = join(ROOT, "target", "screens");
+const BINARY = join(ROOT, "target", "debug", "faceoff");
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const VNU = join(ROOT, "e2e", "node_modules", "vnu-jar", "build", "dist", "vnu.jar");
+const STEP_TIMEOUT = 30_000;
+const WIDTHS = { mobile: 390, desktop: 1280 };
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(what, fn, timeoutMs = STEP_TIMEOUT) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      if (await fn()) return;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
+}
+
+// A fresh database on the same server the app would use by default.
+const dbName = `faceoff_screens_${process.pid}_${Date.now()}`;
+const env = { ...process.env };
+if (env.DATABASE_URL) {
+  const url = new URL(env.DATABASE_URL);
+  url.pathname = `/${dbName}`;
+  env.DATABASE_URL = url.toString();
+} else {
+  env.PGDATABASE = dbName;
+}
+
+const port = await freePort();
+const base = `http://127.0.0.1:${port}`;
+const dataDir = mkdtempSync(join(tmpdir(), "faceoff-screens-"));
+Object.assign(env, {
+  FACEOFF_ADDR: `127.0.0.1:${port}`,
+  FACEOFF_PUBLIC_URL: base,
+  FACEOFF_DATA_DIR: dataDir,
+  FACEOFF_STORAGE_URL: `file://${join(dataDir, "media")}`,
+  FACEOFF_SANDBOX_LATENCY_MS: "200",
+  FACEOFF_WORKERS: "4",
+  RUST_LOG: env.RUST_LOG || "warn",
+});
+
+rmSync(SHOTS, { recursive: true, force: true });
+mkdirSync(SHOTS, { recursive: true });
+const server = spawn(BINARY, ["serve"], { env, stdio: ["ignore", "inherit", "inherit"] });
+let serverExited = false;
+server.on("exit", (code) => {
+  serverExited = true;
+  if (code !== 0 && code !== null) console.error(`server exited with ${code}`);
+});
+
+const problems = [];
+let browser;
+let failed = false;
+try {
+  await waitFor("the server to be ready", async () => {
+    if (serverExited) throw new Error("server exited");
+    const res = await fetch(`${base}/readyz`);
+    return res.ok;
+  }, 120_000);
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+      "--disable-dev-shm-usage",
+    ],
+  });
+  const context = await browser.newContext({ viewport: { width: WIDTHS.desktop, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  page.on("console", (msg) => {
+    // Error statuses the check provokes on purpose (404, 402, 422) are logged by Chromium as console errors.
+    if (msg.type() === "error" && !/status of (4\d\d)/.test(msg.text())) problems.push(`console error on ${page.url()}: ${msg.text()}`);
+  });
+  page.on("pageerror", (err) => problems.push(`page error on ${page.url()}: ${err.message}`));
+
+  // Screenshots the current page at both widths and saves the HTML the server sent.
+  async function shot(name, response, expectedStatus = 200) {
+    process.stdout.write(`${name} ... `);
+    if (!response) throw new Error(`${name}: no response`);
+    if (response.status() !== expectedStatus) throw new Error(`${name}: HTTP ${response.status()} (expected ${expectedStatus}) for ${response.url()}`);
+    writeFileSync(join(SHOTS, `${name}.html`), await response.text());
+    await page.waitForLoadState("load");
+    await page.evaluate(() => document.fonts.ready);
+    for (const [label, width] of Object.entries(WIDTHS)) {
+      await page.setViewportSize({ width, height: label === "mobile" ? 844 : 900 });
+      // Lazy images: scroll through the page so they load before the full-page screenshot.
+      await page.evaluate(async () => {
+        for (let y = 0; y < document.body.scrollHeight; y += 600) {
+          window.scrollTo(0, y);
+          await new Promise((r) => requestAnimationFrame(r));
+        }
+        window.scrollTo(0, 0);
+      });
+      await page.waitForFunction(() => [...document.images].every((img) => img.complete), null, { timeout: 10_000 }).catch(() => {});
+      const overflow = await page.evaluate(() => {
+        const doc = document.documentElement;
+        if (doc.scrollWidth <= doc.clientWidth) return null;
+        const wide = [...document.querySelectorAll("body *")].filter((el) => el.getBoundingClientRect().right > doc.clientWidth + 1);
+        const name = (el) => `${el.tagName.toLowerCase()}${el.className ? "." + String(el.className).trim().replace(/\s+/g, ".") : ""}`;
+        const culprits = wide
+          // Content scrolled inside its own box (a .table-wrap) does not widen the page.
+          .filter((el) => {
+            for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+              if (getComputedStyle(p).overflowX !== "visible") return false;
+            }
+            return true;
+          })
+          .slice(0, 5)
+          .map(name);
+        // Nothing outside a scroll box: an absolutely positioned descendant escaped it, or text
+        // (a long word) sticks out of its box.
+        const escaped = wide.filter((el) => getComputedStyle(el).position === "absolute");
+        const spilled = [...document.querySelectorAll("body *")].filter((el) => el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0 && getComputedStyle(el).overflowX === "visible");
+        const shown = (culprits.length ? culprits : escaped.length ? escaped : spilled).slice(0, 5).map(name);
+        return `${doc.scrollWidth}px wide (viewport ${doc.clientWidth}px): ${shown.join(", ")}`;
+      });
+      if (overflow) problems.push(`${name} overflows at ${width}px: ${overflow}`);
+      await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
+    }
+    await page.setViewportSize({ width: WIDTHS.desktop, height: 900 });
+    console.log("ok");
+  }
+  const visit = async (name, path, status = 200) => shot(name, await page.goto(`${base}${path}`), status);
+  // Submits a form by clicking `button` and returns the response to the POST (not the redirect target).
+  async function submit(button, urlPart) {
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === "POST" && r.url().includes(urlPart) && r.request().isNavigationRequest()),
+      button.click(),
+    ]);
+    await page.waitForLoadState("load");
+    return response;
+  }
+
+  const email = `screens-${Date.now()}@example.com`;
+  const password = "a long and happy password";
+
+  // The showcase images are generated once at start-up: wait for them so the pages show images.
+  await waitFor("the showcase images", async () => {
+    for (const path of ["/", "/compare/flux-2-vs-flux-ultra-1-1/portrait"]) {
+      if ((await (await fetch(`${base}${path}`)).text()).includes("showcase-pending")) return false;
+    }
+    return true;
+  }, 60_000);
+
+  // Anonymous pages.
+  await visit("home", "/");
+  await visit("models", "/models");
+  await visit("model-flux-2", "/models/flux-2");
+  await visit("compare", "/compare");
+  await visit("compare-picker-3", "/compare?models=flux-2,flux-ultra-1-1,flux-2-max");
+  await visit("comparison-seed", "/compare/flux-2-vs-flux-ultra-1-1/portrait");
+  await visit("comparison-plain", "/compare/flux-2-max-vs-flux-2-flex");
+  await visit("login", "/login");
+  await visit("not-found", "/models/no-such-model", 404);
+
+  // Sign-up with a validation error, then for real.
+  await page.goto(`${base}/signup`);
+  await page.getByLabel("Email").fill("not-an-email");
+  await page.getByLabel("Password").fill("short");
+  await page.locator("form").evaluate((form) => form.setAttribute("novalidate", ""));
+  await shot("signup-error", await submit(page.getByRole("button", { name: "Sign up" }), "/signup"), 422);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await waitFor("the header balance", async () => (await page.locator('[data-testid="balance"]').count()) > 0);
+
+  execFileSync(BINARY, ["admin", "promote", "--email", email], { env, stdio: ["ignore", "ignore", "inherit"] });
+
+  // A comparison run.
+  await page.goto(`${base}/studio?models=flux-2,flux-ultra-1-1`);
+  await page.locator("#prompt").fill("A lighthouse keeper's cat asleep on a stack of old charts, morning light");
+  await page.getByRole("button", { name: "Run", exact: true }).click();
+  await page.waitForURL("**/runs/*");
+  const runPath = new URL(page.url()).pathname;
+  await waitFor("both images on the run page", async () => (await page.locator('figure.result[data-status="delivered"] img').count()) === 2, 60_000);
+
+  // Not enough credits: four models at 4k, repeated until the balance runs out.
+  let refused;
+  for (let i = 0; i < 10 && !refused; i += 1) {
+    await page.goto(`${base}/studio?models=flux-2,flux-ultra-1-1,flux-2-max,flux-2-flex`);
+    if (await page.locator('input[name="mode"][value="4k"]').isEnabled()) await page.locator('input[name="mode"][value="4k"]').check();
+    await page.locator("#prompt").fill("A glass teapot full of tiny galaxies on a wooden table");
+    const response = await submit(page.getByRole("button", { name: "Run", exact: true }), "/runs");
+    if (response.status() === 402) refused = response;
+  }
+  if (!refused) throw new Error("the studio never answered 402");
+  await shot("studio-402", refused, 402);
+
+  await visit("studio", "/studio?models=flux-2,flux-ultra-1-1");
+  await visit("run", runPath);
+  await visit("runs", "/runs");
+  await visit("account", "/account");
+  await visit("api-keys", "/account/api-keys");
+  await visit("admin", "/admin");
+  await visit("admin-user", `/admin?email=${encodeURIComponent(email)}`);
+
+  // Buy a pack in the sandbox.
+  await page.goto(`${base}/credits`);
+  await page.getByRole("button", { name: /Buy 500 credits/ }).click();
+  await page.waitForURL("**/checkout/sandbox/**");
+  await visit("checkout-sandbox", new URL(page.url()).pathname);
+  await page.getByRole("button", { name: /^Pay / }).click();
+  await page.waitForURL("**/credits/payments/**");
+  await visit("payment", new URL(page.url()).pathname);
+  await visit("credits", "/credits");
+
+  if (problems.length) throw new Error(`problems:\n  ${problems.join("\n  ")}`);
+  console.log(`\nscreenshots in ${SHOTS}`);
+} catch (err) {
+  failed = true;
+  console.error(`\nFAILED: ${err.stack || err}`);
+  if (problems.length) console.error(`problems:\n  ${problems.join("\n  ")}`);
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  server.kill("SIGTERM");
+  await waitFor("the server to stop", async () => serverExited, 30_000).catch(() => server.kill("SIGKILL"));
+  rmSync(dataDir, { recursive: true, force: true });
+  try {
+    const admin = env.DATABASE_URL ? Object.assign(new URL(env.DATABASE_URL), { pathname: "/postgres" }).toString() : "postgres";
+    execFileSync("psql", [admin, "-qc", `DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`], { stdio: "ignore", env: { ...process.env, PGDATABASE: "postgres" } });
+  } catch {
+    // psql missing: the database stays; it is small and named faceoff_screens_*.
+  }
+}
+
+// The Nu Html Checker over every saved page.
+if (!failed && !process.env.SKIP_VALIDATION) {
+  const java = spawnSync("java", ["-version"], { stdio: "ignore" });
+  if (java.error) {
+    console.log("HTML validation skipped: java not found");
+  } else if (!existsSync(VNU)) {
+    console.error(`HTML validation: ${VNU} missing (run npm ci in e2e/)`);
+    failed = true;
+  } else {
+    const files = readdirSync(SHOTS).filter((f) => f.endsWith(".html")).map((f) => join(SHOTS, f));
+    const result = spawnSync("java", ["-jar", VNU, "--errors-only", ...files], { encoding: "utf8" });
+    const errors = (result.stderr || "").split("\n").filter((line) => line.includes("error:"));
+    if (result.status !== 0) {
+      console.error(result.stderr);
+      console.error(`HTML validation: ${errors.length} error(s) in ${files.length} pages`);
+      failed = true;
+    } else {
+      console.log(`HTML validation: ${files.length} pages, no errors`);
+    }
+  }
+}
+process.exit(failed ? 1 : 0);
