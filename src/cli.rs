@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{config::Config, server, telemetry};
+use crate::{accounts, config::Config, server, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "faceoff", version, about = "Compare AI image models side by side")]
@@ -17,6 +17,32 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Administration tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Add (or, with a negative number, remove) credits of a user; recorded in the ledger as an
+    /// adjustment with the reason as its memo.
+    Grant {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+        /// Credits to add; negative removes (never below zero).
+        #[arg(long, allow_negative_numbers = true)]
+        credits: i64,
+        /// Why (shown in the user's credit history).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Make a user an administrator (access to /admin).
+    Promote {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -33,7 +59,42 @@ pub async fn run() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => server::serve(config).await,
         Command::Migrate => server::migrate(config).await,
+        Command::Admin(command) => admin(config, command).await,
     }
+}
+
+async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    let (server, pool) = server::connect(&config).await?;
+    let result = async {
+        crate::db::migrate(&pool).await?;
+        match command {
+            AdminCommand::Grant { email, credits, reason } => {
+                // A fresh key per invocation: running the command twice grants twice, on purpose.
+                let key = format!("cli:{}", uuid::Uuid::now_v7());
+                let done = accounts::admin::adjust_credits(&pool, &email, credits, &reason, &key).await?;
+                println!(
+                    "{} {} credits {} {}; available balance now {} (held {})",
+                    if done.amount > 0 { "added" } else { "removed" },
+                    done.amount.abs(),
+                    if done.amount > 0 { "to" } else { "from" },
+                    done.email,
+                    done.balance.available,
+                    done.balance.held
+                );
+            }
+            AdminCommand::Promote { email } => {
+                accounts::admin::promote(&pool, &email).await?;
+                println!("{} is now an administrator", email.trim());
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    pool.close().await;
+    if let Some(cluster) = &server.cluster {
+        cluster.stop();
+    }
+    result
 }
 
 #[cfg(test)]
@@ -43,5 +104,23 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_grant_accepts_negative_credits() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "faceoff",
+            "admin",
+            "grant",
+            "--email",
+            "a@example.com",
+            "--credits",
+            "-5",
+            "--reason",
+            "refund",
+        ])
+        .expect("parses");
+        assert!(matches!(cli.command, Some(super::Command::Admin(super::AdminCommand::Grant { credits: -5, .. }))));
     }
 }

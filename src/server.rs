@@ -74,6 +74,7 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 /// Periodic housekeeping shared by `serve` and `worker`: expired holds and sessions.
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let pool = state.pool.clone();
+    let auth_limits = state.auth_limits.clone();
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
@@ -87,6 +88,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             if let Err(err) = sqlx::query("DELETE FROM session WHERE expiry_date < now()").execute(&pool).await {
                 tracing::warn!("session cleanup: {err}");
             }
+            auth_limits.retain_recent();
         }
     });
     vec![housekeeping]

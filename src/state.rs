@@ -6,7 +6,8 @@ use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::{
-    config::Config, payments::Payments, providers::Providers, storage::Store, telemetry::Metrics, web::assets::Assets,
+    accounts::rate_limit::AuthLimits, config::Config, payments::Payments, providers::Providers, storage::Store,
+    telemetry::Metrics, web::assets::Assets,
 };
 
 /// Cheap to clone: everything inside is reference-counted.
@@ -19,6 +20,8 @@ pub struct AppState {
     pub store: Store,
     pub providers: Providers,
     pub payments: Payments,
+    /// Sign-up and log-in attempts per client IP and per email.
+    pub auth_limits: Arc<AuthLimits>,
 }
 
 impl AppState {
@@ -27,6 +30,7 @@ impl AppState {
         let store = Store::from_url(&config.storage_url)?;
         let providers = Providers::from_config(&config)?;
         let payments = Payments::from_config(&config)?;
+        crate::accounts::password::warm_up().await;
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -35,6 +39,7 @@ impl AppState {
             store,
             providers,
             payments,
+            auth_limits: Arc::new(AuthLimits::default()),
         })
     }
 }

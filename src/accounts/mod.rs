@@ -1,12 +1,20 @@
-//! Accounts: users, their roles, passwords and sessions (who is signed in).
+//! Accounts: users, their roles, passwords and sessions (who is signed in), and the pages for
+//! them: sign-up, log-in, log-out, the account page (password change, sign out everywhere) and
+//! the admin page that adjusts a user's credits. SQL on `app_user` and `session` lives here.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use tower_sessions::Session;
 use uuid::Uuid;
 
 use crate::{ledger, web::error::AppError};
 
+pub mod admin;
+pub mod password;
+pub mod rate_limit;
+mod routes;
 pub mod session_store;
+
+pub use routes::routes;
 
 /// Session key holding the signed-in user's id.
 pub const SESSION_USER_KEY: &str = "user_id";
@@ -49,14 +57,111 @@ pub async fn current_user(pool: &PgPool, session: &Session) -> Result<Option<Cur
     Ok(Some(CurrentUser {
         id: user_id,
         email,
-        role: if role == "admin" { Role::Admin } else { Role::User },
+        role: Role::parse(&role),
         available: balance.available,
         held: balance.held,
     }))
 }
 
-pub fn routes() -> axum::Router<crate::state::AppState> {
-    axum::Router::new()
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "admin" { Role::Admin } else { Role::User }
+    }
+}
+
+/// A user row as the log-in and admin code need it.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+fn user_from_row(row: (Uuid, String, String, String)) -> User {
+    let (id, email, role, password_hash) = row;
+    User { id, email, role: Role::parse(&role), password_hash }
+}
+
+/// The user with this email (trimmed, compared case-insensitively), if any.
+pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Option<User>, sqlx::Error> {
+    let row: Option<(Uuid, String, String, String)> =
+        sqlx::query_as("SELECT user_id, email, role, password_hash FROM app_user WHERE lower(email) = lower($1)")
+            .bind(email.trim())
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(user_from_row))
+}
+
+pub async fn find_by_id(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    let row: Option<(Uuid, String, String, String)> =
+        sqlx::query_as("SELECT user_id, email, role, password_hash FROM app_user WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(user_from_row))
+}
+
+pub async fn set_password_hash(db: impl PgExecutor<'_>, user_id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE app_user SET password_hash = $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Sets the role of the user with this email; `None` when there is no such user.
+pub async fn set_role(db: impl PgExecutor<'_>, email: &str, role: Role) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("UPDATE app_user SET role = $2 WHERE lower(email) = lower($1) RETURNING user_id")
+        .bind(email.trim())
+        .bind(role.as_str())
+        .fetch_optional(db)
+        .await
+}
+
+/// Deletes every server-side session of a user except `keep` (the current one, when given):
+/// those browsers are signed out at their next request. Returns how many were deleted.
+pub async fn delete_sessions(db: impl PgExecutor<'_>, user_id: Uuid, keep: Option<&str>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM session WHERE data ->> 'user_id' = $1 AND id IS DISTINCT FROM $2")
+        .bind(user_id.to_string())
+        .bind(keep)
+        .execute(db)
+        .await?
+        .rows_affected())
+}
+
+/// Trims an email address as typed; the stored address keeps its case.
+pub fn normalize_email(raw: &str) -> String {
+    raw.trim().to_string()
+}
+
+/// Why an (already trimmed) email address is not acceptable, in words for the form.
+pub fn validate_email(email: &str) -> Result<(), &'static str> {
+    if email.is_empty() {
+        return Err("enter your email address");
+    }
+    if email.chars().count() > 254 {
+        return Err("that email address is too long");
+    }
+    let valid = match email.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if valid { Ok(()) } else { Err("enter an email address like name@example.com") }
 }
 
 /// Creates a user, their wallet and their sign-up grant in one transaction (the caller's).
@@ -74,10 +179,7 @@ pub async fn create_user(
         .bind(user_id)
         .bind(email)
         .bind(password_hash)
-        .bind(match role {
-            Role::User => "user",
-            Role::Admin => "admin",
-        })
+        .bind(role.as_str())
         .execute(&mut *tx)
         .await;
     match inserted {
@@ -116,4 +218,21 @@ pub enum CreateUserError {
     Ledger(#[from] ledger::LedgerError),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_checked() {
+        assert_eq!(normalize_email("  Ann@Example.com \n"), "Ann@Example.com");
+        assert!(validate_email("ann@example.com").is_ok());
+        assert!(validate_email("").is_err());
+        assert!(validate_email("ann").is_err());
+        assert!(validate_email("@example.com").is_err());
+        assert!(validate_email("ann@").is_err());
+        assert!(validate_email("a nn@example.com").is_err());
+        assert!(validate_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
 }

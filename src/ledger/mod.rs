@@ -126,6 +126,18 @@ pub async fn system_account(db: impl PgExecutor<'_>, system: System) -> Result<A
         .await?)
 }
 
+/// The balance of a system account: the sum of its entries (system accounts cache none; the
+/// ones that issue credits are negative).
+pub async fn system_balance(db: impl PgExecutor<'_>, system: System) -> Result<i64, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(sum(e.amount), 0)::bigint FROM ledger_entry e
+         JOIN ledger_account a USING (account_id) WHERE a.code = $1",
+    )
+    .bind(system.code())
+    .fetch_one(db)
+    .await?)
+}
+
 /// Opens the wallet of a new user (idempotent).
 pub async fn open_wallet(db: &mut PgConnection, user_id: Uuid) -> Result<AccountId, LedgerError> {
     let id: Option<AccountId> = sqlx::query_scalar(
@@ -180,14 +192,15 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
     let Some(transfer_id) = inserted else {
         sp.rollback().await?;
         let existing = sqlx::query(
-            "SELECT transfer_id, debit_account_id, credit_account_id, amount FROM ledger_transfer WHERE idempotency_key = $1",
+            "SELECT transfer_id, debit_account_id, credit_account_id, amount, kind FROM ledger_transfer WHERE idempotency_key = $1",
         )
         .bind(new.key)
         .fetch_one(&mut *db)
         .await?;
         let (debit, credit, amount): (i64, i64, i64) =
             (existing.get("debit_account_id"), existing.get("credit_account_id"), existing.get("amount"));
-        if (debit, credit, amount) != (new.debit, new.credit, new.amount) {
+        let kind: String = existing.get("kind");
+        if (debit, credit, amount) != (new.debit, new.credit, new.amount) || kind != new.kind.as_str() {
             return Err(LedgerError::KeyConflict(new.key.to_string()));
         }
         return Ok(Transfer {
@@ -200,6 +213,14 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
         });
     };
 
+    // Only user wallets cache a balance (and are locked); system accounts are never updated,
+    // so they are no hot row. An account's kind never changes (enforced by a trigger).
+    let wallets: Vec<AccountId> =
+        sqlx::query_scalar("SELECT account_id FROM ledger_account WHERE account_id IN ($1, $2) AND kind = 'user'")
+            .bind(new.debit)
+            .bind(new.credit)
+            .fetch_all(&mut *sp)
+            .await?;
     // Lock the two accounts in id order so opposite transfers cannot deadlock.
     let sides = if new.debit < new.credit {
         [(new.debit, -new.amount), (new.credit, new.amount)]
@@ -207,30 +228,16 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
         [(new.credit, new.amount), (new.debit, -new.amount)]
     };
     for (account_id, delta) in sides {
-        // Only user wallets cache a balance, and it may not go negative (also a CHECK).
-        let row = sqlx::query(
-            "UPDATE ledger_account SET balance = balance + $2
-             WHERE account_id = $1 AND kind = 'user' AND balance + $2 >= 0
-             RETURNING balance",
-        )
-        .bind(account_id)
-        .bind(delta)
-        .fetch_optional(&mut *sp)
-        .await?;
-        let balance_after: Option<i64> = match row {
-            Some(row) => Some(row.get("balance")),
-            None => {
-                let (kind, balance): (String, Option<i64>) =
-                    sqlx::query_as("SELECT kind, balance FROM ledger_account WHERE account_id = $1")
-                        .bind(account_id)
-                        .fetch_one(&mut *sp)
-                        .await?;
-                if kind == "user" {
+        let balance_after = if wallets.contains(&account_id) {
+            match apply_to_wallet(&mut sp, account_id, delta).await? {
+                Ok(balance) => Some(balance),
+                Err(have) => {
                     sp.rollback().await?;
-                    return Err(LedgerError::InsufficientCredits { need: new.amount, have: balance.unwrap_or(0) });
+                    return Err(LedgerError::InsufficientCredits { need: new.amount, have });
                 }
-                None
             }
+        } else {
+            None
         };
         sqlx::query(
             "INSERT INTO ledger_entry (transfer_id, account_id, amount, balance_after) VALUES ($1, $2, $3, $4)",
@@ -251,6 +258,44 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
         amount: new.amount,
         replayed: false,
     })
+}
+
+/// Adds `delta` to a wallet's cached balance, never below zero (also a CHECK). Returns the new
+/// balance, or `Err(have)` when the wallet cannot cover it. The fast path is one conditional
+/// UPDATE; when it refuses, the decision is re-made under the row lock, so the balance reported
+/// is the one the refusal was based on (a concurrent refund may have made it sufficient).
+/// `FOR NO KEY UPDATE`, the lock an UPDATE takes, not `FOR UPDATE`: the latter conflicts with
+/// the key-share locks that inserting entries and transfers (foreign keys) hold on the wallet,
+/// and two refused transfers on one wallet would deadlock.
+async fn apply_to_wallet(
+    db: &mut PgConnection,
+    account_id: AccountId,
+    delta: i64,
+) -> Result<Result<i64, i64>, LedgerError> {
+    let updated: Option<i64> = sqlx::query_scalar(
+        "UPDATE ledger_account SET balance = balance + $2 WHERE account_id = $1 AND balance + $2 >= 0 RETURNING balance",
+    )
+    .bind(account_id)
+    .bind(delta)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(balance) = updated {
+        return Ok(Ok(balance));
+    }
+    let have: i64 = sqlx::query_scalar("SELECT balance FROM ledger_account WHERE account_id = $1 FOR NO KEY UPDATE")
+        .bind(account_id)
+        .fetch_one(&mut *db)
+        .await?;
+    if have + delta < 0 {
+        return Ok(Err(have));
+    }
+    let balance: i64 =
+        sqlx::query_scalar("UPDATE ledger_account SET balance = balance + $2 WHERE account_id = $1 RETURNING balance")
+            .bind(account_id)
+            .bind(delta)
+            .fetch_one(&mut *db)
+            .await?;
+    Ok(Ok(balance))
 }
 
 /// Available (spendable) and held (reserved by pending holds) credits of a user.
@@ -327,8 +372,10 @@ pub async fn get_hold(db: impl PgExecutor<'_>, hold_id: HoldId) -> Result<Hold, 
 }
 
 /// Reserves `amount` credits of a user's wallet until `deadline`. Replaying `key` returns the
-/// original hold.
-#[tracing::instrument(skip_all, fields(key, amount))]
+/// original hold; the same key with another user or amount is [`LedgerError::KeyConflict`].
+/// The reserve transfer and the hold row are written in one transaction (a savepoint when the
+/// caller is already in one), so a crash never leaves credits in `pending_holds` without a hold.
+#[tracing::instrument(skip(db, deadline, memo, refs))]
 pub async fn reserve(
     db: &mut PgConnection,
     user_id: Uuid,
@@ -338,10 +385,14 @@ pub async fn reserve(
     memo: &str,
     refs: Refs,
 ) -> Result<Hold, LedgerError> {
-    let wallet = wallet(&mut *db, user_id).await?;
-    let holds = system_account(&mut *db, System::PendingHolds).await?;
+    let mut tx = sqlx::Connection::begin(&mut *db).await?;
+    let wallet = wallet(&mut *tx, user_id).await?;
+    let holds = system_account(&mut *tx, System::PendingHolds).await?;
+    // The reserve transfer predates its hold: it never points at one.
+    let refs = Refs { hold_id: None, ..refs };
     let transfer =
-        transfer(db, NewTransfer { key, debit: wallet, credit: holds, amount, kind: Kind::Hold, memo, refs }).await?;
+        transfer(&mut tx, NewTransfer { key, debit: wallet, credit: holds, amount, kind: Kind::Hold, memo, refs })
+            .await?;
     let sql = format!(
         "INSERT INTO ledger_hold (account_id, amount, idempotency_key, reserve_transfer_id, deadline)
          VALUES ($1, $2, $3, $4, $5)
@@ -354,14 +405,18 @@ pub async fn reserve(
         .bind(key)
         .bind(transfer.transfer_id)
         .bind(deadline)
-        .fetch_optional(&mut *db)
+        .fetch_optional(&mut *tx)
         .await?;
-    if let Some(row) = row {
-        return Ok(hold_from_row(&row));
-    }
-    let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE idempotency_key = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_one(&mut *db).await?;
-    Ok(hold_from_row(&row))
+    let hold = match row {
+        Some(row) => hold_from_row(&row),
+        None => {
+            let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE idempotency_key = $1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_one(&mut *tx).await?;
+            hold_from_row(&row)
+        }
+    };
+    tx.commit().await?;
+    Ok(hold)
 }
 
 /// Charges `amount` (at most the held amount) and returns any remainder to the wallet.
@@ -375,13 +430,13 @@ pub async fn post(
     memo: &str,
     refs: Refs,
 ) -> Result<Hold, LedgerError> {
-    resolve(db, hold_id, Resolution::Post(amount), memo, refs).await
+    Ok(resolve(db, hold_id, Resolution::Post(amount), memo, refs).await?.0)
 }
 
 /// Returns all of a pending hold to the wallet. Voiding a voided hold is a no-op.
 #[tracing::instrument(skip(db, reason, refs))]
 pub async fn void(db: &mut PgConnection, hold_id: HoldId, reason: &str, refs: Refs) -> Result<Hold, LedgerError> {
-    resolve(db, hold_id, Resolution::Void, reason, refs).await
+    Ok(resolve(db, hold_id, Resolution::Void, reason, refs).await?.0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -390,13 +445,19 @@ enum Resolution {
     Void,
 }
 
+/// Resolves a hold; the flag says whether this call resolved it (false: an identical replay).
 async fn resolve(
     db: &mut PgConnection,
     hold_id: HoldId,
     how: Resolution,
     memo: &str,
     refs: Refs,
-) -> Result<Hold, LedgerError> {
+) -> Result<(Hold, bool), LedgerError> {
+    if let Resolution::Post(amount) = how
+        && amount < 0
+    {
+        return Err(LedgerError::InvalidAmount(amount));
+    }
     let mut tx = sqlx::Connection::begin(&mut *db).await?;
     // The row lock makes concurrent resolutions of one hold take turns; the status check (and the
     // table's trigger) lets exactly one of them win.
@@ -410,14 +471,14 @@ async fn resolve(
         };
         tx.rollback().await?;
         return if same {
-            Ok(hold)
+            Ok((hold, false))
         } else {
             Err(LedgerError::AlreadyResolved { hold_id, status: hold.status.as_str().into() })
         };
     }
     let (charge, status) = match how {
-        Resolution::Post(amount) if amount < 0 => return Err(LedgerError::InvalidAmount(amount)),
         Resolution::Post(amount) if amount > hold.amount => {
+            tx.rollback().await?;
             return Err(LedgerError::ExceedsHold { amount, held: hold.amount });
         }
         Resolution::Post(amount) => (amount, "posted"),
@@ -464,24 +525,45 @@ async fn resolve(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(hold_from_row(&row))
+    Ok((hold_from_row(&row), true))
 }
 
-/// Voids pending holds whose deadline has passed; returns how many it voided.
+/// Voids pending holds whose deadline has passed; returns how many this call voided (a hold
+/// resolved concurrently by its job, or by another sweeper, is left as it is).
 pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
-    let expired: Vec<HoldId> = sqlx::query_scalar(
-        "SELECT hold_id FROM ledger_hold WHERE status = 'pending' AND deadline < now() ORDER BY deadline LIMIT 500",
-    )
-    .fetch_all(pool)
-    .await?;
+    const BATCH: i64 = 500;
     let mut voided = 0;
-    for hold_id in expired {
+    let mut after: HoldId = 0;
+    loop {
+        let expired: Vec<HoldId> = sqlx::query_scalar(
+            "SELECT hold_id FROM ledger_hold WHERE status = 'pending' AND deadline < now() AND hold_id > $1
+             ORDER BY hold_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await?;
+        let Some(&last) = expired.last() else { break };
+        after = last;
         let mut conn = pool.acquire().await?;
-        match void(&mut conn, hold_id, "expired: the hold outlived its deadline", Refs::default()).await {
-            Ok(_) => voided += 1,
-            // Resolved by its job in the meantime.
-            Err(LedgerError::AlreadyResolved { .. }) => {}
-            Err(err) => return Err(err),
+        for &hold_id in &expired {
+            match resolve(
+                &mut conn,
+                hold_id,
+                Resolution::Void,
+                "expired: the hold outlived its deadline",
+                Refs::default(),
+            )
+            .await
+            {
+                Ok((_, fresh)) => voided += u64::from(fresh),
+                // Posted by its job in the meantime.
+                Err(LedgerError::AlreadyResolved { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if (expired.len() as i64) < BATCH {
+            break;
         }
     }
     if voided > 0 {
@@ -502,8 +584,24 @@ impl InvariantReport {
     }
 }
 
-/// Checks the ledger's invariants over the whole database.
+/// Checks the ledger's invariants over the whole database, in one consistent snapshot (a
+/// read-only repeatable-read transaction, unless the caller is already in a transaction):
+/// entries sum to zero overall and per transfer, each transfer is -amount on its debit account
+/// and +amount on its credit account, no wallet is negative, cached balances equal the sum of
+/// their entries, the `pending_holds` account holds exactly the pending holds, and each
+/// resolved hold moved exactly its amount out (its posted amount to revenue, the rest back).
 pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, LedgerError> {
+    use sqlx::Connection;
+    if db.is_in_transaction() {
+        return invariants_in(db).await;
+    }
+    let mut tx = db.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let report = invariants_in(&mut tx).await;
+    tx.rollback().await?;
+    report
+}
+
+async fn invariants_in(db: &mut PgConnection) -> Result<InvariantReport, LedgerError> {
     let mut report = InvariantReport::default();
     let total: i64 =
         sqlx::query_scalar("SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entry").fetch_one(&mut *db).await?;
@@ -512,8 +610,10 @@ pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, 
     }
     let unbalanced: Vec<i64> = sqlx::query_scalar(
         "SELECT t.transfer_id FROM ledger_transfer t LEFT JOIN ledger_entry e USING (transfer_id)
-         GROUP BY t.transfer_id, t.amount
-         HAVING count(e.*) <> 2 OR COALESCE(sum(e.amount), 0) <> 0 OR max(e.amount) <> t.amount",
+         GROUP BY t.transfer_id, t.amount, t.debit_account_id, t.credit_account_id
+         HAVING count(e.*) <> 2 OR COALESCE(sum(e.amount), 0) <> 0
+             OR NOT COALESCE(bool_or(e.account_id = t.debit_account_id AND e.amount = -t.amount), false)
+             OR NOT COALESCE(bool_or(e.account_id = t.credit_account_id AND e.amount = t.amount), false)",
     )
     .fetch_all(&mut *db)
     .await?;
@@ -546,11 +646,21 @@ pub async fn check_invariants(db: &mut PgConnection) -> Result<InvariantReport, 
     if in_holds != pending {
         report.violations.push(format!("pending_holds account holds {in_holds} but pending holds total {pending}"));
     }
-    // Each resolved hold moved exactly its amount out of pending_holds.
+    // Each hold matches its reserve transfer; a pending hold has no resolution transfers; a
+    // resolved one moved exactly its amount out: posted_amount to revenue, the rest to its wallet.
     let bad_holds: Vec<i64> = sqlx::query_scalar(
         "SELECT h.hold_id FROM ledger_hold h
-         WHERE h.status <> 'pending' AND h.amount <> COALESCE((SELECT sum(t.amount) FROM ledger_transfer t WHERE t.hold_id = h.hold_id), 0)
-            OR h.status = 'pending' AND EXISTS (SELECT 1 FROM ledger_transfer t WHERE t.hold_id = h.hold_id)",
+         JOIN ledger_transfer r ON r.transfer_id = h.reserve_transfer_id
+         LEFT JOIN LATERAL (
+             SELECT COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'hold_post'), 0) AS posted,
+                    COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'hold_release' AND t.credit_account_id = h.account_id), 0) AS released,
+                    count(*) AS n
+             FROM ledger_transfer t WHERE t.hold_id = h.hold_id
+         ) res ON true
+         WHERE r.amount <> h.amount OR r.debit_account_id <> h.account_id OR r.kind <> 'hold'
+            OR (h.status = 'pending' AND res.n <> 0)
+            OR (h.status = 'posted' AND (res.posted <> h.posted_amount OR res.released <> h.amount - h.posted_amount))
+            OR (h.status = 'voided' AND (res.posted <> 0 OR res.released <> h.amount))",
     )
     .fetch_all(&mut *db)
     .await?;

@@ -34,3 +34,10 @@ pub async fn verify(session: &Session, submitted: &str) -> Result<(), AppError> 
 pub fn session_error(err: tower_sessions::session::Error) -> AppError {
     AppError::Internal(anyhow::anyhow!("session: {err}"))
 }
+
+/// Forgets the session's token so the next form gets a new one (at log-in, with the new
+/// session id: a token seen before log-in is worthless after it).
+pub async fn reset(session: &Session) -> Result<(), AppError> {
+    session.remove_value(KEY).await.map_err(session_error)?;
+    Ok(())
+}

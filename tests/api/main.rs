@@ -1,6 +1,8 @@
 //! Integration tests: the real app over HTTP against a fresh PostgreSQL database per test.
 
+mod accounts;
 mod foundation;
 mod helpers;
+mod ledger;
 mod media;
 mod payments;
