@@ -20,6 +20,11 @@ pub enum Command {
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The model catalog (catalog/catalog.toml).
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +50,22 @@ pub enum AdminCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Validate a catalog file and load it into the database (running instances refresh).
+    Load {
+        /// The catalog file.
+        #[arg(default_value = crate::catalog::CATALOG_PATH)]
+        path: std::path::PathBuf,
+    },
+    /// Validate a catalog file without loading it.
+    Check {
+        /// The catalog file.
+        #[arg(default_value = crate::catalog::CATALOG_PATH)]
+        path: std::path::PathBuf,
+    },
+}
+
 /// Parses the command line and runs it; returns the process exit code.
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -60,6 +81,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Serve => server::serve(config).await,
         Command::Migrate => server::migrate(config).await,
         Command::Admin(command) => admin(config, command).await,
+        Command::Catalog { action } => catalog_command(config, action).await,
     }
 }
 
@@ -95,6 +117,34 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
         cluster.stop();
     }
     result
+}
+
+async fn catalog_command(config: Config, action: CatalogCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (CatalogCommand::Load { path } | CatalogCommand::Check { path }) = &action;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Err(err) = crate::catalog::file::parse(&text) {
+        anyhow::bail!("{}: {err}", path.display());
+    }
+    if let CatalogCommand::Check { .. } = action {
+        println!("{}: valid", path.display());
+        return Ok(());
+    }
+    let (server, pool) = server::connect(&config).await?;
+    let result = async {
+        crate::db::migrate(&pool).await?;
+        crate::catalog::db::load(&pool, &text, &path.display().to_string()).await
+    }
+    .await;
+    pool.close().await;
+    if let Some(cluster) = &server.cluster {
+        cluster.stop();
+    }
+    match result? {
+        crate::catalog::db::LoadOutcome::Loaded => println!("{}: loaded", path.display()),
+        crate::catalog::db::LoadOutcome::Unchanged => println!("{}: already loaded, nothing changed", path.display()),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

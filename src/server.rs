@@ -7,11 +7,12 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, db, ledger, state::AppState, web};
+use crate::{catalog, config::Config, db, ledger, state::AppState, web};
 
 /// Migrates the database and loads the seed data (idempotent; run at every start).
 pub async fn prepare_database(pool: &PgPool, _config: &Config) -> anyhow::Result<()> {
     db::migrate(pool).await?;
+    catalog::db::load(pool, catalog::CATALOG_TOML, catalog::CATALOG_PATH).await?;
     Ok(())
 }
 
@@ -73,6 +74,7 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 
 /// Periodic housekeeping shared by `serve` and `worker`: expired holds and sessions.
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let catalog_listener = state.catalog.spawn_listener(state.pool.clone(), shutdown.clone());
     let pool = state.pool.clone();
     let auth_limits = state.auth_limits.clone();
     let housekeeping = tokio::spawn(async move {
@@ -91,7 +93,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             auth_limits.retain_recent();
         }
     });
-    vec![housekeeping]
+    vec![catalog_listener, housekeeping]
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

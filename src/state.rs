@@ -6,8 +6,8 @@ use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::{
-    accounts::rate_limit::AuthLimits, config::Config, payments::Payments, providers::Providers, storage::Store,
-    telemetry::Metrics, web::assets::Assets,
+    accounts::rate_limit::AuthLimits, catalog::CatalogHandle, config::Config, payments::Payments, providers::Providers,
+    storage::Store, telemetry::Metrics, web::assets::Assets,
 };
 
 /// Cheap to clone: everything inside is reference-counted.
@@ -22,6 +22,8 @@ pub struct AppState {
     pub payments: Payments,
     /// Sign-up and log-in attempts per client IP and per email.
     pub auth_limits: Arc<AuthLimits>,
+    /// The catalog snapshot pages read (refreshed on `catalog_changed`).
+    pub catalog: CatalogHandle,
 }
 
 impl AppState {
@@ -31,6 +33,7 @@ impl AppState {
         let providers = Providers::from_config(&config)?;
         let payments = Payments::from_config(&config)?;
         crate::accounts::password::warm_up().await;
+        let catalog = CatalogHandle::load(&pool).await?;
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -40,6 +43,7 @@ impl AppState {
             providers,
             payments,
             auth_limits: Arc::new(AuthLimits::default()),
+            catalog,
         })
     }
 }

@@ -1,10 +1,301 @@
 //! The model catalog: providers, models, variants, prices per resolution mode, use cases and
-//! editorial comparison content, loaded from `catalog/catalog.toml` and served from memory.
+//! editorial comparison content. The reviewed source of truth is `catalog/catalog.toml`
+//! ([`file`]: parsing and validation); it is loaded into PostgreSQL at start-up ([`db`]) and
+//! served from an in-memory snapshot ([`CatalogHandle`]) that every instance refreshes when
+//! a load announces `catalog_changed`. The catalog's pages (model list and detail, the
+//! comparison picker and pages, sitemap, robots.txt) live in [`pages`]; the showcase images
+//! of the comparison pages in [`showcase`].
 
-use axum::Router;
+use std::sync::{Arc, RwLock};
 
-use crate::state::AppState;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub use crate::providers::Mode;
+
+pub mod db;
+pub mod file;
+mod pages;
+pub mod showcase;
+
+pub use pages::routes;
+
+/// The catalog file compiled into the binary (the reviewed `catalog/catalog.toml`).
+pub const CATALOG_TOML: &str = include_str!("../../catalog/catalog.toml");
+/// Where `faceoff catalog load` reads the file by default.
+pub const CATALOG_PATH: &str = "catalog/catalog.toml";
+/// The channel a load announces itself on; every instance refreshes its snapshot.
+pub const CHANNEL: &str = "catalog_changed";
+
+/// An immutable snapshot of the catalog, shared as `Arc<Catalog>`.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub(crate) providers: Vec<CatalogProvider>,
+    pub(crate) models: Vec<Model>,
+    pub(crate) use_cases: Vec<UseCase>,
+    pub(crate) comparisons: Vec<Comparison>,
+}
+
+impl Catalog {
+    pub fn providers(&self) -> &[CatalogProvider] {
+        &self.providers
+    }
+
+    pub fn provider(&self, slug: &str) -> Option<&CatalogProvider> {
+        self.providers.iter().find(|p| p.slug == slug)
+    }
+
+    /// All models, in display order.
+    pub fn models(&self) -> &[Model] {
+        &self.models
+    }
+
+    pub fn model(&self, slug: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.slug == slug)
+    }
+
+    /// The position of a model in display order (the canonical order of comparison pairs).
+    pub fn position(&self, slug: &str) -> Option<usize> {
+        self.models.iter().position(|m| m.slug == slug)
+    }
+
+    pub fn use_cases(&self) -> &[UseCase] {
+        &self.use_cases
+    }
+
+    pub fn use_case(&self, slug: &str) -> Option<&UseCase> {
+        self.use_cases.iter().find(|u| u.slug == slug)
+    }
+
+    /// Editorial comparisons, in file order.
+    pub fn comparisons(&self) -> &[Comparison] {
+        &self.comparisons
+    }
+
+    /// The editorial content for the pair `a`, `b` (in canonical order) and a use case
+    /// (`None`: the pair's general page).
+    pub fn comparison(&self, a: &str, b: &str, use_case: Option<&str>) -> Option<&Comparison> {
+        self.comparisons.iter().find(|c| c.model_a == a && c.model_b == b && c.use_case.as_deref() == use_case)
+    }
+
+    /// Every pair of models in canonical order (earlier in display order first).
+    pub fn pairs(&self) -> Vec<(&Model, &Model)> {
+        let mut pairs = Vec::new();
+        for (i, a) in self.models.iter().enumerate() {
+            for b in &self.models[i + 1..] {
+                pairs.push((a, b));
+            }
+        }
+        pairs
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogProvider {
+    /// `bfl`
+    pub slug: String,
+    /// `Black Forest Labs`
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// `flux-2`
+    pub slug: String,
+    /// `Flux 2`
+    pub name: String,
+    /// The provider's slug, `bfl`.
+    pub provider: String,
+    /// `Black Forest Labs`
+    pub provider_name: String,
+    pub description: String,
+    /// `["text-to-image", "image-to-image"]`
+    pub subcategories: Vec<String>,
+    /// e.g. `["LoRA support", "Face swap", "Style transfer"]`
+    pub capabilities: Vec<String>,
+    /// Accepts a reference image.
+    pub image_to_image: bool,
+    pub max_megapixels: f32,
+    /// `Low`, `Strict`, …
+    pub nsfw_rating: String,
+    /// `["1:1", "16:9", …]`
+    pub aspect_ratios: Vec<String>,
+    /// At least one; exactly one `is_default`.
+    pub variants: Vec<Variant>,
+}
+
+impl Model {
+    pub fn default_variant(&self) -> &Variant {
+        // Validation guarantees exactly one default; fall back to the first variant anyway.
+        self.variants.iter().find(|v| v.is_default).unwrap_or(&self.variants[0])
+    }
+
+    pub fn variant(&self, slug: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.slug == slug)
+    }
+
+    /// The modes with a price on the default variant (the modes the model offers), 2k first.
+    pub fn modes(&self) -> Vec<Mode> {
+        [Mode::TwoK, Mode::FourK].into_iter().filter(|m| self.default_variant().price(*m).is_some()).collect()
+    }
+
+    pub fn offers(&self, mode: Mode) -> bool {
+        self.modes().contains(&mode)
+    }
+
+    /// Credits per image for a variant in a mode; `None` = not offered.
+    pub fn price(&self, variant_slug: &str, mode: Mode) -> Option<i64> {
+        self.variant(variant_slug)?.price(mode)
+    }
+
+    /// The default variant's 2k price.
+    pub fn starting_price(&self) -> Option<i64> {
+        self.default_variant().price(Mode::TwoK)
+    }
+
+    pub fn supports_aspect_ratio(&self, ratio: &str) -> bool {
+        self.aspect_ratios.iter().any(|r| r == ratio)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// `standard`, `klein-9b`
+    pub slug: String,
+    /// `Standard`, `Klein 9B`
+    pub name: String,
+    /// The provider's endpoint id, `flux-2-pro`.
+    pub endpoint: String,
+    pub is_default: bool,
+    /// Credits per image, 2k first.
+    pub prices: Vec<(Mode, i64)>,
+}
+
+impl Variant {
+    pub fn price(&self, mode: Mode) -> Option<i64> {
+        self.prices.iter().find(|(m, _)| *m == mode).map(|(_, p)| *p)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UseCase {
+    /// `portrait`
+    pub slug: String,
+    /// `Portrait`
+    pub name: String,
+    /// `["Close-up headshots", "Environmental portraits"]`
+    pub subcategories: Vec<String>,
+    pub description: String,
+    /// The prompt every model's showcase image for this use case is generated from.
+    pub showcase_prompt: String,
+    /// The aspect ratio of the showcase images (models that lack it use their first ratio).
+    pub showcase_aspect_ratio: String,
+}
+
+/// Editorial content of one comparison page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// The pair, in canonical order.
+    pub model_a: String,
+    pub model_b: String,
+    /// `None`: the pair's general page.
+    pub use_case: Option<String>,
+    pub title: String,
+    pub intro: String,
+    pub strengths_a: Vec<String>,
+    pub strengths_b: Vec<String>,
+    pub verdict: String,
+    pub faq: Vec<Faq>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Faq {
+    pub question: String,
+    pub answer: String,
+}
+
+/// Shared, refreshable handle to the current catalog snapshot, held in `AppState`.
+#[derive(Clone, Default)]
+pub struct CatalogHandle {
+    inner: Arc<RwLock<Arc<Catalog>>>,
+}
+
+impl CatalogHandle {
+    /// Reads the catalog from the database.
+    pub async fn load(pool: &PgPool) -> anyhow::Result<CatalogHandle> {
+        let catalog = db::fetch(pool).await?;
+        Ok(CatalogHandle::from_catalog(catalog))
+    }
+
+    pub fn from_catalog(catalog: Catalog) -> CatalogHandle {
+        CatalogHandle { inner: Arc::new(RwLock::new(Arc::new(catalog))) }
+    }
+
+    /// The current snapshot: cheap, never touches the database.
+    pub fn current(&self) -> Arc<Catalog> {
+        match self.inner.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the snapshot.
+    pub fn replace(&self, catalog: Catalog) {
+        let catalog = Arc::new(catalog);
+        match self.inner.write() {
+            Ok(mut guard) => *guard = catalog,
+            Err(poisoned) => *poisoned.into_inner() = catalog,
+        }
+    }
+
+    /// Re-reads the catalog from the database.
+    pub async fn refresh(&self, pool: &PgPool) -> anyhow::Result<()> {
+        let catalog = db::fetch(pool).await?;
+        self.replace(catalog);
+        Ok(())
+    }
+
+    /// Keeps the snapshot current: listens for `catalog_changed` and refreshes on each
+    /// notification (and after every reconnect, in case one was missed) until `shutdown`.
+    pub fn spawn_listener(&self, pool: PgPool, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let handle = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        tracing::warn!("catalog listener: {err}");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+                        }
+                    }
+                };
+                if let Err(err) = listener.listen(CHANNEL).await {
+                    tracing::warn!("catalog listener: {err}");
+                    continue;
+                }
+                if let Err(err) = handle.refresh(&pool).await {
+                    tracing::warn!("catalog refresh: {err}");
+                }
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        notification = listener.recv() => match notification {
+                            Ok(_) => {
+                                match handle.refresh(&pool).await {
+                                    Ok(()) => tracing::info!("catalog refreshed"),
+                                    Err(err) => tracing::warn!("catalog refresh: {err}"),
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!("catalog listener lost its connection: {err}");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
 }

@@ -1,0 +1,9 @@
+//! The catalog's pages.
+
+use axum::Router;
+
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}

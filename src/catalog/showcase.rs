@@ -1,0 +1,1 @@
+//! Showcase images of the comparison pages.
