@@ -15,6 +15,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the web app and run generation workers (the default).
     Serve,
+    /// Run generation workers only (no web server), until SIGINT/SIGTERM.
+    Worker,
     /// Apply the database migrations and exit.
     Migrate,
     /// Administration tasks.
@@ -79,6 +81,7 @@ pub async fn run() -> anyhow::Result<()> {
     telemetry::init(config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => server::serve(config).await,
+        Command::Worker => server::worker(config).await,
         Command::Migrate => server::migrate(config).await,
         Command::Admin(command) => admin(config, command).await,
         Command::Catalog { action } => catalog_command(config, action).await,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog, config::Config, db, ledger, state::AppState, web};
+use crate::{catalog, config::Config, db, jobs, ledger, state::AppState, web};
 
 /// Migrates the database and loads the seed data (idempotent; run at every start).
 pub async fn prepare_database(pool: &PgPool, _config: &Config) -> anyhow::Result<()> {
@@ -32,7 +32,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         prepare_database(&pool, &config).await?;
         let addr = config.addr;
         let state = AppState::new(pool.clone(), config).await?;
-        let shutdown = CancellationToken::new();
+        // Cancelled on SIGINT/SIGTERM: stops workers and ends live (SSE) streams so the graceful
+        // shutdown does not wait on them.
+        let shutdown = state.shutdown.clone();
         let tasks = spawn_background(&state, shutdown.clone());
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (FACEOFF_ADDR)"))?;
@@ -45,6 +47,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 signal.cancel();
             })
             .await?;
+        shutdown.cancel();
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    pool.close().await;
+    if let Some(cluster) = &server.cluster {
+        cluster.stop();
+    }
+    result
+}
+
+/// `faceoff worker`: generation workers (and housekeeping) without the web server, until
+/// SIGINT/SIGTERM; running jobs are then given back to the queue.
+pub async fn worker(config: Config) -> anyhow::Result<()> {
+    let (server, pool) = connect(&config).await?;
+    let result = async {
+        prepare_database(&pool, &config).await?;
+        if config.workers == 0 {
+            anyhow::bail!("FACEOFF_WORKERS=0: a worker process needs at least one worker");
+        }
+        let state = AppState::new(pool.clone(), config).await?;
+        let shutdown = state.shutdown.clone();
+        let tasks = spawn_background(&state, shutdown.clone());
+        tracing::info!("worker process running; stop with Ctrl-C or SIGTERM");
+        shutdown_signal().await;
+        tracing::info!("shutting down: releasing running jobs");
         shutdown.cancel();
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
@@ -72,9 +103,11 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Periodic housekeeping shared by `serve` and `worker`: expired holds and sessions.
+/// Background tasks shared by `serve` and `worker`: the generation worker pool
+/// (`FACEOFF_WORKERS`, none when 0) and periodic housekeeping (expired holds and sessions).
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-    let catalog_listener = state.catalog.spawn_listener(state.pool.clone(), shutdown.clone());
+    let mut tasks = jobs::spawn_workers(state, jobs::WorkerOptions::from_config(&state.config), shutdown.clone());
+    tasks.push(state.catalog.spawn_listener(state.pool.clone(), shutdown.clone()));
     let pool = state.pool.clone();
     let auth_limits = state.auth_limits.clone();
     let housekeeping = tokio::spawn(async move {
@@ -93,7 +126,8 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             auth_limits.retain_recent();
         }
     });
-    vec![catalog_listener, housekeeping]
+    tasks.push(housekeeping);
+    tasks
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     accounts::rate_limit::AuthLimits, catalog::CatalogHandle, config::Config, payments::Payments, providers::Providers,
@@ -24,6 +25,8 @@ pub struct AppState {
     pub auth_limits: Arc<AuthLimits>,
     /// The catalog snapshot pages read (refreshed on `catalog_changed`).
     pub catalog: CatalogHandle,
+    /// Cancelled when the process shuts down: background work stops and live streams end.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
             payments,
             auth_limits: Arc::new(AuthLimits::default()),
             catalog,
+            shutdown: CancellationToken::new(),
         })
     }
 }

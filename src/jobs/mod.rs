@@ -1,2 +1,535 @@
 //! Generation jobs: the queue in PostgreSQL, the workers that claim jobs with a lease, call a
 //! provider, store the image and settle the ledger hold exactly once.
+//!
+//! - A job is claimed in one short statement (`FOR UPDATE SKIP LOCKED`) that sets a fresh
+//!   `lease_token` and bumps `attempts`; no transaction stays open during provider calls.
+//! - The worker keeps the lease alive with heartbeats. When a worker dies its lease expires and
+//!   the job becomes claimable again; the provider task recorded in `submission` (written before
+//!   the first poll) lets the next worker resume polling instead of paying for a second task.
+//! - Every write by a worker is fenced by its lease token, so a worker that comes back late can
+//!   neither record nor settle a job someone else owns or finished; the settle update and the
+//!   hold's post/void commit together, and a settled job never changes again (a trigger).
+//! - Job changes are announced with `NOTIFY` ([`CHANNEL_UPDATED`], payload = run id) for the live
+//!   run pages; new jobs with [`CHANNEL_QUEUED`] to wake idle workers (polling is the fallback).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    ledger::{self, LedgerError, Refs},
+    providers::{Mode, Submission},
+};
+
+mod worker;
+
+pub use worker::{Engine, WorkerOptions, spawn_workers};
+
+/// Channel announcing new (or released) jobs; workers listen to it.
+pub const CHANNEL_QUEUED: &str = "faceoff_job_queued";
+/// Channel announcing job changes; the payload is the run id.
+pub const CHANNEL_UPDATED: &str = "faceoff_job_updated";
+/// How long a job may take from submission to result before it is given up (and not charged).
+pub const JOB_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// Holds outlive their job's deadline by this much, so the hold sweeper never races a worker.
+pub const HOLD_GRACE: Duration = Duration::from_secs(20 * 60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Delivered,
+    Failed,
+    Moderated,
+    TimedOut,
+}
+
+impl JobStatus {
+    pub fn parse(s: &str) -> JobStatus {
+        match s {
+            "running" => JobStatus::Running,
+            "delivered" => JobStatus::Delivered,
+            "failed" => JobStatus::Failed,
+            "moderated" => JobStatus::Moderated,
+            "timed_out" => JobStatus::TimedOut,
+            _ => JobStatus::Queued,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Delivered => "delivered",
+            JobStatus::Failed => "failed",
+            JobStatus::Moderated => "moderated",
+            JobStatus::TimedOut => "timed_out",
+        }
+    }
+
+    /// What users see.
+    pub fn label(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "Queued",
+            JobStatus::Running => "Generating",
+            JobStatus::Delivered => "Done",
+            JobStatus::Failed => "Failed",
+            JobStatus::Moderated => "Blocked",
+            JobStatus::TimedOut => "Timed out",
+        }
+    }
+
+    pub fn is_settled(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+
+    /// The sentence shown to the user for an unsuccessful job (never charged).
+    pub fn not_charged_message(self) -> Option<&'static str> {
+        match self {
+            JobStatus::Moderated => Some("The provider's safety filter blocked this prompt — you were not charged."),
+            JobStatus::Failed => Some("The model could not generate this image — you were not charged."),
+            JobStatus::TimedOut => Some("The model did not deliver in time — you were not charged."),
+            _ => None,
+        }
+    }
+}
+
+/// A job to create (the runs module builds these inside its transaction).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job_id: Uuid,
+    pub run_id: Uuid,
+    pub position: i16,
+    pub model_slug: String,
+    pub model_name: String,
+    pub variant_slug: String,
+    pub variant_name: String,
+    pub provider: String,
+    pub endpoint: String,
+    pub width: u32,
+    pub height: u32,
+    pub price: i64,
+    pub hold_id: ledger::HoldId,
+    pub deadline: OffsetDateTime,
+}
+
+pub async fn insert(db: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO generation_job (job_id, run_id, position, model_slug, model_name, variant_slug, variant_name,
+                                     provider, endpoint, width, height, price, hold_id, deadline)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(job.job_id)
+    .bind(job.run_id)
+    .bind(job.position)
+    .bind(&job.model_slug)
+    .bind(&job.model_name)
+    .bind(&job.variant_slug)
+    .bind(&job.variant_name)
+    .bind(&job.provider)
+    .bind(&job.endpoint)
+    .bind(job.width as i32)
+    .bind(job.height as i32)
+    .bind(job.price)
+    .bind(job.hold_id)
+    .bind(job.deadline)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Wakes idle workers (delivered when the caller's transaction commits).
+pub async fn notify_queued(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL_QUEUED).execute(db).await?;
+    Ok(())
+}
+
+/// Tells live run pages that a job of `run_id` changed.
+pub async fn notify_updated(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL_UPDATED).bind(run_id.to_string()).execute(db).await?;
+    Ok(())
+}
+
+/// A job as the run pages and the API show it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Job {
+    pub job_id: Uuid,
+    pub run_id: Uuid,
+    pub position: i16,
+    pub model_slug: String,
+    pub model_name: String,
+    pub variant_slug: String,
+    pub variant_name: String,
+    pub provider: String,
+    pub width: i32,
+    pub height: i32,
+    pub price: i64,
+    pub hold_id: i64,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatusText,
+    pub attempts: i32,
+    pub progress: Option<f32>,
+    pub reason: Option<String>,
+    pub image_key: Option<String>,
+    pub thumb_key: Option<String>,
+    pub image_width: Option<i32>,
+    pub image_height: Option<i32>,
+    pub charged: Option<i64>,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+/// `status` as read from the database (a small wrapper so `FromRow` can convert it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobStatusText(pub JobStatus);
+
+impl TryFrom<String> for JobStatusText {
+    type Error = std::convert::Infallible;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Ok(JobStatusText(JobStatus::parse(&s)))
+    }
+}
+
+impl Job {
+    pub fn status(&self) -> JobStatus {
+        self.status.0
+    }
+
+    /// How long the generation took, from the first claim to the result.
+    pub fn duration(&self) -> Option<Duration> {
+        let (start, end) = (self.started_at?, self.finished_at?);
+        let d = end - start;
+        Some(Duration::from_millis(d.whole_milliseconds().max(0) as u64))
+    }
+
+    /// "2.4 s", "1 min 5 s".
+    pub fn duration_label(&self) -> Option<String> {
+        self.duration().map(|d| {
+            let secs = d.as_secs_f64();
+            if secs < 60.0 {
+                format!("{secs:.1} s")
+            } else {
+                format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60)
+            }
+        })
+    }
+
+    pub fn image_url(&self) -> Option<String> {
+        self.image_key.as_ref().map(|k| format!("/media/{k}"))
+    }
+
+    pub fn thumb_url(&self) -> Option<String> {
+        self.thumb_key.as_ref().or(self.image_key.as_ref()).map(|k| format!("/media/{k}"))
+    }
+
+    /// The display name with the variant, e.g. "Flux 2 (Klein 9B)".
+    pub fn display_name(&self) -> String {
+        if self.variant_slug == "standard" {
+            self.model_name.clone()
+        } else {
+            format!("{} ({})", self.model_name, self.variant_name)
+        }
+    }
+
+    /// Progress as a whole percentage for the progress bar.
+    pub fn percent(&self) -> u32 {
+        match self.status() {
+            JobStatus::Delivered => 100,
+            JobStatus::Running => (self.progress.unwrap_or(0.0).clamp(0.0, 1.0) * 100.0).round() as u32,
+            _ => 0,
+        }
+    }
+}
+
+const JOB_COLUMNS: &str =
+    "job_id, run_id, position, model_slug, model_name, variant_slug, variant_name, provider, width,
+    height, price, hold_id, status, attempts, progress, reason, image_key, thumb_key, image_width, image_height,
+    charged, started_at, finished_at, created_at";
+
+/// The jobs of a run, in the order the models were chosen.
+pub async fn for_run(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Vec<Job>, sqlx::Error> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM generation_job WHERE run_id = $1 ORDER BY position");
+    sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(db).await
+}
+
+/// The jobs of several runs (history pages), ordered by run then position.
+pub async fn for_runs(db: impl PgExecutor<'_>, run_ids: &[Uuid]) -> Result<Vec<Job>, sqlx::Error> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM generation_job WHERE run_id = ANY($1) ORDER BY run_id, position");
+    sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql)).bind(run_ids).fetch_all(db).await
+}
+
+/// A job claimed by a worker, with everything needed to run it.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedJob {
+    pub job_id: Uuid,
+    pub run_id: Uuid,
+    pub user_id: Uuid,
+    pub model_slug: String,
+    pub model_name: String,
+    pub variant_slug: String,
+    pub variant_name: String,
+    pub provider: String,
+    pub endpoint: String,
+    pub width: i32,
+    pub height: i32,
+    pub price: i64,
+    pub hold_id: i64,
+    pub deadline: OffsetDateTime,
+    pub attempts: i32,
+    pub lease_token: Uuid,
+    pub provider_impl: Option<String>,
+    pub submission: Option<sqlx::types::Json<Submission>>,
+    pub prompt: String,
+    pub seed: i64,
+    pub mode: String,
+    pub aspect_ratio: String,
+    pub reference_key: Option<String>,
+}
+
+impl ClaimedJob {
+    pub fn mode(&self) -> Mode {
+        Mode::parse(&self.mode).unwrap_or(Mode::TwoK)
+    }
+
+    pub fn display_name(&self) -> String {
+        if self.variant_slug == "standard" {
+            self.model_name.clone()
+        } else {
+            format!("{} ({})", self.model_name, self.variant_name)
+        }
+    }
+}
+
+/// Claims the next runnable job: queued and due, or running with an expired lease (its worker
+/// died). Jobs of providers in `skip_providers` (at their concurrency limit) are left alone.
+pub async fn claim(
+    pool: &PgPool,
+    lease: Duration,
+    skip_providers: &[String],
+) -> Result<Option<ClaimedJob>, sqlx::Error> {
+    let token = Uuid::new_v4();
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        "WITH next AS (
+             SELECT job_id FROM generation_job
+             WHERE ((status = 'queued' AND run_after <= now()) OR (status = 'running' AND lease_expires_at < now()))
+               AND NOT (provider = ANY($3))
+             ORDER BY run_after, created_at
+             LIMIT 1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE generation_job j
+         SET status = 'running', attempts = j.attempts + 1, lease_token = $1,
+             lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(j.started_at, now())
+         FROM next WHERE j.job_id = next.job_id
+         RETURNING j.job_id",
+    )
+    .bind(token)
+    .bind(lease.as_secs_f64())
+    .bind(skip_providers)
+    .fetch_optional(pool)
+    .await?;
+    let Some(job_id) = claimed else { return Ok(None) };
+    let job = sqlx::query_as::<_, ClaimedJob>(
+        "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name, j.provider,
+                j.endpoint, j.width, j.height, j.price, j.hold_id, j.deadline, j.attempts, j.lease_token,
+                j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key
+         FROM generation_job j JOIN generation_run r USING (run_id)
+         WHERE j.job_id = $1 AND j.lease_token = $2",
+    )
+    .bind(job_id)
+    .bind(token)
+    .fetch_optional(pool)
+    .await?;
+    Ok(job)
+}
+
+/// Extends the lease; `false` when the job is no longer ours (lease lost or job settled).
+pub async fn heartbeat(pool: &PgPool, job: &ClaimedJob, lease: Duration) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE generation_job SET lease_expires_at = now() + make_interval(secs => $3)
+         WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(job.job_id)
+    .bind(job.lease_token)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records the provider task before polling it; `false` when the lease was lost.
+pub async fn record_submission(
+    pool: &PgPool,
+    job: &ClaimedJob,
+    provider_impl: &str,
+    submission: &Submission,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE generation_job SET provider_impl = $3, submission = $4, progress = 0
+         WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(job.job_id)
+    .bind(job.lease_token)
+    .bind(provider_impl)
+    .bind(sqlx::types::Json(submission))
+    .execute(&mut *tx)
+    .await?;
+    notify_updated(&mut *tx, job.run_id).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records progress (0–1) and announces it; `false` when the lease was lost.
+pub async fn record_progress(pool: &PgPool, job: &ClaimedJob, progress: f32) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE generation_job SET progress = $3 WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(job.job_id)
+    .bind(job.lease_token)
+    .bind(progress)
+    .execute(&mut *tx)
+    .await?;
+    notify_updated(&mut *tx, job.run_id).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives a job back to the queue (the worker is shutting down): the next worker resumes it at once.
+pub async fn release(pool: &PgPool, job: &ClaimedJob) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE generation_job SET status = 'queued', lease_token = NULL, lease_expires_at = NULL, run_after = now()
+         WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(job.job_id)
+    .bind(job.lease_token)
+    .execute(&mut *tx)
+    .await?;
+    notify_queued(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Delivered { image_key: String, thumb_key: Option<String>, width: u32, height: u32 },
+    Failed(String),
+    Moderated(String),
+    TimedOut(String),
+}
+
+impl Outcome {
+    fn status(&self) -> JobStatus {
+        match self {
+            Outcome::Delivered { .. } => JobStatus::Delivered,
+            Outcome::Failed(_) => JobStatus::Failed,
+            Outcome::Moderated(_) => JobStatus::Moderated,
+            Outcome::TimedOut(_) => JobStatus::TimedOut,
+        }
+    }
+}
+
+/// What [`settle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The job is settled now: `charged` credits were posted (0 when the hold was voided).
+    Done { charged: i64 },
+    /// Someone else owns or finished the job; nothing was changed.
+    LostLease,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Settles a job exactly once, fenced by its lease token: the job's final state and the hold's
+/// post (delivered) or void (anything else) commit together.
+pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Result<Settled, SettleError> {
+    let mut tx = pool.begin().await?;
+    // Lock the row first and check the fence, so a late worker changes nothing.
+    let owned: Option<i64> = sqlx::query_scalar(
+        "SELECT hold_id FROM generation_job WHERE job_id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",
+    )
+    .bind(job.job_id)
+    .bind(job.lease_token)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if owned.is_none() {
+        tx.rollback().await?;
+        return Ok(Settled::LostLease);
+    }
+    let refs = Refs { run_id: Some(job.run_id), job_id: Some(job.job_id), ..Refs::default() };
+    let name = job.display_name();
+    let (status, reason, charged) = match outcome {
+        Outcome::Delivered { .. } => {
+            let memo = format!("{name}: image delivered");
+            match ledger::post(&mut tx, job.hold_id, job.price, &memo, refs).await {
+                Ok(_) => (JobStatus::Delivered, None, job.price),
+                // The hold outlived its deadline and was voided by the sweeper: the image is free.
+                Err(LedgerError::AlreadyResolved { status, .. }) if status == "voided" => {
+                    (JobStatus::Delivered, Some("delivered after the hold expired; not charged".to_string()), 0)
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Outcome::Failed(why) | Outcome::Moderated(why) | Outcome::TimedOut(why) => {
+            let memo = format!("{name}: not charged ({})", short(why));
+            match ledger::void(&mut tx, job.hold_id, &memo, refs).await {
+                Ok(_) => {}
+                Err(LedgerError::AlreadyResolved { status, .. }) if status == "voided" => {}
+                Err(err) => return Err(err.into()),
+            }
+            (outcome.status(), Some(why.clone()), 0)
+        }
+    };
+    let (image_key, thumb_key, width, height) = match outcome {
+        Outcome::Delivered { image_key, thumb_key, width, height } => {
+            (Some(image_key.clone()), thumb_key.clone(), Some(*width as i32), Some(*height as i32))
+        }
+        _ => (None, None, None, None),
+    };
+    sqlx::query(
+        "UPDATE generation_job
+         SET status = $3, reason = $4, image_key = $5, thumb_key = $6, image_width = $7, image_height = $8,
+             charged = $9, progress = CASE WHEN $3 = 'delivered' THEN 1 ELSE progress END, finished_at = now(),
+             lease_token = NULL, lease_expires_at = NULL
+         WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(job.job_id)
+    .bind(job.lease_token)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(image_key)
+    .bind(thumb_key)
+    .bind(width)
+    .bind(height)
+    .bind(charged)
+    .execute(&mut *tx)
+    .await?;
+    notify_updated(&mut *tx, job.run_id).await?;
+    tx.commit().await?;
+    Ok(Settled::Done { charged })
+}
+
+/// The first line of a reason, at most 120 characters (for ledger memos).
+fn short(reason: &str) -> String {
+    let line = reason.lines().next().unwrap_or("");
+    if line.chars().count() > 120 { format!("{}…", line.chars().take(119).collect::<String>()) } else { line.into() }
+}
+
+/// Jobs not settled yet (queued or running), across all users: the queue depth.
+pub async fn pending_count(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM generation_job WHERE status IN ('queued', 'running')").fetch_one(db).await
+}

@@ -1,0 +1,477 @@
+//! The worker pool: claims jobs, drives them through their provider (submit, record the task,
+//! poll with backoff, download), stores the image and settles the job.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use sqlx::{PgPool, postgres::PgListener};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::{ClaimedJob, Outcome, Settled};
+use crate::{
+    config::Config,
+    providers::{GenerationRequest, Poll, Provider, ProviderError, Providers, Submission},
+    state::AppState,
+    storage::{self, Store},
+};
+
+/// How the pool runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Jobs run at once by this process (`FACEOFF_WORKERS`).
+    pub workers: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// How often idle workers look for jobs when no notification arrives.
+    pub idle_poll: Duration,
+    /// Jobs run at once per catalog provider by this process (BFL allows 24 active tasks).
+    pub per_provider: usize,
+    /// Transient provider failures tolerated in a row before a job fails.
+    pub max_transient: u32,
+}
+
+impl WorkerOptions {
+    pub fn from_config(config: &Config) -> Self {
+        WorkerOptions {
+            workers: config.workers,
+            lease: Duration::from_secs(60),
+            idle_poll: Duration::from_secs(2),
+            per_provider: 24,
+            max_transient: 6,
+        }
+    }
+}
+
+/// Per-provider concurrency limits, created on first use.
+#[derive(Debug)]
+struct Limits {
+    per_provider: usize,
+    map: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Limits {
+    fn get(&self, provider: &str) -> Arc<Semaphore> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(provider.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_provider))).clone()
+    }
+
+    /// Providers with no free slot: their jobs are not claimed for now.
+    fn saturated(&self) -> Vec<String> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().filter(|(_, s)| s.available_permits() == 0).map(|(k, _)| k.clone()).collect()
+    }
+}
+
+/// Everything a worker needs; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub pool: PgPool,
+    pub store: Store,
+    pub providers: Providers,
+    pub options: WorkerOptions,
+    limits: Arc<Limits>,
+    wake: Arc<Notify>,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, store: Store, providers: Providers, options: WorkerOptions) -> Self {
+        let limits = Arc::new(Limits { per_provider: options.per_provider.max(1), map: Mutex::default() });
+        Engine { pool, store, providers, options, limits, wake: Arc::new(Notify::new()) }
+    }
+
+    pub fn from_state(state: &AppState, options: WorkerOptions) -> Self {
+        Engine::new(state.pool.clone(), state.store.clone(), state.providers.clone(), options)
+    }
+
+    /// Claims and runs at most one job; `Ok(false)` when there was none. (Tests and the
+    /// benchmark drive workers with this; the pool loops over it.)
+    pub async fn run_once(&self, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+        let skip = self.limits.saturated();
+        let Some(job) = super::claim(&self.pool, self.options.lease, &skip).await? else {
+            return Ok(false);
+        };
+        let _permit = self.limits.get(&job.provider).acquire_owned().await?;
+        self.run_claimed(job, shutdown).await?;
+        Ok(true)
+    }
+
+    /// Runs a claimed job to its end (or gives it back on shutdown), keeping its lease alive.
+    pub async fn run_claimed(&self, job: ClaimedJob, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let lost = CancellationToken::new();
+        let heartbeat = {
+            let (pool, job, lease, lost) = (self.pool.clone(), job.clone(), self.options.lease, lost.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(lease / 3);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = lost.cancelled() => break,
+                        _ = tick.tick() => {}
+                    }
+                    match super::heartbeat(&pool, &job, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(job = %job.job_id, "lease lost; abandoning the job");
+                            lost.cancel();
+                            break;
+                        }
+                        Err(err) => tracing::warn!(job = %job.job_id, "heartbeat: {err}"),
+                    }
+                }
+            })
+        };
+        let stop = Stop { shutdown, lost: &lost };
+        let result = self.drive(&job, &stop).await;
+        lost.cancel();
+        let _ = heartbeat.await;
+        match result {
+            Ok(Step::Settle(outcome)) => match super::settle(&self.pool, &job, &outcome).await? {
+                Settled::Done { charged } => {
+                    tracing::info!(job = %job.job_id, model = %job.model_slug, ?outcome, charged, "job settled");
+                    metrics::counter!("jobs_settled_total", "status" => outcome_label(&outcome)).increment(1);
+                }
+                Settled::LostLease => tracing::warn!(job = %job.job_id, "job was settled by another worker"),
+            },
+            Ok(Step::Abandon) => {
+                if shutdown.is_cancelled() && super::release(&self.pool, &job).await? {
+                    tracing::info!(job = %job.job_id, "job released for another worker (shutting down)");
+                }
+            }
+            Err(err) => {
+                // Leave the lease to expire: another worker (or this one) retries the job later.
+                tracing::warn!(job = %job.job_id, "job interrupted: {err:#}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn drive(&self, job: &ClaimedJob, stop: &Stop<'_>) -> anyhow::Result<Step> {
+        if OffsetDateTime::now_utc() >= job.deadline {
+            return Ok(Step::Settle(Outcome::TimedOut("no image arrived before the job's deadline".into())));
+        }
+        let provider = self.providers.for_catalog_provider(&job.provider);
+        let reference_image = match &job.reference_key {
+            Some(key) => {
+                Some(self.store.get(key).await?.ok_or_else(|| anyhow::anyhow!("reference image {key} is missing"))?)
+            }
+            None => None,
+        };
+        let request = GenerationRequest {
+            endpoint: job_endpoint(job),
+            model: job.model_slug.clone(),
+            model_name: job.display_name(),
+            prompt: job.prompt.clone(),
+            seed: job.seed as u32,
+            mode: job.mode(),
+            aspect_ratio: job.aspect_ratio.clone(),
+            width: job.width as u32,
+            height: job.height as u32,
+            reference_image,
+        };
+
+        // Resume the recorded task of the same provider implementation; submit otherwise.
+        let recorded = match (&job.submission, &job.provider_impl) {
+            (Some(sub), Some(name)) if name == provider.name() => Some(sub.0.clone()),
+            _ => None,
+        };
+        let submission = match recorded {
+            Some(sub) => sub,
+            None => match self.submit(job, provider.as_ref(), &request, stop).await? {
+                Ok(sub) => {
+                    if !super::record_submission(&self.pool, job, provider.name(), &sub).await? {
+                        return Ok(Step::Abandon);
+                    }
+                    sub
+                }
+                Err(step) => return Ok(step),
+            },
+        };
+        self.poll(job, provider.as_ref(), &request, &submission, stop).await
+    }
+
+    /// Submits with retries for transient failures. `Err(step)` ends the job.
+    async fn submit(
+        &self,
+        job: &ClaimedJob,
+        provider: &dyn Provider,
+        request: &GenerationRequest,
+        stop: &Stop<'_>,
+    ) -> anyhow::Result<Result<Submission, Step>> {
+        let mut failures = 0;
+        loop {
+            if OffsetDateTime::now_utc() >= job.deadline {
+                return Ok(Err(Step::Settle(Outcome::TimedOut("the provider did not accept the job in time".into()))));
+            }
+            match provider.submit(request).await {
+                Ok(sub) => return Ok(Ok(sub)),
+                Err(ProviderError::Moderated(why)) => return Ok(Err(Step::Settle(Outcome::Moderated(why)))),
+                Err(ProviderError::Fatal(why)) => return Ok(Err(Step::Settle(Outcome::Failed(why)))),
+                Err(ProviderError::Transient(why)) => {
+                    failures += 1;
+                    tracing::info!(job = %job.job_id, failures, "transient submit failure: {why}");
+                    if failures > self.options.max_transient {
+                        return Ok(Err(Step::Settle(Outcome::Failed(format!(
+                            "the provider kept failing ({failures} attempts): {why}"
+                        )))));
+                    }
+                    if !stop.sleep(backoff(failures)).await {
+                        return Ok(Err(Step::Abandon));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn poll(
+        &self,
+        job: &ClaimedJob,
+        provider: &dyn Provider,
+        request: &GenerationRequest,
+        submission: &Submission,
+        stop: &Stop<'_>,
+    ) -> anyhow::Result<Step> {
+        let mut attempt = 0u32;
+        let mut failures = 0u32;
+        let mut last_progress = -1.0f32;
+        loop {
+            let wait = if failures > 0 { backoff(failures) } else { provider.poll_interval(attempt) };
+            // Never sleep past the deadline.
+            let left = (job.deadline - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+            let wait = wait.min(Duration::from_millis(left.whole_milliseconds() as u64));
+            if !stop.sleep(wait).await {
+                return Ok(Step::Abandon);
+            }
+            if OffsetDateTime::now_utc() >= job.deadline {
+                return Ok(Step::Settle(Outcome::TimedOut("no image arrived before the job's deadline".into())));
+            }
+            attempt += 1;
+            match provider.poll(request, submission).await {
+                Ok(Poll::Pending { progress }) => {
+                    failures = 0;
+                    if let Some(p) = progress
+                        && (p - last_progress).abs() >= 0.05
+                    {
+                        last_progress = p;
+                        if !super::record_progress(&self.pool, job, p).await? {
+                            return Ok(Step::Abandon);
+                        }
+                    }
+                }
+                Ok(Poll::Ready(image)) => {
+                    let outcome =
+                        self.store_image(job, image.bytes, &image.content_type, image.width, image.height).await?;
+                    return Ok(Step::Settle(outcome));
+                }
+                Ok(Poll::Moderated { reason }) => return Ok(Step::Settle(Outcome::Moderated(reason))),
+                Ok(Poll::Failed { reason }) => return Ok(Step::Settle(Outcome::Failed(reason))),
+                Err(ProviderError::Moderated(why)) => return Ok(Step::Settle(Outcome::Moderated(why))),
+                Err(ProviderError::Fatal(why)) => return Ok(Step::Settle(Outcome::Failed(why))),
+                Err(ProviderError::Transient(why)) => {
+                    failures += 1;
+                    tracing::info!(job = %job.job_id, failures, "transient poll failure: {why}");
+                    if failures > self.options.max_transient {
+                        return Ok(Step::Settle(Outcome::Failed(format!(
+                            "the provider kept failing ({failures} attempts): {why}"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores the delivered image (owner = the run's user) and its WebP thumbnail.
+    async fn store_image(
+        &self,
+        job: &ClaimedJob,
+        bytes: Bytes,
+        content_type: &str,
+        width: u32,
+        height: u32,
+    ) -> anyhow::Result<Outcome> {
+        let ext = match content_type {
+            "image/png" => "png",
+            "image/webp" => "webp",
+            _ => "jpg",
+        };
+        let image_key = format!("runs/{}/{}.{ext}", job.run_id, job.job_id);
+        let thumb_key = format!("runs/{}/{}.thumb.webp", job.run_id, job.job_id);
+        let for_thumb = bytes.clone();
+        let thumb = tokio::task::spawn_blocking(move || storage::thumbnail_webp(&for_thumb, 512)).await?;
+        storage::save(
+            &self.pool,
+            &self.store,
+            &image_key,
+            bytes,
+            content_type,
+            Some((width, height)),
+            Some(job.user_id),
+        )
+        .await?;
+        let thumb_key = match thumb {
+            Ok((thumb, w, h)) => {
+                storage::save(
+                    &self.pool,
+                    &self.store,
+                    &thumb_key,
+                    thumb,
+                    "image/webp",
+                    Some((w, h)),
+                    Some(job.user_id),
+                )
+                .await?;
+                Some(thumb_key)
+            }
+            Err(err) => {
+                tracing::warn!(job = %job.job_id, "no thumbnail: {err:#}");
+                None
+            }
+        };
+        Ok(Outcome::Delivered { image_key, thumb_key, width, height })
+    }
+
+    /// One worker: claims and runs jobs until `shutdown`.
+    async fn work(self, id: usize, shutdown: CancellationToken) {
+        tracing::debug!(worker = id, "worker started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // Register for a wake-up before looking, so a notification in between is not lost.
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.run_once(&shutdown).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(worker = id, "worker: {err:#}"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(self.options.idle_poll) => {}
+            }
+        }
+        tracing::debug!(worker = id, "worker stopped");
+    }
+
+    /// Forwards `NOTIFY` on the queue channel to idle workers until `shutdown`.
+    async fn listen(self, shutdown: CancellationToken) {
+        loop {
+            let mut listener = match PgListener::connect_with(&self.pool).await {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::warn!("job listener: {err}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    }
+                }
+            };
+            if let Err(err) = listener.listen(super::CHANNEL_QUEUED).await {
+                tracing::warn!("job listener: {err}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                }
+            }
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    message = listener.recv() => match message {
+                        Ok(_) => self.wake.notify_waiters(),
+                        Err(err) => {
+                            tracing::warn!("job listener: {err}");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    outcome.status().as_str()
+}
+
+/// The variant's endpoint, as recorded on the job.
+fn job_endpoint(job: &ClaimedJob) -> String {
+    job.endpoint.clone()
+}
+
+enum Step {
+    Settle(Outcome),
+    /// Stop without settling: shutting down or the lease was lost.
+    Abandon,
+}
+
+struct Stop<'a> {
+    shutdown: &'a CancellationToken,
+    lost: &'a CancellationToken,
+}
+
+impl Stop<'_> {
+    /// Sleeps; `false` when the worker must stop instead.
+    async fn sleep(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = self.lost.cancelled() => false,
+            _ = tokio::time::sleep(duration) => true,
+        }
+    }
+}
+
+/// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s … capped at 15 s.
+fn backoff(failures: u32) -> Duration {
+    let base = 500u64.saturating_mul(1 << failures.saturating_sub(1).min(5)).min(15_000);
+    let jitter = rand::random::<u64>() % (base / 4 + 1);
+    Duration::from_millis(base + jitter)
+}
+
+/// Starts `options.workers` workers (none when 0) and the listener that wakes them. They stop
+/// when `shutdown` is cancelled: running jobs are given back to the queue, never left half-settled.
+pub fn spawn_workers(
+    state: &AppState,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    if options.workers == 0 {
+        return Vec::new();
+    }
+    let engine = Engine::from_state(state, options);
+    let mut tasks = vec![tokio::spawn(engine.clone().listen(shutdown.clone()))];
+    for id in 0..engine.options.workers {
+        tasks.push(tokio::spawn(engine.clone().work(id, shutdown.clone())));
+    }
+    tracing::info!(workers = engine.options.workers, "generation workers started");
+    tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) >= Duration::from_millis(500) && backoff(1) < Duration::from_millis(700));
+        assert!(backoff(3) >= Duration::from_millis(2000));
+        assert!(backoff(30) <= Duration::from_millis(15_000 + 3_751));
+    }
+
+    #[test]
+    fn saturated_providers_are_skipped() {
+        let limits = Limits { per_provider: 1, map: Mutex::default() };
+        let sem = limits.get("bfl");
+        assert!(limits.saturated().is_empty());
+        let permit = sem.try_acquire_owned().expect("free");
+        assert_eq!(limits.saturated(), vec!["bfl".to_string()]);
+        drop(permit);
+        assert!(limits.saturated().is_empty());
+    }
+}
