@@ -8,7 +8,13 @@
 //! - [`reserve`], [`post`] and [`void`] are the two-phase holds used by generation jobs: reserved
 //!   credits move from the user's wallet to the `pending_holds` system account, and leave it
 //!   exactly once, to `generation_revenue` (posted) and/or back to the wallet.
-//! - [`check_invariants`] verifies what the database also enforces (see the migration).
+//! - [`check_invariants`] verifies what the database also enforces (see the migrations: a
+//!   wallet never negative, append-only transfers and entries, every transfer a balanced pair of
+//!   entries (checked at commit), each wallet entry continuing its balance chain, a hold
+//!   resolved once and matching its reserve transfer).
+//!
+//! Concurrency: a transfer locks only the user wallets it touches (system accounts cache no
+//! balance, so they are no hot row), in account-id order; a hold's resolution locks the hold.
 
 use sqlx::{PgConnection, PgExecutor, Row};
 use time::OffsetDateTime;
@@ -421,7 +427,8 @@ pub async fn reserve(
 
 /// Charges `amount` (at most the held amount) and returns any remainder to the wallet.
 /// Posting again with the same amount is a no-op that returns the hold; any other second
-/// resolution is [`LedgerError::AlreadyResolved`].
+/// resolution is [`LedgerError::AlreadyResolved`]. A hold past its deadline can still be posted
+/// until the sweeper voids it: the hold's row lock makes whichever comes first the only one.
 #[tracing::instrument(skip(db, memo, refs))]
 pub async fn post(
     db: &mut PgConnection,

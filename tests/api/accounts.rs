@@ -405,7 +405,37 @@ async fn sign_out_everywhere_ends_every_session() {
     assert!(!signed_in(&app, &phone).await);
     assert!(signed_in(&app, &bystander).await, "other users keep their sessions");
     let (_, page) = app.page("/login?notice=signed-out-everywhere").await;
+    page.assert_well_formed("login with a notice");
     assert!(page.text(".notice").is_some_and(|t| t.contains("signed out on every device")));
+}
+
+#[tokio::test]
+async fn signup_goes_on_to_next_when_it_is_local() {
+    let app = TestApp::spawn().await;
+    let (_, page) = app.page("/signup?next=/studio%3Fmodels%3Dflux-2").await;
+    page.assert_well_formed("signup with next");
+    assert_eq!(page.attr(".auth-switch a", "href").as_deref(), Some("/login?next=%2Fstudio%3Fmodels%3Dflux-2"));
+    let csrf = page.attr("input[name=csrf_token]", "value").expect("csrf");
+    let next = page.attr("input[name=next]", "value").expect("next carried by the form");
+    let response = post(
+        &app,
+        &app.client,
+        "/signup",
+        &[("email", "lee@example.com"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", &next)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/studio?models=flux-2");
+    let (other, _) = new_client();
+    let csrf = token(&app, &other, "/signup").await;
+    let response = post(
+        &app,
+        &other,
+        "/signup",
+        &[("email", "may@example.com"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", "//evil.example")],
+    )
+    .await;
+    assert_eq!(location(&response), "/");
 }
 
 #[tokio::test]

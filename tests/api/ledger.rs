@@ -629,7 +629,7 @@ async fn simulated_concurrent_ledger_traffic_matches_the_model() {
 
         // The model's view of every hold and balance, against the database's.
         let mut expected_available = model.granted.clone();
-        let mut expected_held = vec![0i64; USERS];
+        let mut expected_held = [0i64; USERS];
         let (mut revenue, mut pending_total) = (0i64, 0i64);
         for (hold_id, (user, amount, _, resolution)) in &model.holds {
             let db_hold = ledger::get_hold(&pool, *hold_id).await.expect("hold");
