@@ -108,6 +108,17 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = jobs::spawn_workers(state, jobs::WorkerOptions::from_config(&state.config), shutdown.clone());
     tasks.push(state.catalog.spawn_listener(state.pool.clone(), shutdown.clone()));
+    // Showcase images of the comparison pages: generated once (across all instances), early.
+    let showcase_state = state.clone();
+    let showcase_shutdown = shutdown.clone();
+    let showcases = tokio::spawn(async move {
+        let catalog = showcase_state.catalog.current();
+        tokio::select! {
+            _ = showcase_shutdown.cancelled() => {}
+            _ = showcase_state.showcases.generate_all(&showcase_state, &catalog) => {}
+        }
+    });
+    tasks.push(showcases);
     let pool = state.pool.clone();
     let auth_limits = state.auth_limits.clone();
     let housekeeping = tokio::spawn(async move {

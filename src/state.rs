@@ -7,8 +7,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::rate_limit::AuthLimits, catalog::CatalogHandle, config::Config, payments::Payments, providers::Providers,
-    storage::Store, telemetry::Metrics, web::assets::Assets,
+    accounts::rate_limit::AuthLimits,
+    catalog::{CatalogHandle, showcase::Showcases},
+    config::Config,
+    payments::Payments,
+    providers::Providers,
+    storage::Store,
+    telemetry::Metrics,
+    web::assets::Assets,
 };
 
 /// Cheap to clone: everything inside is reference-counted.
@@ -27,6 +33,8 @@ pub struct AppState {
     pub catalog: CatalogHandle,
     /// Cancelled when the process shuts down: background work stops and live streams end.
     pub shutdown: CancellationToken,
+    /// Ready showcase images of the comparison pages (cached) and their generation.
+    pub showcases: Showcases,
 }
 
 impl AppState {
@@ -48,6 +56,7 @@ impl AppState {
             auth_limits: Arc::new(AuthLimits::default()),
             catalog,
             shutdown: CancellationToken::new(),
+            showcases: Showcases::default(),
         })
     }
 }

@@ -18,7 +18,10 @@ pub mod file;
 mod pages;
 pub mod showcase;
 
-pub use pages::routes;
+pub use pages::{
+    FeatureTable, FeaturedComparison, MAX_COMPARE, feature_table, featured_comparisons, json_ld, routes,
+    selected_models, sitemap_paths,
+};
 
 /// The catalog file compiled into the binary (the reviewed `catalog/catalog.toml`).
 pub const CATALOG_TOML: &str = include_str!("../../catalog/catalog.toml");

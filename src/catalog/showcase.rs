@@ -1,1 +1,340 @@
-//! Showcase images of the comparison pages.
+//! Showcase images of the comparison pages: each use case's showcase prompt, run once through
+//! every model's configured provider (the sandbox unless a real one is set up), stored in the
+//! object store like any run's images, with a ~800 px wide JPEG for the web.
+//!
+//! The `showcase_image` row is the claim: whoever inserts it (or takes over a stale or failed
+//! claim) generates, so concurrent requests and several instances produce one image. Ready
+//! images are cached in memory, so pages stop reading the table once everything is generated.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::Cursor,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use super::{Catalog, Mode, Model, UseCase};
+use crate::{
+    providers::{self, GenerationRequest, Poll, ProviderError},
+    state::AppState,
+    storage,
+};
+
+/// Width of the web rendition shown on pages.
+pub const WEB_WIDTH: u32 = 800;
+/// A claim older than this is considered abandoned (its generator died) and is taken over.
+const STALE_CLAIM: &str = "5 minutes";
+/// How long to wait before retrying a failed generation, and how often.
+const RETRY_AFTER: &str = "1 minute";
+const MAX_ATTEMPTS: i32 = 5;
+/// Longest time one generation may take.
+const GENERATION_DEADLINE: Duration = Duration::from_secs(600);
+/// The seed used for every showcase image, so reruns give the same picture.
+const SHOWCASE_SEED: u32 = 2_026_1127;
+
+/// A generated showcase image, ready to show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShowcaseImage {
+    /// `/media/...` of the web rendition.
+    pub url: String,
+    pub width: u32,
+    pub height: u32,
+    /// The provider that produced it (`sandbox`, `bfl`).
+    pub provider: String,
+}
+
+impl ShowcaseImage {
+    pub fn is_sandbox(&self) -> bool {
+        self.provider == "sandbox"
+    }
+}
+
+/// In-memory cache of ready showcase images, keyed by (use case, model, prompt digest).
+#[derive(Clone, Default)]
+pub struct Showcases {
+    ready: Arc<Mutex<HashMap<(String, String, String), ShowcaseImage>>>,
+    /// Generations started by this process and not finished yet.
+    running: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+fn digest(prompt: &str) -> String {
+    hex::encode(&Sha256::digest(prompt.as_bytes())[..8])
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    model_slug: String,
+    prompt: String,
+    status: String,
+    provider: Option<String>,
+    media_key: Option<String>,
+    width: Option<i32>,
+    height: Option<i32>,
+}
+
+impl Showcases {
+    fn cached(&self, use_case: &UseCase, model: &str) -> Option<ShowcaseImage> {
+        let key = (use_case.slug.clone(), model.to_string(), digest(&use_case.showcase_prompt));
+        self.ready.lock().ok()?.get(&key).cloned()
+    }
+
+    /// The showcase images of `models` for `use_case` (`None` while one is not generated yet).
+    /// Missing ones are generated in the background.
+    pub async fn images(&self, state: &AppState, use_case: &UseCase, models: &[&Model]) -> Vec<Option<ShowcaseImage>> {
+        let mut out: Vec<Option<ShowcaseImage>> = models.iter().map(|m| self.cached(use_case, &m.slug)).collect();
+        if out.iter().all(Option::is_some) {
+            return out;
+        }
+        let missing: Vec<String> =
+            models.iter().zip(&out).filter(|(_, img)| img.is_none()).map(|(m, _)| m.slug.clone()).collect();
+        let rows: Vec<Row> = match sqlx::query_as(
+            "SELECT model_slug, prompt, status, provider, media_key, width, height FROM showcase_image
+             WHERE use_case_slug = $1 AND model_slug = ANY($2)",
+        )
+        .bind(&use_case.slug)
+        .bind(&missing)
+        .fetch_all(&state.pool)
+        .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                // The page still renders, with placeholders.
+                tracing::warn!("reading showcase images: {err}");
+                return out;
+            }
+        };
+        for (model, slot) in models.iter().zip(out.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            let row = rows.iter().find(|r| r.model_slug == model.slug && r.prompt == use_case.showcase_prompt);
+            match row {
+                Some(Row { status, media_key: Some(key), width: Some(w), height: Some(h), provider, .. })
+                    if status == "ready" =>
+                {
+                    let image = ShowcaseImage {
+                        url: format!("/media/{key}"),
+                        width: *w as u32,
+                        height: *h as u32,
+                        provider: provider.clone().unwrap_or_default(),
+                    };
+                    if let Ok(mut ready) = self.ready.lock() {
+                        ready.insert(
+                            (use_case.slug.clone(), model.slug.clone(), digest(&use_case.showcase_prompt)),
+                            image.clone(),
+                        );
+                    }
+                    *slot = Some(image);
+                }
+                _ => self.spawn_generation(state, use_case, model),
+            }
+        }
+        out
+    }
+
+    /// Starts generating one showcase image in the background unless this process already is.
+    pub fn spawn_generation(&self, state: &AppState, use_case: &UseCase, model: &Model) {
+        let key = (use_case.slug.clone(), model.slug.clone());
+        match self.running.lock() {
+            Ok(mut running) => {
+                if !running.insert(key.clone()) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        let (state, use_case, model, this) = (state.clone(), use_case.clone(), model.clone(), self.clone());
+        tokio::spawn(async move {
+            if let Err(err) = generate(&state, &use_case, &model).await {
+                tracing::warn!(use_case = %use_case.slug, model = %model.slug, "showcase image: {err:#}");
+            }
+            if let Ok(mut running) = this.running.lock() {
+                running.remove(&key);
+            }
+        });
+    }
+
+    /// Generates every missing showcase image, one after the other (a start-up background task).
+    pub async fn generate_all(&self, state: &AppState, catalog: &Catalog) {
+        for use_case in catalog.use_cases() {
+            for model in catalog.models() {
+                if self.cached(use_case, &model.slug).is_some() {
+                    continue;
+                }
+                if let Err(err) = generate(state, use_case, model).await {
+                    tracing::warn!(use_case = %use_case.slug, model = %model.slug, "showcase image: {err:#}");
+                }
+            }
+        }
+    }
+}
+
+/// Claims the (use case, model) showcase for this process; false when it is ready, or another
+/// process is generating it, or it failed too often.
+async fn claim(pool: &PgPool, use_case: &UseCase, model: &Model) -> Result<bool, sqlx::Error> {
+    let claimed: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO showcase_image (use_case_slug, model_slug, prompt, status, attempts, claimed_at)
+         VALUES ($1, $2, $3, 'pending', 1, now())
+         ON CONFLICT (use_case_slug, model_slug) DO UPDATE
+         SET prompt = EXCLUDED.prompt, status = 'pending', error = NULL, claimed_at = now(),
+             attempts = CASE WHEN showcase_image.prompt = EXCLUDED.prompt THEN showcase_image.attempts + 1 ELSE 1 END
+         WHERE showcase_image.prompt <> EXCLUDED.prompt
+            OR (showcase_image.status = 'pending' AND showcase_image.claimed_at < now() - interval '{STALE_CLAIM}')
+            OR (showcase_image.status = 'failed' AND showcase_image.attempts < {MAX_ATTEMPTS}
+                AND showcase_image.updated_at < now() - interval '{RETRY_AFTER}')
+         RETURNING attempts"
+    )))
+    .bind(&use_case.slug)
+    .bind(&model.slug)
+    .bind(&use_case.showcase_prompt)
+    .fetch_optional(pool)
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// Generates, stores and records one showcase image if this process wins the claim.
+pub async fn generate(state: &AppState, use_case: &UseCase, model: &Model) -> anyhow::Result<()> {
+    if !claim(&state.pool, use_case, model).await? {
+        return Ok(());
+    }
+    let result = produce(state, use_case, model).await;
+    if let Err(err) = &result {
+        sqlx::query(
+            "UPDATE showcase_image SET status = 'failed', error = $4
+             WHERE use_case_slug = $1 AND model_slug = $2 AND prompt = $3 AND status = 'pending'",
+        )
+        .bind(&use_case.slug)
+        .bind(&model.slug)
+        .bind(&use_case.showcase_prompt)
+        .bind(format!("{err:#}"))
+        .execute(&state.pool)
+        .await?;
+    }
+    result
+}
+
+async fn produce(state: &AppState, use_case: &UseCase, model: &Model) -> anyhow::Result<()> {
+    let provider = state.providers.for_catalog_provider(&model.provider);
+    let variant = model.default_variant();
+    let ratio = if model.supports_aspect_ratio(&use_case.showcase_aspect_ratio) {
+        use_case.showcase_aspect_ratio.clone()
+    } else {
+        model.aspect_ratios.first().cloned().unwrap_or_else(|| "1:1".into())
+    };
+    let (width, height) = providers::dimensions(&ratio, Mode::TwoK).context("showcase aspect ratio")?;
+    let request = GenerationRequest {
+        endpoint: variant.endpoint.clone(),
+        model: model.slug.clone(),
+        model_name: model.name.clone(),
+        prompt: use_case.showcase_prompt.clone(),
+        seed: SHOWCASE_SEED,
+        mode: Mode::TwoK,
+        aspect_ratio: ratio,
+        width,
+        height,
+        reference_image: None,
+    };
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0u32;
+    let submission = loop {
+        match provider.submit(&request).await {
+            Ok(submission) => break submission,
+            Err(ProviderError::Transient(reason)) if started.elapsed() < GENERATION_DEADLINE && attempt < 5 => {
+                tracing::info!("showcase submit: {reason}; retrying");
+                tokio::time::sleep(provider.poll_interval(attempt)).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    };
+    let mut attempt = 0u32;
+    let image = loop {
+        if started.elapsed() > GENERATION_DEADLINE {
+            bail!("the provider took longer than {} s", GENERATION_DEADLINE.as_secs());
+        }
+        tokio::time::sleep(provider.poll_interval(attempt)).await;
+        attempt += 1;
+        match provider.poll(&request, &submission).await {
+            Ok(Poll::Ready(image)) => break image,
+            Ok(Poll::Pending { .. }) | Err(ProviderError::Transient(_)) => continue,
+            Ok(Poll::Moderated { reason }) => bail!("moderated: {reason}"),
+            Ok(Poll::Failed { reason }) => bail!("failed: {reason}"),
+            Err(err) => return Err(err.into()),
+        }
+    };
+
+    let base = format!("showcase/{}/{}/{}", use_case.slug, model.slug, digest(&use_case.showcase_prompt));
+    let extension = match image.content_type.as_str() {
+        "image/png" => "png",
+        "image/webp" => "webp",
+        _ => "jpg",
+    };
+    storage::save(
+        &state.pool,
+        &state.store,
+        &format!("{base}/original.{extension}"),
+        image.bytes.clone(),
+        &image.content_type,
+        Some((image.width, image.height)),
+        None,
+    )
+    .await?;
+    let original = image.bytes.clone();
+    let (web, web_width, web_height) = tokio::task::spawn_blocking(move || web_rendition(&original, WEB_WIDTH))
+        .await
+        .context("resizing the showcase image")??;
+    let web_key = format!("{base}/w{WEB_WIDTH}.jpg");
+    storage::save(&state.pool, &state.store, &web_key, web, "image/jpeg", Some((web_width, web_height)), None).await?;
+    sqlx::query(
+        "UPDATE showcase_image SET status = 'ready', media_key = $4, width = $5, height = $6, provider = $7,
+             error = NULL
+         WHERE use_case_slug = $1 AND model_slug = $2 AND prompt = $3",
+    )
+    .bind(&use_case.slug)
+    .bind(&model.slug)
+    .bind(&use_case.showcase_prompt)
+    .bind(&web_key)
+    .bind(web_width as i32)
+    .bind(web_height as i32)
+    .bind(provider.name())
+    .execute(&state.pool)
+    .await?;
+    tracing::info!(use_case = %use_case.slug, model = %model.slug, provider = provider.name(), "showcase image ready");
+    Ok(())
+}
+
+/// A JPEG (quality 82) `width` pixels wide (never upscaled), for pages.
+pub fn web_rendition(bytes: &[u8], width: u32) -> anyhow::Result<(Bytes, u32, u32)> {
+    let img = image::load_from_memory(bytes).context("decoding the showcase image")?;
+    let img = if img.width() > width {
+        let height = ((u64::from(img.height()) * u64::from(width)) / u64::from(img.width())).max(1) as u32;
+        img.resize_exact(width, height, image::imageops::FilterType::Lanczos3)
+    } else {
+        img
+    };
+    let mut out = Cursor::new(Vec::new());
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82);
+    img.to_rgb8().write_with_encoder(encoder).context("encoding the showcase image")?;
+    Ok((Bytes::from(out.into_inner()), img.width(), img.height()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_rendition_is_800_wide_jpeg_keeping_the_ratio() {
+        let img = image::RgbImage::from_fn(1200, 1600, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+        let mut png = Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).expect("png");
+        let (bytes, w, h) = web_rendition(png.get_ref(), 800).expect("rendition");
+        assert_eq!((w, h), (800, 1066));
+        let decoded = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).expect("jpeg");
+        assert_eq!((decoded.width(), decoded.height()), (800, 1066));
+    }
+}
