@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     payments::Payments,
     providers::Providers,
+    runs::RunEvents,
     storage::Store,
     telemetry::Metrics,
     web::assets::Assets,
@@ -35,6 +36,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Ready showcase images of the comparison pages (cached) and their generation.
     pub showcases: Showcases,
+    /// Fan-out of job notifications to the live run pages.
+    pub run_events: RunEvents,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             catalog,
             shutdown: CancellationToken::new(),
             showcases: Showcases::default(),
+            run_events: RunEvents::default(),
         })
     }
 }

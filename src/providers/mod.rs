@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
+pub mod bfl;
 pub mod sandbox;
 
+pub use bfl::BflProvider;
 pub use sandbox::SandboxProvider;
 
 /// Resolution modes offered in the catalog.
@@ -167,7 +169,11 @@ pub struct Providers {
 
 impl Providers {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        Ok(Providers { sandbox: Arc::new(SandboxProvider::from_config(config)), real: Vec::new() })
+        let mut real: Vec<(String, Arc<dyn Provider>)> = Vec::new();
+        if let Some(key) = &config.bfl_api_key {
+            real.push(("bfl".into(), Arc::new(BflProvider::new(key.clone(), config.bfl_api_url.clone())?)));
+        }
+        Ok(Providers { sandbox: Arc::new(SandboxProvider::from_config(config)), real })
     }
 
     /// The provider that runs models of the catalog provider `provider_slug`: the real one when

@@ -1,9 +1,183 @@
-//! Runs: one prompt sent to 2–4 models, the studio form, the run pages and their live updates.
+//! Runs: one prompt sent to 2–4 models, the studio form, the run pages and their live updates,
+//! the run history, and the JSON API (`/api/v1`) with personal API keys.
 
 use axum::Router;
+use serde::Serialize;
+use sqlx::{FromRow, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
 
-use crate::state::AppState;
+use crate::{
+    jobs::{self, Job, JobStatus},
+    state::AppState,
+};
+
+pub mod api;
+pub mod create;
+pub mod events;
+mod pages;
+
+pub use create::{CreateError, Created, RunInput, ValidRun, create_run, quote, validate};
+pub use events::RunEvents;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    pages::routes().merge(api::routes())
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct Run {
+    pub run_id: Uuid,
+    pub user_id: Uuid,
+    pub prompt: String,
+    pub mode: String,
+    pub aspect_ratio: String,
+    pub seed: i64,
+    pub reference_key: Option<String>,
+    pub total_price: i64,
+    pub created_at: OffsetDateTime,
+}
+
+const RUN_COLUMNS: &str = "run_id, user_id, prompt, mode, aspect_ratio, seed, reference_key, total_price, created_at";
+
+pub async fn find(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Option<Run>, sqlx::Error> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM generation_run WHERE run_id = $1");
+    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_optional(db).await
+}
+
+/// A run of `user_id`, or `None` (also when it belongs to someone else: callers answer 404).
+pub async fn find_owned(db: impl PgExecutor<'_>, run_id: Uuid, user_id: Uuid) -> Result<Option<Run>, sqlx::Error> {
+    Ok(find(db, run_id).await?.filter(|r| r.user_id == user_id))
+}
+
+/// A user's runs, newest first.
+pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid, limit: i64, offset: i64) -> Result<Vec<Run>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM generation_run WHERE user_id = $1 ORDER BY created_at DESC, run_id DESC LIMIT $2 OFFSET $3"
+    );
+    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(limit).bind(offset).fetch_all(db).await
+}
+
+pub async fn count(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM generation_run WHERE user_id = $1").bind(user_id).fetch_one(db).await
+}
+
+/// A run with its jobs, as the pages, the live stream and the API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub id: Uuid,
+    pub url: String,
+    /// `pending` while any job is queued or running, then `done`.
+    pub status: &'static str,
+    pub prompt: String,
+    pub mode: String,
+    pub aspect_ratio: String,
+    pub seed: i64,
+    pub total_price: i64,
+    /// Credits charged so far (delivered images).
+    pub charged: i64,
+    /// Credits returned (failed, blocked or timed-out jobs).
+    pub refunded: i64,
+    /// Credits still held by unsettled jobs.
+    pub held: i64,
+    pub created_at: String,
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: Uuid,
+    pub model: String,
+    pub variant: String,
+    pub name: String,
+    pub status: JobStatus,
+    pub status_label: &'static str,
+    /// 0–100.
+    pub progress: u32,
+    pub price: i64,
+    pub charged: Option<i64>,
+    pub reason: Option<String>,
+    /// Shown to the user when the job was not charged.
+    pub message: Option<&'static str>,
+    pub image_url: Option<String>,
+    pub thumb_url: Option<String>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub duration_label: Option<String>,
+}
+
+impl JobView {
+    pub fn from_job(job: &Job) -> JobView {
+        let status = job.status();
+        JobView {
+            id: job.job_id,
+            model: job.model_slug.clone(),
+            variant: job.variant_slug.clone(),
+            name: job.display_name(),
+            status,
+            status_label: status.label(),
+            progress: job.percent(),
+            price: job.price,
+            charged: job.charged,
+            reason: job.reason.clone(),
+            message: status.not_charged_message(),
+            image_url: job.image_url(),
+            thumb_url: job.thumb_url(),
+            width: job.image_width,
+            height: job.image_height,
+            duration_ms: job.duration().map(|d| d.as_millis() as u64),
+            duration_label: job.duration_label(),
+        }
+    }
+
+    pub fn is_pending(&self) -> bool {
+        !self.status.is_settled()
+    }
+
+    pub fn status_class(&self) -> &'static str {
+        match self.status {
+            JobStatus::Delivered => "badge-good",
+            JobStatus::Queued | JobStatus::Running => "badge-warn",
+            _ => "badge-bad",
+        }
+    }
+}
+
+impl RunView {
+    pub fn build(run: &Run, jobs: &[Job]) -> RunView {
+        let jobs: Vec<JobView> = jobs.iter().map(JobView::from_job).collect();
+        let pending = jobs.iter().any(JobView::is_pending);
+        let charged = jobs.iter().filter_map(|j| j.charged).sum();
+        let refunded = jobs.iter().filter(|j| j.status.is_settled()).map(|j| j.price - j.charged.unwrap_or(0)).sum();
+        let held = jobs.iter().filter(|j| j.is_pending()).map(|j| j.price).sum();
+        RunView {
+            id: run.run_id,
+            url: format!("/runs/{}", run.run_id),
+            status: if pending { "pending" } else { "done" },
+            prompt: run.prompt.clone(),
+            mode: run.mode.clone(),
+            aspect_ratio: run.aspect_ratio.clone(),
+            seed: run.seed,
+            total_price: run.total_price,
+            charged,
+            refunded,
+            held,
+            created_at: run
+                .created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| run.created_at.to_string()),
+            jobs,
+        }
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.status == "pending"
+    }
+
+    /// Loads a run's view.
+    pub async fn load(pool: &sqlx::PgPool, run: &Run) -> Result<RunView, sqlx::Error> {
+        let jobs = jobs::for_run(pool, run.run_id).await?;
+        Ok(RunView::build(run, &jobs))
+    }
 }

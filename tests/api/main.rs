@@ -7,3 +7,4 @@ mod helpers;
 mod ledger;
 mod media;
 mod payments;
+mod runs;

@@ -1,0 +1,404 @@
+//! The studio (`GET /studio`, `POST /runs`), the run page with its live stream
+//! (`GET /runs/{id}`, `GET /runs/{id}/events`) and the history (`GET /runs`).
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State},
+    http::StatusCode,
+    response::{
+        IntoResponse, Redirect, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::get,
+};
+use bytes::Bytes;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::{
+    Run, RunView,
+    create::{self, CreateError, FieldErrors, RunInput},
+};
+use crate::{
+    catalog::{Catalog, Mode},
+    state::AppState,
+    web::{AppError, Result, csrf, layout::Layout, render},
+};
+
+/// The studio form's body limit: a 10 MB reference image plus the other fields.
+pub const RUN_FORM_LIMIT: usize = 11 * 1024 * 1024;
+pub const HISTORY_PAGE_SIZE: i64 = 12;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/studio", get(studio))
+        .route("/runs", get(history).post(submit).layer(DefaultBodyLimit::max(RUN_FORM_LIMIT)))
+        .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/events", get(run_events))
+}
+
+/// One model variant checkbox of the studio.
+pub struct ModelOption {
+    pub value: String,
+    pub label: String,
+    pub provider: String,
+    pub checked: bool,
+    pub price_2k: String,
+    pub price_4k: String,
+    pub ratios: String,
+    pub i2i: bool,
+}
+
+pub struct QuoteLine {
+    pub name: String,
+    pub price: i64,
+}
+
+#[derive(askama::Template)]
+#[template(path = "runs/studio.html")]
+pub struct StudioPage {
+    pub layout: Layout,
+    pub options: Vec<ModelOption>,
+    pub mode: String,
+    pub four_k_available: bool,
+    pub ratios: Vec<String>,
+    pub aspect_ratio: String,
+    pub prompt: String,
+    pub seed: String,
+    pub show_reference: bool,
+    pub idempotency_key: String,
+    pub errors: FieldErrors,
+    pub form_error: Option<String>,
+    pub lines: Vec<QuoteLine>,
+    pub total: i64,
+    pub available: i64,
+    pub missing: i64,
+    pub max_prompt: usize,
+}
+
+impl StudioPage {
+    fn build(layout: Layout, catalog: &Catalog, input: &RunInput, errors: FieldErrors) -> StudioPage {
+        let mut ignored = FieldErrors::default();
+        let chosen = create::resolve_models(catalog, &input.models, &mut ignored);
+        let chosen_values: Vec<String> = chosen
+            .iter()
+            .map(|(m, v)| if v.is_default { m.slug.clone() } else { format!("{}:{}", m.slug, v.slug) })
+            .collect();
+        let mut options = Vec::new();
+        for model in catalog.models() {
+            for variant in &model.variants {
+                let value =
+                    if variant.is_default { model.slug.clone() } else { format!("{}:{}", model.slug, variant.slug) };
+                let label = if model.variants.len() > 1 {
+                    format!("{} — {}", model.name, variant.name)
+                } else {
+                    model.name.clone()
+                };
+                options.push(ModelOption {
+                    checked: chosen_values.contains(&value),
+                    value,
+                    label,
+                    provider: model.provider_name.clone(),
+                    price_2k: variant.price(Mode::TwoK).map(|p| p.to_string()).unwrap_or_default(),
+                    price_4k: variant.price(Mode::FourK).map(|p| p.to_string()).unwrap_or_default(),
+                    ratios: model.aspect_ratios.join(","),
+                    i2i: model.image_to_image,
+                });
+            }
+        }
+        let mode = Mode::parse(input.mode.trim()).unwrap_or(Mode::TwoK);
+        let ratios = create::common_aspect_ratios(catalog, &chosen);
+        let aspect_ratio = if ratios.iter().any(|r| r == input.aspect_ratio.trim()) {
+            input.aspect_ratio.trim().to_string()
+        } else {
+            ratios.first().cloned().unwrap_or_else(|| "1:1".into())
+        };
+        let lines: Vec<QuoteLine> = chosen
+            .iter()
+            .filter_map(|(m, v)| {
+                let name = if m.variants.len() > 1 { format!("{} ({})", m.name, v.name) } else { m.name.clone() };
+                v.price(mode).map(|price| QuoteLine { name, price })
+            })
+            .collect();
+        let total = lines.iter().map(|l| l.price).sum();
+        let available = layout.user.as_ref().map(|u| u.available).unwrap_or(0);
+        StudioPage {
+            four_k_available: chosen.is_empty() || chosen.iter().all(|(_, v)| v.price(Mode::FourK).is_some()),
+            show_reference: !chosen.is_empty() && chosen.iter().all(|(m, _)| m.image_to_image),
+            layout,
+            options,
+            mode: mode.as_str().to_string(),
+            ratios,
+            aspect_ratio,
+            prompt: input.prompt.clone(),
+            seed: input.seed.clone(),
+            idempotency_key: create::new_idempotency_key(),
+            errors,
+            form_error: None,
+            lines,
+            total,
+            available,
+            missing: (total - available).max(0),
+            max_prompt: create::MAX_PROMPT_CHARS,
+        }
+    }
+}
+
+/// Query values: `models` may repeat and may hold comma-separated slugs.
+fn input_from_query(query: Option<&str>) -> RunInput {
+    let mut input = RunInput::default();
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "models" | "model" => input.models.extend(value.split(',').map(|s| s.trim().to_string())),
+            "mode" => input.mode = value.into_owned(),
+            "aspect_ratio" => input.aspect_ratio = value.into_owned(),
+            "prompt" => input.prompt = value.chars().take(create::MAX_PROMPT_CHARS * 2).collect(),
+            "seed" => input.seed = value.into_owned(),
+            _ => {}
+        }
+    }
+    input.models.retain(|m| !m.is_empty());
+    input.models.truncate(16);
+    input
+}
+
+/// `GET /studio`: the run form; also the no-JS "update quote" target.
+async fn studio(State(state): State<AppState>, layout: Layout, RawQuery(query): RawQuery) -> Result<Response> {
+    layout.require_user()?;
+    let catalog = state.catalog.current();
+    let input = input_from_query(query.as_deref());
+    Ok(render(&StudioPage::build(layout, &catalog, &input, FieldErrors::default())))
+}
+
+/// What the multipart form carried.
+#[derive(Default)]
+struct RunForm {
+    input: RunInput,
+    csrf_token: String,
+    idempotency_key: String,
+    reference: Option<Bytes>,
+}
+
+async fn read_form(mut multipart: Multipart) -> Result<RunForm> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::BadRequest("the upload is too large: the reference image may be at most 10 MB".into())
+        } else {
+            AppError::BadRequest("the form could not be read; reload the page and try again".into())
+        }
+    };
+    let mut form = RunForm::default();
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "reference_image" => {
+                let has_name = field.file_name().is_some_and(|n| !n.is_empty());
+                let bytes = field.bytes().await.map_err(bad)?;
+                if has_name || !bytes.is_empty() {
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    form.reference = Some(bytes);
+                }
+            }
+            _ => {
+                let text = field.text().await.map_err(bad)?;
+                match name.as_str() {
+                    "prompt" => form.input.prompt = text,
+                    "models" => form.input.models.push(text),
+                    "mode" => form.input.mode = text,
+                    "aspect_ratio" => form.input.aspect_ratio = text,
+                    "seed" => form.input.seed = text,
+                    "csrf_token" => form.csrf_token = text,
+                    "idempotency_key" => form.idempotency_key = text,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(form)
+}
+
+/// Decodes and checks an uploaded reference image off the async threads.
+pub async fn check_reference(bytes: Option<Bytes>) -> Result<Option<std::result::Result<create::Reference, String>>> {
+    match bytes {
+        None => Ok(None),
+        Some(bytes) => {
+            let checked = tokio::task::spawn_blocking(move || create::process_reference(&bytes))
+                .await
+                .map_err(|e| AppError::Internal(anyhow::anyhow!("reference check: {e}")))?;
+            Ok(Some(checked))
+        }
+    }
+}
+
+/// `POST /runs`: validates, prices and creates the run; 303 to its page.
+async fn submit(State(state): State<AppState>, layout: Layout, multipart: Multipart) -> Result<Response> {
+    let user_id = layout.require_user()?.id;
+    let form = read_form(multipart).await?;
+    let session = layout.session.as_ref().ok_or(AppError::CsrfFailed)?;
+    csrf::verify(session, &form.csrf_token).await?;
+    let catalog = state.catalog.current();
+    let key = match create::check_idempotency_key(&form.idempotency_key) {
+        Ok(key) => key.to_string(),
+        Err(_) => {
+            let mut page = StudioPage::build(layout, &catalog, &form.input, FieldErrors::default());
+            page.form_error = Some("This form has expired; check your choices and submit again.".into());
+            return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
+        }
+    };
+    let reference = check_reference(form.reference).await?;
+    let valid = match create::validate(&catalog, &form.input, reference) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            let mut page = StudioPage::build(layout, &catalog, &form.input, errors);
+            page.form_error = Some("Please correct the marked fields.".into());
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
+        }
+    };
+    match create::create_run(&state.pool, &state.store, user_id, &valid, &key).await {
+        Ok(created) => Ok(Redirect::to(&format!("/runs/{}", created.run_id)).into_response()),
+        Err(CreateError::InsufficientCredits { need, have }) => {
+            let mut page = StudioPage::build(layout, &catalog, &form.input, FieldErrors::default());
+            page.form_error = Some(format!(
+                "Not enough credits: this run needs {need} credits and you have {have}. You need {} more.",
+                need - have
+            ));
+            page.available = have;
+            page.missing = need - have;
+            Ok((StatusCode::PAYMENT_REQUIRED, render(&page)).into_response())
+        }
+        Err(CreateError::Db(err)) => Err(err.into()),
+        Err(CreateError::Other(err)) => Err(AppError::Internal(err)),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid> {
+    raw.parse().map_err(|_| AppError::NotFound("we could not find that run".into()))
+}
+
+async fn owned_run(state: &AppState, layout: &Layout, raw_id: &str) -> Result<Run> {
+    let user = layout.require_user()?;
+    let run_id = parse_id(raw_id)?;
+    super::find_owned(&state.pool, run_id, user.id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("we could not find that run".into()))
+}
+
+#[derive(askama::Template)]
+#[template(path = "runs/run.html")]
+pub struct RunPage {
+    pub layout: Layout,
+    pub run: RunView,
+    pub models_param: String,
+    pub prompt_param: String,
+    pub has_reference: bool,
+}
+
+/// `GET /runs/{id}`: the models side by side (owner only; others get 404).
+async fn run_page(State(state): State<AppState>, layout: Layout, Path(id): Path<String>) -> Result<Response> {
+    let run = owned_run(&state, &layout, &id).await?;
+    let view = RunView::load(&state.pool, &run).await?;
+    let models_param = view
+        .jobs
+        .iter()
+        .map(|j| if j.variant == "standard" { j.model.clone() } else { format!("{}:{}", j.model, j.variant) })
+        .collect::<Vec<_>>()
+        .join(",");
+    let prompt_param = url::form_urlencoded::byte_serialize(run.prompt.as_bytes()).collect();
+    Ok(render(&RunPage { layout, has_reference: run.reference_key.is_some(), run: view, models_param, prompt_param }))
+}
+
+/// `GET /runs/{id}/events`: the run's state now, then after every change, until every job is
+/// settled (event `done`) or the server shuts down.
+async fn run_events(State(state): State<AppState>, layout: Layout, Path(id): Path<String>) -> Result<Response> {
+    let run = owned_run(&state, &layout, &id).await?;
+    let rx = state.run_events.subscribe(&state.pool, &state.shutdown);
+    struct Stream {
+        rx: tokio::sync::broadcast::Receiver<Uuid>,
+        state: AppState,
+        run: Run,
+        first: bool,
+        finished: bool,
+    }
+    let initial = Stream { rx, state: state.clone(), run, first: true, finished: false };
+    let stream = futures::stream::unfold(initial, |mut s| async move {
+        if s.finished || s.state.shutdown.is_cancelled() {
+            return None;
+        }
+        if !s.first {
+            loop {
+                tokio::select! {
+                    _ = s.state.shutdown.cancelled() => return None,
+                    message = s.rx.recv() => match message {
+                        Ok(run_id) if run_id == s.run.run_id => break,
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return None,
+                    },
+                    // A safety net should a notification be lost.
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => break,
+                }
+            }
+        }
+        s.first = false;
+        let view = match RunView::load(&s.state.pool, &s.run).await {
+            Ok(view) => view,
+            Err(err) => {
+                tracing::warn!("run events: {err}");
+                return None;
+            }
+        };
+        let name = if view.is_pending() { "run" } else { "done" };
+        s.finished = !view.is_pending();
+        let event = Event::default().event(name).json_data(&view).unwrap_or_else(|_| Event::default().comment("x"));
+        Some((Ok::<_, Infallible>(event), s))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+pub struct HistoryItem {
+    pub run: RunView,
+    pub when: String,
+}
+
+#[derive(askama::Template)]
+#[template(path = "runs/history.html")]
+pub struct HistoryPage {
+    pub layout: Layout,
+    pub items: Vec<HistoryItem>,
+    pub page: i64,
+    pub pages: i64,
+}
+
+/// `GET /runs?page=N`: the user's runs, newest first.
+async fn history(State(state): State<AppState>, layout: Layout, RawQuery(query): RawQuery) -> Result<Response> {
+    let user_id = layout.require_user()?.id;
+    let page: i64 = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "page")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1i64)
+        .clamp(1, 100_000);
+    let total = super::count(&state.pool, user_id).await?;
+    let pages = ((total + HISTORY_PAGE_SIZE - 1) / HISTORY_PAGE_SIZE).max(1);
+    let runs = super::list(&state.pool, user_id, HISTORY_PAGE_SIZE, (page - 1) * HISTORY_PAGE_SIZE).await?;
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.run_id).collect();
+    let jobs = crate::jobs::for_runs(&state.pool, &ids).await?;
+    let items = runs
+        .iter()
+        .map(|run| {
+            let mine: Vec<_> = jobs.iter().filter(|j| j.run_id == run.run_id).cloned().collect();
+            HistoryItem {
+                run: RunView::build(run, &mine),
+                when: run
+                    .created_at
+                    .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC"))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok(render(&HistoryPage { layout, items, page, pages }))
+}

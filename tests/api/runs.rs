@@ -1,0 +1,648 @@
+//! Runs: the studio, POST /runs, holds → charges/refunds through the worker pool, the live
+//! stream, crash safety of the job queue, and the JSON API.
+
+use std::time::{Duration, Instant};
+
+use faceoff::{
+    jobs::{self, Engine, Outcome, Settled, WorkerOptions},
+    ledger,
+    runs::create::{RunInput, create_run, validate},
+};
+use reqwest::{StatusCode, multipart};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::helpers::{Page, TestApp, TestUser, new_client};
+
+fn fast_options(workers: usize) -> WorkerOptions {
+    WorkerOptions {
+        workers,
+        lease: Duration::from_secs(30),
+        idle_poll: Duration::from_millis(100),
+        per_provider: 24,
+        max_transient: 3,
+    }
+}
+
+/// Starts the worker pool of the test app; stops it when dropped.
+struct Workers(CancellationToken);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+fn start_workers(app: &TestApp) -> Workers {
+    let token = CancellationToken::new();
+    jobs::spawn_workers(&app.state, fast_options(2), token.clone());
+    Workers(token)
+}
+
+struct StudioForm {
+    csrf: String,
+    key: String,
+}
+
+async fn studio_form(app: &TestApp) -> StudioForm {
+    let (status, page) = app.page("/studio?models=flux-2,flux-ultra-1-1").await;
+    assert_eq!(status, StatusCode::OK);
+    StudioForm {
+        csrf: page.attr("input[name=csrf_token]", "value").expect("csrf"),
+        key: page.attr("input[name=idempotency_key]", "value").expect("idempotency key"),
+    }
+}
+
+fn run_form(form: &StudioForm, prompt: &str, models: &[&str], mode: &str, aspect: &str, seed: &str) -> multipart::Form {
+    let mut f = multipart::Form::new()
+        .text("csrf_token", form.csrf.clone())
+        .text("idempotency_key", form.key.clone())
+        .text("prompt", prompt.to_string())
+        .text("mode", mode.to_string())
+        .text("aspect_ratio", aspect.to_string())
+        .text("seed", seed.to_string());
+    for m in models {
+        f = f.text("models", m.to_string());
+    }
+    f
+}
+
+async fn post_run(app: &TestApp, form: multipart::Form) -> reqwest::Response {
+    app.client.post(app.url("/runs")).multipart(form).send().await.expect("POST /runs")
+}
+
+fn run_id_from(response: &reqwest::Response) -> Uuid {
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "expected a redirect to the run");
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).expect("location");
+    location.strip_prefix("/runs/").and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("location {location}"))
+}
+
+async fn balance(app: &TestApp, user: &TestUser) -> ledger::Balance {
+    ledger::balance(&app.pool, user.id).await.expect("balance")
+}
+
+async fn wait_until_settled(app: &TestApp, run_id: Uuid) -> Vec<jobs::Job> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
+        if jobs.iter().all(|j| j.status().is_settled()) {
+            return jobs;
+        }
+        assert!(Instant::now() < deadline, "jobs did not settle: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_invariants(app: &TestApp) {
+    let mut conn = app.pool.acquire().await.expect("conn");
+    let report = ledger::check_invariants(&mut conn).await.expect("invariants");
+    assert!(report.is_ok(), "ledger invariants: {:?}", report.violations);
+}
+
+/// Reads an SSE stream until an event named `done`; returns the event names seen.
+async fn read_events_until_done(response: reqwest::Response) -> (Vec<String>, String) {
+    let mut response = response;
+    let mut buffer = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk()).await.expect("event in time");
+        match chunk.expect("stream") {
+            Some(bytes) => buffer.push_str(&String::from_utf8_lossy(&bytes)),
+            None => break,
+        }
+        if buffer.contains("event: done") && buffer.ends_with("\n\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no done event: {buffer}");
+    }
+    let names = buffer.lines().filter_map(|l| l.strip_prefix("event: ")).map(str::to_string).collect();
+    let last_data = buffer.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap_or("").to_string();
+    (names, last_data)
+}
+
+#[tokio::test]
+async fn a_two_model_run_holds_then_charges_and_streams_updates() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(100).await;
+    let form = studio_form(&app).await;
+    let response =
+        post_run(&app, run_form(&form, "a candid café portrait", &["flux-2", "flux-ultra-1-1"], "2k", "3:4", "")).await;
+    let run_id = run_id_from(&response);
+
+    // Held at once, before any worker ran.
+    let (status, page) = app.page(&format!("/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    page.assert_well_formed("run page");
+    assert_eq!(page.text("[data-testid=held]").as_deref(), Some("38"));
+    assert_eq!(page.text("[data-testid=balance]").as_deref(), Some("62"));
+    assert_eq!(page.count("figure[data-job]"), 2);
+    assert!(page.source.contains("http-equiv=\"refresh\""), "no-JS refresh while pending");
+    assert!(page.attr("script[src*='runs.js']", "src").is_some());
+
+    // The live stream: the current state first, then updates until done.
+    let events = app.get(&format!("/runs/{run_id}/events")).await;
+    assert_eq!(events.status(), StatusCode::OK);
+    assert!(events.headers()["content-type"].to_str().expect("ct").starts_with("text/event-stream"));
+    let _workers = start_workers(&app);
+    let (names, last) = read_events_until_done(events).await;
+    assert!(names.len() >= 2 && names.first().map(String::as_str) == Some("run"), "{names:?}");
+    assert_eq!(names.last().map(String::as_str), Some("done"));
+    let last: serde_json::Value = serde_json::from_str(&last).expect("json");
+    assert_eq!(last["status"], "done");
+    assert_eq!(last["charged"], 38);
+
+    let jobs = wait_until_settled(&app, run_id).await;
+    assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered && j.charged == Some(j.price)));
+    assert_eq!(balance(&app, &user).await, ledger::Balance { available: 62, held: 0 });
+
+    let (_, page) = app.page(&format!("/runs/{run_id}")).await;
+    assert_eq!(page.text("[data-testid=balance]").as_deref(), Some("62"));
+    assert_eq!(page.count("[data-testid=held]"), 0);
+    assert_eq!(page.count("figure[data-job] img"), 2);
+    assert_eq!(page.count("a[download]"), 2);
+    assert!(!page.source.contains("http-equiv=\"refresh\""));
+    let image = page.attr("figure[data-job] img", "src").expect("image");
+    assert!(image.starts_with(&format!("/media/runs/{run_id}/")) && image.ends_with(".jpg"), "{image}");
+    let bytes = app.get(&image).await;
+    assert_eq!(bytes.status(), StatusCode::OK);
+    assert_eq!(bytes.headers()["content-type"], "image/jpeg");
+
+    // History with WebP thumbnails.
+    let (status, history) = app.page("/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    history.assert_well_formed("history");
+    let thumbs = history.attrs(".run-thumbs img", "src");
+    assert_eq!(thumbs.len(), 2);
+    assert!(thumbs.iter().all(|t| t.ends_with(".thumb.webp")));
+    let thumb = app.get(&thumbs[0]).await;
+    assert_eq!(thumb.headers()["content-type"], "image/webp");
+
+    // Someone else sees nothing.
+    let other = app.create_user("other@example.com", 100).await;
+    app.sign_in_as(&other).await;
+    assert_eq!(app.get(&format!("/runs/{run_id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&format!("/runs/{run_id}/events")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&image).await.status(), StatusCode::NOT_FOUND);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_failed_model_is_not_charged_and_the_history_explains_both_lines() {
+    let app = TestApp::spawn_with(|c| c.sandbox_fail = vec!["flux-ultra-1-1".into()]).await;
+    let user = app.signed_in_user(100).await;
+    let form = studio_form(&app).await;
+    let run_id = run_id_from(
+        &post_run(&app, run_form(&form, "a lighthouse", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "7")).await,
+    );
+    let _workers = start_workers(&app);
+    let jobs = wait_until_settled(&app, run_id).await;
+    let flux2 = jobs.iter().find(|j| j.model_slug == "flux-2").expect("flux-2");
+    let ultra = jobs.iter().find(|j| j.model_slug == "flux-ultra-1-1").expect("ultra");
+    assert_eq!((flux2.status(), flux2.charged), (jobs::JobStatus::Delivered, Some(22)));
+    assert_eq!((ultra.status(), ultra.charged), (jobs::JobStatus::Failed, Some(0)));
+    assert_eq!(balance(&app, &user).await, ledger::Balance { available: 78, held: 0 });
+
+    let (_, page) = app.page(&format!("/runs/{run_id}")).await;
+    let message = page.text("[data-testid=not-charged]").expect("not-charged message");
+    assert!(message.contains("you were not charged"), "{message}");
+    assert_eq!(page.text("[data-testid=seed]").as_deref(), Some("7"));
+
+    let history = ledger::history(&app.pool, user.id, 50, 0).await.expect("history");
+    let for_job = |job: Uuid| history.iter().filter(|l| l.job_id == Some(job)).collect::<Vec<_>>();
+    let ultra_lines = for_job(ultra.job_id);
+    assert!(
+        ultra_lines.iter().any(|l| l.kind == "hold" && l.amount == -16 && l.hold_status.as_deref() == Some("voided"))
+    );
+    assert!(ultra_lines.iter().any(|l| l.kind == "hold_release" && l.amount == 16 && l.memo.contains("not charged")));
+    let flux_lines = for_job(flux2.job_id);
+    assert!(
+        flux_lines.iter().any(|l| l.kind == "hold" && l.amount == -22 && l.hold_status.as_deref() == Some("posted"))
+    );
+    assert!(flux_lines.iter().all(|l| l.run_id == Some(run_id)));
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_moderated_prompt_says_the_safety_filter_blocked_it() {
+    let app = TestApp::spawn_with(|c| c.sandbox_fail = vec!["flux-ultra-1-1:moderated".into()]).await;
+    let user = app.signed_in_user(100).await;
+    let form = studio_form(&app).await;
+    let run_id =
+        run_id_from(&post_run(&app, run_form(&form, "a cat", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "")).await);
+    let _workers = start_workers(&app);
+    wait_until_settled(&app, run_id).await;
+    let (_, page) = app.page(&format!("/runs/{run_id}")).await;
+    let message = page.text("[data-testid=not-charged]").expect("message");
+    assert!(message.contains("The provider's safety filter blocked this prompt — you were not charged"), "{message}");
+    assert_eq!(balance(&app, &user).await.available, 78);
+}
+
+async fn direct_run(app: &TestApp, user: &TestUser, key: &str) -> Uuid {
+    let catalog = app.state.catalog.current();
+    let input = RunInput {
+        prompt: "crash test".into(),
+        models: vec!["flux-2".into(), "flux-ultra-1-1".into()],
+        mode: "2k".into(),
+        aspect_ratio: "1:1".into(),
+        seed: "1".into(),
+    };
+    let valid = validate(&catalog, &input, None).expect("valid");
+    create_run(&app.pool, &app.state.store, user.id, &valid, key).await.expect("created").run_id
+}
+
+#[tokio::test]
+async fn a_dead_workers_job_is_picked_up_again_and_a_late_worker_cannot_settle_it() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("crash@example.com", 100).await;
+    let run_id = direct_run(&app, &user, "crash-1").await;
+
+    // Worker A claims a job with a short lease and "dies".
+    let dead = jobs::claim(&app.pool, Duration::from_millis(300), &[]).await.expect("claim").expect("a job");
+    assert_eq!(dead.attempts, 1);
+    // While its lease is valid nobody else takes that job.
+    let other = jobs::claim(&app.pool, Duration::from_secs(30), &[]).await.expect("claim").expect("the other job");
+    assert_ne!(other.job_id, dead.job_id);
+    assert!(jobs::claim(&app.pool, Duration::from_secs(30), &[]).await.expect("claim").is_none());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // Worker B picks the expired job up again and finishes it.
+    let engine = Engine::from_state(&app.state, fast_options(1));
+    let shutdown = CancellationToken::new();
+    let again = jobs::claim(&app.pool, Duration::from_secs(30), &[]).await.expect("claim").expect("reclaimed");
+    assert_eq!(again.job_id, dead.job_id);
+    assert_eq!(again.attempts, 2);
+    assert_ne!(again.lease_token, dead.lease_token);
+    engine.run_claimed(again, &shutdown).await.expect("run");
+    engine.run_claimed(other, &shutdown).await.expect("run");
+    let jobs = wait_until_settled(&app, run_id).await;
+    assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered));
+
+    // Worker A comes back late: its settle changes nothing.
+    let late = jobs::settle(&app.pool, &dead, &Outcome::Failed("late".into())).await.expect("settle");
+    assert_eq!(late, Settled::LostLease);
+    assert!(!jobs::heartbeat(&app.pool, &dead, Duration::from_secs(30)).await.expect("heartbeat"));
+    let after = jobs::for_run(&app.pool, run_id).await.expect("jobs");
+    assert!(after.iter().all(|j| j.status() == jobs::JobStatus::Delivered && j.charged == Some(j.price)));
+    // Charged exactly once.
+    assert_eq!(balance(&app, &user).await, ledger::Balance { available: 62, held: 0 });
+    let posts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_transfer WHERE run_id = $1 AND kind = 'hold_post'")
+            .bind(run_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(posts, 2);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_resumed_job_reuses_its_recorded_provider_task() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("resume@example.com", 100).await;
+    let run_id = direct_run(&app, &user, "resume-1").await;
+    let first = jobs::claim(&app.pool, Duration::from_millis(200), &[]).await.expect("claim").expect("job");
+    let submission = faceoff::providers::Submission {
+        task_id: "sandbox-recorded".into(),
+        polling_url: None,
+        cost: None,
+        submitted_at_ms: 0,
+    };
+    assert!(jobs::record_submission(&app.pool, &first, "sandbox", &submission).await.expect("record"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let engine = Engine::from_state(&app.state, fast_options(1));
+    // Two jobs are claimable now (the other one never ran); take both, keep the resumed one.
+    let a = jobs::claim(&app.pool, Duration::from_secs(30), &[]).await.expect("claim").expect("job");
+    let b = jobs::claim(&app.pool, Duration::from_secs(30), &[]).await.expect("claim").expect("job");
+    let again = if a.job_id == first.job_id { a } else { b };
+    assert_eq!(again.job_id, first.job_id);
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.submission.as_ref().map(|s| s.0.task_id.as_str()), Some("sandbox-recorded"));
+    engine.run_claimed(again, &CancellationToken::new()).await.expect("run");
+    let recorded: serde_json::Value = sqlx::query_scalar("SELECT submission FROM generation_job WHERE job_id = $1")
+        .bind(first.job_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("row");
+    assert_eq!(recorded["task_id"], "sandbox-recorded", "no second task was submitted");
+    let _ = run_id;
+}
+
+#[tokio::test]
+async fn a_double_submit_creates_one_run() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(100).await;
+    let form = studio_form(&app).await;
+    let first = post_run(&app, run_form(&form, "twice", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "")).await;
+    let second = post_run(&app, run_form(&form, "twice", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "")).await;
+    assert_eq!(run_id_from(&first), run_id_from(&second));
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM generation_run").fetch_one(&app.pool).await.expect("n");
+    assert_eq!(runs, 1);
+    assert_eq!(balance(&app, &user).await, ledger::Balance { available: 62, held: 38 });
+}
+
+#[tokio::test]
+async fn insufficient_credits_is_402_and_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(20).await;
+    let (_, studio) = app.page("/studio?models=flux-2,flux-ultra-1-1").await;
+    studio.assert_well_formed("studio");
+    assert_eq!(studio.text("[data-testid=quote-total]").as_deref(), Some("38"));
+    assert_eq!(studio.text("[data-testid=quote-missing]").as_deref(), Some("18"));
+    assert!(studio.attr("[data-quote-missing] a", "href").is_some_and(|h| h == "/credits"));
+    let form = studio_form(&app).await;
+    let response = post_run(&app, run_form(&form, "too pricey", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "")).await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let page = Page::parse(&response.text().await.expect("body"));
+    let message = page.text("[data-testid=form-error]").expect("message");
+    assert!(message.contains("needs 38 credits") && message.contains("you have 20"), "{message}");
+    assert_eq!(page.attr("textarea[name=prompt]", "id").as_deref(), Some("prompt"));
+    assert_eq!(page.text("textarea[name=prompt]").as_deref(), Some("too pricey"));
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM generation_run), (SELECT count(*) FROM generation_job), (SELECT count(*) FROM ledger_hold)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("counts");
+    assert_eq!(counts, (0, 0, 0));
+    assert_eq!(balance(&app, &user).await, ledger::Balance { available: 20, held: 0 });
+}
+
+#[tokio::test]
+async fn invalid_input_rerenders_the_form_with_the_message_at_the_field() {
+    let app = TestApp::spawn().await;
+    app.signed_in_user(100).await;
+    let form = studio_form(&app).await;
+    let cases: Vec<(multipart::Form, &str, &str)> = vec![
+        (run_form(&form, "   ", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", ""), "prompt", "write a prompt"),
+        (run_form(&form, &"x".repeat(2001), &["flux-2", "flux-ultra-1-1"], "2k", "1:1", ""), "prompt", "2001"),
+        (run_form(&form, "one", &["flux-2"], "2k", "1:1", ""), "models", "choose 2 to 4"),
+        (
+            run_form(
+                &form,
+                "five",
+                &["flux-2", "flux-2:klein-9b", "flux-ultra-1-1", "flux-2-max", "flux-2-flex"],
+                "2k",
+                "1:1",
+                "",
+            ),
+            "models",
+            "choose 2 to 4",
+        ),
+        (run_form(&form, "nope", &["flux-2", "no-such-model"], "2k", "1:1", ""), "models", "no model"),
+        (run_form(&form, "4k", &["flux-2", "flux-ultra-1-1"], "4k", "1:1", ""), "mode", "no 4k mode"),
+        (run_form(&form, "ratio", &["flux-2", "flux-ultra-1-1"], "2k", "21:9", ""), "aspect_ratio", "21:9"),
+        (run_form(&form, "seed", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "-3"), "seed", "whole number"),
+        (
+            run_form(&form, "ref", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "").part(
+                "reference_image",
+                multipart::Part::bytes(faceoff::providers::bfl::sample_jpeg(32, 32).to_vec()).file_name("r.jpg"),
+            ),
+            "reference_image",
+            "does not accept a reference image",
+        ),
+        (
+            run_form(&form, "ref", &["flux-2", "flux-2:klein-9b"], "2k", "1:1", "")
+                .part("reference_image", multipart::Part::bytes(b"GIF89a not really".to_vec()).file_name("r.gif")),
+            "reference_image",
+            "PNG, JPEG or WebP",
+        ),
+    ];
+    for (body, field, expected) in cases {
+        let response = post_run(&app, body).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        let page = Page::parse(&response.text().await.expect("body"));
+        let message = page.text(&format!("[data-field={field}]")).unwrap_or_else(|| panic!("no message at {field}"));
+        assert!(message.contains(expected), "{field}: {message}");
+    }
+    // A missing CSRF token is refused; a missing idempotency key is a 400.
+    let response = post_run(
+        &app,
+        run_form(
+            &StudioForm { csrf: "wrong".into(), key: "k".into() },
+            "x",
+            &["flux-2", "flux-ultra-1-1"],
+            "2k",
+            "1:1",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = post_run(
+        &app,
+        run_form(
+            &StudioForm { csrf: form.csrf.clone(), key: "".into() },
+            "x",
+            &["flux-2", "flux-ultra-1-1"],
+            "2k",
+            "1:1",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM generation_run").fetch_one(&app.pool).await.expect("n");
+    assert_eq!(runs, 0);
+}
+
+#[tokio::test]
+async fn the_studio_offers_common_ratios_variants_and_image_to_image_only_when_all_support_it() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/studio").await.status(), StatusCode::SEE_OTHER, "signed out: log in first");
+    app.signed_in_user(100).await;
+    let (status, page) = app.page("/studio?models=flux-2,flux-ultra-1-1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page.attrs("select[name=aspect_ratio] option", "value"), vec!["1:1", "16:9", "9:16", "3:4", "4:3"]);
+    assert!(page.attrs("input[name=models][checked]", "value") == vec!["flux-2", "flux-ultra-1-1"]);
+    assert!(page.attrs("input[name=models]", "value").contains(&"flux-2:klein-9b".to_string()));
+    assert!(page.attr("[data-reference]", "hidden").is_some(), "Ultra takes no reference image");
+    assert!(page.attr("input[name=mode][value='4k']", "disabled").is_some());
+    let (_, page) = app.page("/studio?models=flux-2&models=flux-2:klein-9b&mode=4k").await;
+    assert!(page.attr("[data-reference]", "hidden").is_none());
+    assert_eq!(page.text("[data-testid=quote-total]").as_deref(), Some("64"));
+}
+
+#[tokio::test]
+async fn image_to_image_runs_store_and_send_the_reference() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(100).await;
+    let form = studio_form(&app).await;
+    let png: Vec<u8> = {
+        // Noise, so the PNG is well over the default 64 KiB body limit (about 1.5 MB).
+        let img = image::RgbImage::from_fn(720, 540, |x, y| {
+            let v = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)).wrapping_mul(2246822519);
+            image::Rgb([(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8])
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).expect("png");
+        out.into_inner()
+    };
+    assert!(png.len() > 1_000_000, "{}", png.len());
+    // Over 10 MB: refused with a message, nothing created.
+    let huge = run_form(&form, "too big", &["flux-2", "flux-2:klein-9b"], "2k", "1:1", "")
+        .part("reference_image", multipart::Part::bytes(vec![0u8; 10 * 1024 * 1024 + 1]).file_name("big.png"));
+    let response = post_run(&app, huge).await;
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let body = run_form(&form, "make it blue", &["flux-2", "flux-2:klein-9b"], "2k", "1:1", "")
+        .part("reference_image", multipart::Part::bytes(png).file_name("ref.png").mime_str("image/png").expect("mime"));
+    let run_id = run_id_from(&post_run(&app, body).await);
+    let run = faceoff::runs::find(&app.pool, run_id).await.expect("db").expect("run");
+    let key = run.reference_key.expect("reference stored");
+    let media = faceoff::storage::find(&app.pool, &key).await.expect("db").expect("media");
+    assert_eq!(media.owner_user_id, Some(user.id));
+    assert_eq!((media.width, media.height), (Some(720), Some(540)));
+    let _workers = start_workers(&app);
+    let jobs = wait_until_settled(&app, run_id).await;
+    assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered));
+}
+
+async fn api_key(app: &TestApp) -> String {
+    let csrf = app.csrf_token("/account/api-keys").await;
+    let response =
+        app.post_form("/account/api-keys", &[("csrf_token", &csrf), ("action", "create"), ("name", "script")]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = Page::parse(&response.text().await.expect("body"));
+    page.assert_well_formed("api keys");
+    page.text("[data-testid=new-api-key]").expect("key shown once")
+}
+
+#[tokio::test]
+async fn the_json_api_with_personal_keys() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(100).await;
+    let key = api_key(&app).await;
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT secret_hash FROM api_key").fetch_one(&app.pool).await.expect("row");
+    assert_eq!(stored.len(), 32, "only the sha256 is stored");
+    let (_, page) = app.page("/account/api-keys").await;
+    assert_eq!(page.count("[data-testid=new-api-key]"), 0, "shown only once");
+
+    let (api, _) = new_client();
+    let get = |path: &str| api.get(app.url(path)).bearer_auth(&key);
+
+    let unauthorized = api.get(app.url("/api/v1/me")).send().await.expect("me");
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = unauthorized.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let bad = api.get(app.url("/api/v1/me")).bearer_auth("fo_nope").send().await.expect("me");
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+
+    let me: serde_json::Value = get("/api/v1/me").send().await.expect("me").json().await.expect("json");
+    assert_eq!(me["available"], 100);
+    assert_eq!(me["email"], user.email.as_str());
+
+    let models: serde_json::Value = get("/api/v1/models").send().await.expect("models").json().await.expect("json");
+    let flux2 = models.as_array().expect("list").iter().find(|m| m["slug"] == "flux-2").expect("flux-2");
+    assert_eq!(flux2["variants"][0]["prices"]["2k"], 22);
+
+    let quote: serde_json::Value = api
+        .post(app.url("/api/v1/quote"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"models": ["flux-2", "flux-ultra-1-1"], "mode": "2k"}))
+        .send()
+        .await
+        .expect("quote")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!((quote["total"].as_i64(), quote["missing"].as_i64()), (Some(38), Some(0)));
+
+    let body = serde_json::json!({"prompt": "api run", "models": ["flux-2", "flux-ultra-1-1"], "mode": "2k", "aspect_ratio": "16:9", "seed": 99});
+    let send = |body: serde_json::Value, idem: &str| {
+        api.post(app.url("/api/v1/runs")).bearer_auth(&key).header("Idempotency-Key", idem).json(&body).send()
+    };
+    let created = send(body.clone(), "api-1").await.expect("create");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let run: serde_json::Value = created.json().await.expect("json");
+    assert_eq!(run["total_price"], 38);
+    assert_eq!(run["seed"], 99);
+    assert_eq!(run["jobs"].as_array().map(Vec::len), Some(2));
+    let replay = send(body.clone(), "api-1").await.expect("replay");
+    assert_eq!(replay.status(), StatusCode::OK);
+    let replayed: serde_json::Value = replay.json().await.expect("json");
+    assert_eq!(replayed["id"], run["id"]);
+
+    let _workers = start_workers(&app);
+    let id = run["id"].as_str().expect("id").to_string();
+    wait_until_settled(&app, id.parse().expect("uuid")).await;
+    let fetched: serde_json::Value =
+        get(&format!("/api/v1/runs/{id}")).send().await.expect("run").json().await.expect("json");
+    assert_eq!(fetched["status"], "done");
+    assert_eq!(fetched["charged"], 38);
+    assert!(fetched["jobs"][0]["image_url"].as_str().is_some_and(|u| u.starts_with("/media/runs/")));
+    let job_id = fetched["jobs"][0]["id"].as_str().expect("job id");
+    let image = get(&format!("/api/v1/runs/{id}/jobs/{job_id}/image")).send().await.expect("image");
+    assert_eq!(image.status(), StatusCode::OK);
+    assert_eq!(image.headers()["content-type"], "image/jpeg");
+    assert!(image.bytes().await.expect("bytes").starts_with(&[0xFF, 0xD8]));
+
+    // Errors: invalid input, not enough credits, someone else's run.
+    let invalid = send(serde_json::json!({"prompt": "", "models": ["flux-2"]}), "api-2").await.expect("invalid");
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let err: serde_json::Value = invalid.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "invalid_input");
+    assert!(err["error"]["message"].as_str().is_some_and(|m| m.contains("prompt") && m.contains("models")));
+    let pricey = send(
+        serde_json::json!({"prompt": "x", "models": ["flux-2-max", "flux-2-flex", "flux-2"], "mode": "4k"}),
+        "api-3",
+    )
+    .await
+    .expect("402");
+    assert_eq!(pricey.status(), StatusCode::PAYMENT_REQUIRED);
+    let err: serde_json::Value = pricey.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "insufficient_credits");
+    let malformed = api
+        .post(app.url("/api/v1/runs"))
+        .bearer_auth(&key)
+        .body("{nope")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("bad json");
+    assert!(malformed.status().is_client_error());
+    let err: serde_json::Value = malformed.json().await.expect("json error");
+    assert!(err["error"]["code"].is_string());
+
+    let other = app.create_user("api-other@example.com", 100).await;
+    app.sign_in_as(&other).await;
+    let other_key = api_key(&app).await;
+    let foreign = api.get(app.url(&format!("/api/v1/runs/{id}"))).bearer_auth(&other_key).send().await.expect("run");
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+
+    // Revoked keys stop working.
+    app.sign_in_as(&user).await;
+    let (_, page) = app.page("/account/api-keys").await;
+    let key_id = page.attr("input[name=api_key_id]", "value").expect("key id");
+    let csrf = page.attr("input[name=csrf_token]", "value").expect("csrf");
+    let revoked = app
+        .post_form("/account/api-keys", &[("csrf_token", &csrf), ("action", "revoke"), ("api_key_id", &key_id)])
+        .await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    assert_eq!(get("/api/v1/me").send().await.expect("me").status(), StatusCode::UNAUTHORIZED);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn workers_stop_cleanly_and_give_running_jobs_back() {
+    let app = TestApp::spawn_with(|c| c.sandbox_latency = Duration::from_secs(30)).await;
+    let user = app.create_user("stop@example.com", 100).await;
+    let run_id = direct_run(&app, &user, "stop-1").await;
+    let token = CancellationToken::new();
+    let tasks = jobs::spawn_workers(&app.state, fast_options(2), token.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
+        if jobs.iter().all(|j| j.status() == jobs::JobStatus::Running && j.progress.is_some()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs never started: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    token.cancel();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stopped in time").expect("task");
+    }
+    let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
+    assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Queued), "released for another worker: {jobs:?}");
+    assert_eq!(balance(&app, &user).await.held, 38, "still held, not settled");
+}
