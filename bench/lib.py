@@ -3,9 +3,11 @@
 
   lib.py cpu OUT PATTERN...        sample CPU use until SIGTERM, write a summary line to OUT
   lib.py signup BASE N PASSWORD    sign up N users over HTTP, print "email cookie" lines
+  lib.py keys BASE USERS            create one API key per signed-in user on /account/api-keys
   lib.py submit BASE KEYS N        submit N runs through the JSON API (8 at a time), print "ok failed"
   lib.py logins BASE USERS RATE SECONDS OUT   log in RATE times a second for SECONDS, summary to OUT
   lib.py verdict CPUFILE NCPU       name the bottleneck from a cpu summary
+  lib.py per CPUFILE COUNT          app and PostgreSQL CPU ms per unit of work (COUNT units in the phase)
   lib.py wrk FILE                  parse wrk --latency output: "rps p50_ms p99_ms non2xx socket_errors"
 
 Sign-up and log-in are limited to 10 attempts a minute per client IP, so each attempt binds its
@@ -109,6 +111,26 @@ def cmd_signup(base, n, password):
         cookies = list(pool.map(lambda ie: signup(base, ie[1], password, loopback(ie[0], 1)), enumerate(emails)))
     for e, c in zip(emails, cookies):
         print(e, c)
+
+
+def create_key(base, cookie):
+    """Creates a personal API key on the API-key page as the signed-in user; returns its secret."""
+    c = Client(base)
+    c.cookie = cookie
+    token = c.csrf("/account/api-keys")
+    status, html = c.form("/account/api-keys", {"action": "create", "name": "bench", "csrf_token": token})
+    c.close()
+    m = re.search(r'data-testid="new-api-key">(fo_[^<\s]+)<', html) or re.search(r"\b(fo_[A-Za-z0-9_-]{20,})", html)
+    if status != 200 or not m:
+        raise RuntimeError(f"POST /account/api-keys: HTTP {status}, no key in the page")
+    return m.group(1)
+
+
+def cmd_keys(base, users_file):
+    cookies = [line.split()[1] for line in open(users_file) if line.strip()]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for key in pool.map(lambda c: create_key(base, c), cookies):
+            print(key)
 
 
 def cmd_submit(base, keys_file, n):
@@ -258,18 +280,25 @@ def cmd_cpu(out, app_pid, *db_names):
         use[cat] += (ticks - start) / hz / elapsed * 100
     other = max(0.0, busy - sum(use.values()))
     with open(out, "w") as f:
-        f.write(f"{use['app']:.0f} {use['pg']:.0f} {use['load']:.0f} {other:.0f} {busy:.0f}\n")
+        f.write(f"{use['app']:.0f} {use['pg']:.0f} {use['load']:.0f} {other:.0f} {busy:.0f} {elapsed:.3f}\n")
 
 
 def cmd_verdict(cpu_file, ncpu):
     """Names the bottleneck of a phase from its CPU sample: which side used the cores."""
-    app, pg, load, other, busy = (float(x) for x in open(cpu_file).read().split())
+    app, pg, load, other, busy, _ = (float(x) for x in open(cpu_file).read().split())
     cap = int(ncpu) * 100
     side = max((app, "the app"), (pg, "PostgreSQL"), (load, "the load generator"), (other, "other processes"))
     if busy >= 0.85 * cap:
         print(f"CPU-bound: {side[1]} ({side[0]:.0f}% of {cap}%)")
     else:
         print(f"not CPU-bound ({busy:.0f}% of {cap}% busy): waits (locks, commits, pool); top: {side[1]}")
+
+
+def cmd_per(cpu_file, count):
+    """CPU time of the app and of PostgreSQL per unit of work (ms), from a cpu summary."""
+    app, pg, _, _, _, elapsed = (float(x) for x in open(cpu_file).read().split())
+    n = max(float(count), 1e-9)
+    print(f"{app / 100 * elapsed / n * 1000:.2f} {pg / 100 * elapsed / n * 1000:.2f}")
 
 
 def cmd_wrk(path):
@@ -289,6 +318,6 @@ def cmd_wrk(path):
 
 
 if __name__ == "__main__":
-    cmds = {"signup": cmd_signup, "submit": cmd_submit, "logins": cmd_logins, "cpu": cmd_cpu, "wrk": cmd_wrk,
-            "verdict": cmd_verdict}
+    cmds = {"signup": cmd_signup, "keys": cmd_keys, "submit": cmd_submit, "logins": cmd_logins, "cpu": cmd_cpu, "wrk": cmd_wrk,
+            "verdict": cmd_verdict, "per": cmd_per}
     cmds[sys.argv[1]](*sys.argv[2:])
