@@ -89,8 +89,7 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
-    let (server, pool) = server::connect(&config).await?;
-    let result = async {
+    server::with_database(&config, |pool| async move {
         crate::db::migrate(&pool).await?;
         match command {
             AdminCommand::Grant { email, credits, reason } => {
@@ -112,14 +111,9 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 println!("{} is now an administrator", email.trim());
             }
         }
-        anyhow::Ok(())
-    }
-    .await;
-    pool.close().await;
-    if let Some(cluster) = &server.cluster {
-        cluster.stop();
-    }
-    result
+        Ok(())
+    })
+    .await
 }
 
 async fn catalog_command(config: Config, action: CatalogCommand) -> anyhow::Result<()> {
@@ -133,17 +127,13 @@ async fn catalog_command(config: Config, action: CatalogCommand) -> anyhow::Resu
         println!("{}: valid", path.display());
         return Ok(());
     }
-    let (server, pool) = server::connect(&config).await?;
-    let result = async {
+    let source = path.display().to_string();
+    let outcome = server::with_database(&config, |pool| async move {
         crate::db::migrate(&pool).await?;
-        crate::catalog::db::load(&pool, &text, &path.display().to_string()).await
-    }
-    .await;
-    pool.close().await;
-    if let Some(cluster) = &server.cluster {
-        cluster.stop();
-    }
-    match result? {
+        crate::catalog::db::load(&pool, &text, &source).await
+    })
+    .await?;
+    match outcome {
         crate::catalog::db::LoadOutcome::Loaded => println!("{}: loaded", path.display()),
         crate::catalog::db::LoadOutcome::Unchanged => println!("{}: already loaded, nothing changed", path.display()),
     }

@@ -9,10 +9,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{catalog, config::Config, db, jobs, ledger, state::AppState, web};
 
-/// Migrates the database and loads the seed data (idempotent; run at every start).
+/// Migrates the database and loads the seed data (idempotent; run at every start). The catalog
+/// comes from `catalog/catalog.toml` on disk (so an edited file applies at the next start), or
+/// the copy compiled into the binary when the file is not there.
 pub async fn prepare_database(pool: &PgPool, _config: &Config) -> anyhow::Result<()> {
     db::migrate(pool).await?;
-    catalog::db::load(pool, catalog::CATALOG_TOML, catalog::CATALOG_PATH).await?;
+    let path = web::assets::locate_dir("catalog").join("catalog.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => catalog::db::load(pool, &text, &path.display().to_string()).await?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            catalog::db::load(pool, catalog::CATALOG_TOML, catalog::CATALOG_PATH).await?
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
     Ok(())
 }
 
@@ -25,10 +34,33 @@ pub async fn connect(config: &Config) -> anyhow::Result<(db::Server, PgPool)> {
     Ok((server, pool))
 }
 
+/// Runs `work` with a pool on the database (connecting, or starting a private cluster, first),
+/// then closes the pool and stops the private cluster if this process started it, whatever
+/// `work` returned. Every subcommand that needs the database goes through here.
+pub async fn with_database<T, F, Fut>(config: &Config, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (server, pool) = connect(config).await?;
+    let result = work(pool.clone()).await;
+    pool.close().await;
+    if let Some(cluster) = &server.cluster {
+        cluster.stop();
+    }
+    result
+}
+
+/// Waits for the background tasks to stop (bounded: a stuck task does not hold up the exit).
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+}
+
 /// `faceoff serve`: the web app, plus the background tasks (and workers) of this process.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let (server, pool) = connect(&config).await?;
-    let result = async {
+    with_database(&config.clone(), |pool| async move {
         prepare_database(&pool, &config).await?;
         let addr = config.addr;
         let state = AppState::new(pool.clone(), config).await?;
@@ -48,24 +80,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             })
             .await?;
         shutdown.cancel();
-        for task in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    pool.close().await;
-    if let Some(cluster) = &server.cluster {
-        cluster.stop();
-    }
-    result
+        join_all(tasks).await;
+        Ok(())
+    })
+    .await
 }
 
 /// `faceoff worker`: generation workers (and housekeeping) without the web server, until
 /// SIGINT/SIGTERM; running jobs are then given back to the queue.
 pub async fn worker(config: Config) -> anyhow::Result<()> {
-    let (server, pool) = connect(&config).await?;
-    let result = async {
+    with_database(&config.clone(), |pool| async move {
         prepare_database(&pool, &config).await?;
         if config.workers == 0 {
             anyhow::bail!("FACEOFF_WORKERS=0: a worker process needs at least one worker");
@@ -77,28 +101,15 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutting down: releasing running jobs");
         shutdown.cancel();
-        for task in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    pool.close().await;
-    if let Some(cluster) = &server.cluster {
-        cluster.stop();
-    }
-    result
+        join_all(tasks).await;
+        Ok(())
+    })
+    .await
 }
 
 /// `faceoff migrate`: only the migrations.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    let (server, pool) = connect(&config).await?;
-    let result = db::migrate(&pool).await;
-    pool.close().await;
-    if let Some(cluster) = &server.cluster {
-        cluster.stop();
-    }
-    result?;
+    with_database(&config, |pool| async move { db::migrate(&pool).await }).await?;
     tracing::info!("migrations applied");
     Ok(())
 }
@@ -111,14 +122,13 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
     // Showcase images of the comparison pages: generated once (across all instances), early.
     let showcase_state = state.clone();
     let showcase_shutdown = shutdown.clone();
-    let showcases = tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let catalog = showcase_state.catalog.current();
         tokio::select! {
             _ = showcase_shutdown.cancelled() => {}
             _ = showcase_state.showcases.generate_all(&showcase_state, &catalog) => {}
         }
-    });
-    tasks.push(showcases);
+    }));
     let pool = state.pool.clone();
     let auth_limits = state.auth_limits.clone();
     let housekeeping = tokio::spawn(async move {

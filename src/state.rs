@@ -30,14 +30,14 @@ pub struct AppState {
     pub payments: Payments,
     /// Sign-up and log-in attempts per client IP and per email.
     pub auth_limits: Arc<AuthLimits>,
-    /// The catalog snapshot pages read (refreshed on `catalog_changed`).
-    pub catalog: CatalogHandle,
     /// Cancelled when the process shuts down: background work stops and live streams end.
     pub shutdown: CancellationToken,
-    /// Ready showcase images of the comparison pages (cached) and their generation.
-    pub showcases: Showcases,
+    /// The catalog snapshot pages read (refreshed on `catalog_changed`).
+    pub catalog: CatalogHandle,
     /// Fan-out of job notifications to the live run pages.
     pub run_events: RunEvents,
+    /// Ready showcase images of the comparison pages (cached) and their generation.
+    pub showcases: Showcases,
 }
 
 impl AppState {
@@ -57,10 +57,10 @@ impl AppState {
             providers,
             payments,
             auth_limits: Arc::new(AuthLimits::default()),
-            catalog,
             shutdown: CancellationToken::new(),
-            showcases: Showcases::default(),
+            catalog,
             run_events: RunEvents::default(),
+            showcases: Showcases::default(),
         })
     }
 }

@@ -428,7 +428,7 @@ async fn picker(State(state): State<AppState>, layout: Layout, RawQuery(query): 
             name: m.name.clone(),
             provider_name: m.provider_name.clone(),
             starting_price: m.starting_price(),
-            checked: chosen.iter().any(|s| *s == m.slug),
+            checked: chosen.contains(&m.slug),
         })
         .collect();
     let mut pair_links = Vec::new();

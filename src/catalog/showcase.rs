@@ -35,7 +35,7 @@ const MAX_ATTEMPTS: i32 = 5;
 /// Longest time one generation may take.
 const GENERATION_DEADLINE: Duration = Duration::from_secs(600);
 /// The seed used for every showcase image, so reruns give the same picture.
-const SHOWCASE_SEED: u32 = 2_026_1127;
+const SHOWCASE_SEED: u32 = 20_261_127;
 
 /// A generated showcase image, ready to show.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,10 +54,13 @@ impl ShowcaseImage {
     }
 }
 
+/// (use case slug, model slug, prompt digest)
+type ReadyKey = (String, String, String);
+
 /// In-memory cache of ready showcase images, keyed by (use case, model, prompt digest).
 #[derive(Clone, Default)]
 pub struct Showcases {
-    ready: Arc<Mutex<HashMap<(String, String, String), ShowcaseImage>>>,
+    ready: Arc<Mutex<HashMap<ReadyKey, ShowcaseImage>>>,
     /// Generations started by this process and not finished yet.
     running: Arc<Mutex<HashSet<(String, String)>>>,
 }

@@ -188,10 +188,9 @@ pub struct Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobStatusText(pub JobStatus);
 
-impl TryFrom<String> for JobStatusText {
-    type Error = std::convert::Infallible;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Ok(JobStatusText(JobStatus::parse(&s)))
+impl From<String> for JobStatusText {
+    fn from(s: String) -> Self {
+        JobStatusText(JobStatus::parse(&s))
     }
 }
 

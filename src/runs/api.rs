@@ -309,24 +309,33 @@ fn fmt_time(t: OffsetDateTime) -> String {
     t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).unwrap_or_default()
 }
 
+#[derive(sqlx::FromRow)]
+struct KeyRecord {
+    api_key_id: Uuid,
+    name: String,
+    prefix: String,
+    created_at: OffsetDateTime,
+    last_used_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
 async fn load_keys(state: &AppState, user_id: Uuid) -> Result<Vec<KeyRow>> {
-    let rows: Vec<(Uuid, String, String, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>)> =
-        sqlx::query_as(
-            "SELECT api_key_id, name, prefix, created_at, last_used_at, revoked_at FROM api_key
-             WHERE user_id = $1 ORDER BY created_at DESC",
-        )
-        .bind(user_id)
-        .fetch_all(&state.pool)
-        .await?;
+    let rows = sqlx::query_as::<_, KeyRecord>(
+        "SELECT api_key_id, name, prefix, created_at, last_used_at, revoked_at FROM api_key
+         WHERE user_id = $1 ORDER BY created_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(&state.pool)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(api_key_id, name, prefix, created, used, revoked)| KeyRow {
-            api_key_id,
-            name,
-            prefix,
-            created: fmt_time(created),
-            last_used: used.map(fmt_time),
-            revoked: revoked.is_some(),
+        .map(|r| KeyRow {
+            api_key_id: r.api_key_id,
+            name: r.name,
+            prefix: r.prefix,
+            created: fmt_time(r.created_at),
+            last_used: r.last_used_at.map(fmt_time),
+            revoked: r.revoked_at.is_some(),
         })
         .collect())
 }

@@ -500,7 +500,7 @@ mod tests {
     fn reference_images_are_checked_by_decoding() {
         assert!(process_reference(b"not an image at all").is_err());
         let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;";
-        assert!(process_reference(gif).unwrap_err().contains("PNG, JPEG or WebP"));
+        assert!(process_reference(gif).expect_err("a GIF").contains("PNG, JPEG or WebP"));
         let jpeg = crate::providers::bfl::sample_jpeg(64, 48);
         let ok = process_reference(&jpeg).expect("a real jpeg");
         assert_eq!((ok.width, ok.height), (64, 48));

@@ -166,6 +166,8 @@ impl TestApp {
     /// Stops the server gracefully (in-flight requests finish) and waits for it.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
+        // As in `serve`: background work stops and live (SSE) streams end.
+        self.state.shutdown.cancel();
         if let Some(server) = self.server.take() {
             server.await.expect("server task");
         }

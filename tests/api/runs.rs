@@ -116,7 +116,7 @@ async fn read_events_until_done(response: reqwest::Response) -> (Vec<String>, St
         assert!(Instant::now() < deadline, "no done event: {buffer}");
     }
     let names = buffer.lines().filter_map(|l| l.strip_prefix("event: ")).map(str::to_string).collect();
-    let last_data = buffer.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap_or("").to_string();
+    let last_data = buffer.lines().filter_map(|l| l.strip_prefix("data: ")).next_back().unwrap_or("").to_string();
     (names, last_data)
 }
 
@@ -645,4 +645,19 @@ async fn workers_stop_cleanly_and_give_running_jobs_back() {
     let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
     assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Queued), "released for another worker: {jobs:?}");
     assert_eq!(balance(&app, &user).await.held, 38, "still held, not settled");
+}
+
+#[tokio::test]
+async fn live_streams_end_when_the_server_shuts_down() {
+    let mut app = TestApp::spawn().await;
+    let user = app.signed_in_user(100).await;
+    let run_id = direct_run(&app, &user, "sse-stop").await;
+    let mut events = app.get(&format!("/runs/{run_id}/events")).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), events.chunk()).await.expect("first event");
+    assert!(String::from_utf8_lossy(&first.expect("chunk").expect("bytes")).contains("event: run"));
+    // Graceful shutdown must not wait for the open stream.
+    tokio::time::timeout(Duration::from_secs(10), app.stop()).await.expect("shutdown did not hang");
+    let rest =
+        tokio::time::timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = events.chunk().await {} }).await;
+    assert!(rest.is_ok(), "the stream ended");
 }
