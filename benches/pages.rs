@@ -5,7 +5,9 @@
 //! scratch database, waits for the seed comparison's showcase images, writes the page's HTML
 //! to `assets/bench-comparison.html` (served by the app's static-file route), then runs N
 //! concurrent connections against each URL for a fixed time and prints requests/s, p50, p99.
-//! `BENCH_CONNECTIONS` (64) and `BENCH_SECONDS` (10) adjust the load.
+//! `BENCH_CONNECTIONS` (64), `BENCH_SECONDS` (10 per URL) and `BENCH_ROUNDS` (5) adjust the
+//! load. The two URLs are measured in alternating rounds (seconds / rounds each), so a noisy
+//! neighbour on a shared machine affects both alike.
 
 use std::{
     net::SocketAddr,
@@ -28,6 +30,14 @@ struct Stats {
 }
 
 impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort();
+    }
+
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
@@ -100,6 +110,7 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let connections = env_number("BENCH_CONNECTIONS", 64) as usize;
     let seconds = Duration::from_secs(env_number("BENCH_SECONDS", 10));
+    let rounds = env_number("BENCH_ROUNDS", 5).max(1) as u32;
     let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
 
     // A scratch database on the server the app would use.
@@ -148,7 +159,8 @@ async fn run() -> anyhow::Result<()> {
         anyhow::ensure!(body == html, "the static copy differs from the page");
 
         println!(
-            "comparison page {PAGE}: {} bytes; {connections} connections, {} s each, 127.0.0.1, profile {}",
+            "comparison page {PAGE}: {} bytes; {connections} connections, {} s each in {rounds} alternating rounds, \
+             127.0.0.1, profile {}",
             html.len(),
             seconds.as_secs(),
             if cfg!(debug_assertions) { "debug" } else { "release" }
@@ -156,10 +168,14 @@ async fn run() -> anyhow::Result<()> {
         // Warm up both.
         hammer(&page_url, connections, Duration::from_secs(1)).await;
         hammer(&static_url, connections, Duration::from_secs(1)).await;
-        let dynamic = hammer(&page_url, connections, seconds).await;
+        let empty = || Stats { requests: 0, errors: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+        let (mut dynamic, mut fixed) = (empty(), empty());
+        for _ in 0..rounds {
+            dynamic.merge(hammer(&page_url, connections, seconds / rounds).await);
+            fixed.merge(hammer(&static_url, connections, seconds / rounds).await);
+        }
         report("rendered (askama)", &dynamic);
-        let fixed = hammer(&static_url, connections, seconds).await;
-        report("static file", &fixed);
+        report("static file (ServeDir)", &fixed);
         println!(
             "rendered / static: {:.2}x the throughput, p50 {:.2}x, p99 {:.2}x",
             dynamic.rps() / fixed.rps(),
