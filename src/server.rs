@@ -51,10 +51,17 @@ where
     result
 }
 
-/// Waits for the background tasks to stop (bounded: a stuck task does not hold up the exit).
+/// Waits for the background tasks to stop, and aborts those that take longer than 30 s in
+/// all: a stuck task must neither hold up the exit nor keep connections out of the pool, whose
+/// `close()` waits for every connection to come back.
 async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::warn!("a background task did not stop within 30 s; aborting it");
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
