@@ -46,8 +46,9 @@ fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new().name(format!("password-{i}")).spawn(move || {
                 if let Ok(value) = thread_priority::ThreadPriorityValue::try_from(NICENESS_PRIORITY)
-                    && let Err(err) =
-                        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Crossplatform(value))
+                    && let Err(err) = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Crossplatform(value),
+                    )
                 {
                     tracing::debug!("password thread keeps normal priority: {err:?}");
                 }
