@@ -374,3 +374,49 @@ pub async fn ping(pool: &PgPool) -> bool {
         Ok(Ok(1))
     )
 }
+
+/// Follows `NOTIFY` on `channel` until `shutdown`: calls `on_event(Some(payload))` for each
+/// notification and `on_event(None)` after every (re)connection, since notifications sent while
+/// disconnected are lost and the caller may need to catch up. A lost connection is retried every
+/// 2 s, logging what failed under `what`.
+pub async fn listen<F, Fut>(
+    pool: &PgPool,
+    channel: &str,
+    what: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut on_event: F,
+) where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        let connected = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener.listen(channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match connected {
+            Ok(mut listener) => {
+                on_event(None).await;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        message = listener.recv() => match message {
+                            Ok(notification) => on_event(Some(notification.payload().to_string())).await,
+                            Err(err) => {
+                                tracing::warn!("{what}: lost the connection: {err}");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::warn!("{what}: {err}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}

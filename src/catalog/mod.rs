@@ -263,42 +263,18 @@ impl CatalogHandle {
     pub fn spawn_listener(&self, pool: PgPool, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let handle = self.clone();
         tokio::spawn(async move {
-            loop {
-                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(listener) => listener,
-                    Err(err) => {
-                        tracing::warn!("catalog listener: {err}");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
-                        }
-                    }
-                };
-                if let Err(err) = listener.listen(CHANNEL).await {
-                    tracing::warn!("catalog listener: {err}");
-                    continue;
-                }
-                if let Err(err) = handle.refresh(&pool).await {
-                    tracing::warn!("catalog refresh: {err}");
-                }
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        notification = listener.recv() => match notification {
-                            Ok(_) => {
-                                match handle.refresh(&pool).await {
-                                    Ok(()) => tracing::info!("catalog refreshed"),
-                                    Err(err) => tracing::warn!("catalog refresh: {err}"),
-                                }
-                            }
-                            Err(err) => {
-                                tracing::warn!("catalog listener lost its connection: {err}");
-                                break;
-                            }
-                        }
+            // After every (re)connection too: a load announced while disconnected was missed.
+            crate::db::listen(&pool, CHANNEL, "catalog listener", &shutdown, |notification| {
+                let (handle, pool) = (&handle, &pool);
+                async move {
+                    match handle.refresh(pool).await {
+                        Ok(()) if notification.is_some() => tracing::info!("catalog refreshed"),
+                        Ok(()) => {}
+                        Err(err) => tracing::warn!("catalog refresh: {err}"),
                     }
                 }
-            }
+            })
+            .await;
         })
     }
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -360,39 +360,15 @@ impl Engine {
         tracing::debug!(worker = id, "worker stopped");
     }
 
-    /// Forwards `NOTIFY` on the queue channel to idle workers until `shutdown`.
+    /// Forwards `NOTIFY` on the queue channel to idle workers until `shutdown` (a reconnection
+    /// wakes them too: jobs queued meanwhile were announced to nobody).
     async fn listen(self, shutdown: CancellationToken) {
-        loop {
-            let mut listener = match PgListener::connect_with(&self.pool).await {
-                Ok(listener) => listener,
-                Err(err) => {
-                    tracing::warn!("job listener: {err}");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                    }
-                }
-            };
-            if let Err(err) = listener.listen(super::CHANNEL_QUEUED).await {
-                tracing::warn!("job listener: {err}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                }
-            }
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    message = listener.recv() => match message {
-                        Ok(_) => self.wake.notify_waiters(),
-                        Err(err) => {
-                            tracing::warn!("job listener: {err}");
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        let wake = self.wake.clone();
+        crate::db::listen(&self.pool, super::CHANNEL_QUEUED, "job listener", &shutdown, |_| {
+            wake.notify_waiters();
+            std::future::ready(())
+        })
+        .await;
     }
 }
 

@@ -21,7 +21,7 @@ use crate::{
         webhook,
     },
     state::AppState,
-    web::{AppError, Result, csrf, layout::Layout, render},
+    web::{AppError, Result, layout::Layout, render},
 };
 
 /// History lines per page on `/credits`.
@@ -283,8 +283,7 @@ struct CheckoutForm {
 
 async fn checkout(State(state): State<AppState>, layout: Layout, Form(form): Form<CheckoutForm>) -> Result<Response> {
     let user = layout.require_user()?.clone();
-    let session = layout.session.clone().ok_or_else(|| internal(anyhow::anyhow!("session layer missing")))?;
-    csrf::verify(&session, &form.csrf_token).await?;
+    layout.verify_csrf(&form.csrf_token).await?;
     let Some(pack) = state.payments.packs.get(form.pack.trim()).cloned() else {
         let message = if form.pack.trim().is_empty() {
             "Choose a credit pack to buy.".to_string()
@@ -383,8 +382,7 @@ async fn sandbox_pay(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response> {
     let user_id = layout.require_user()?.id;
-    let session = layout.session.clone().ok_or_else(|| internal(anyhow::anyhow!("session layer missing")))?;
-    csrf::verify(&session, &form.csrf_token).await?;
+    layout.verify_csrf(&form.csrf_token).await?;
     let payment = own_sandbox_payment(&state, user_id, &raw_id).await?;
     // With Stripe configured, sandbox payments can never be completed: no free credits.
     if !state.payments.is_sandbox() {
@@ -420,8 +418,7 @@ async fn sandbox_cancel(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response> {
     let user_id = layout.require_user()?.id;
-    let session = layout.session.clone().ok_or_else(|| internal(anyhow::anyhow!("session layer missing")))?;
-    csrf::verify(&session, &form.csrf_token).await?;
+    layout.verify_csrf(&form.csrf_token).await?;
     let payment = own_sandbox_payment(&state, user_id, &raw_id).await?;
     payments::mark_canceled(&state.pool, user_id, payment.payment_id).await?;
     Ok(Redirect::to(&payment.href()).into_response())

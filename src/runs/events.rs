@@ -2,12 +2,9 @@
 //! job notifications out to the SSE streams of `/runs/{id}/events`, so updates from workers in
 //! any process reach browsers connected to any instance.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::sync::{Arc, OnceLock};
 
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -34,40 +31,12 @@ impl RunEvents {
 }
 
 async fn listen(pool: PgPool, sender: broadcast::Sender<Uuid>, shutdown: CancellationToken) {
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(err) => {
-                tracing::warn!("run events listener: {err}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                }
-            }
-        };
-        if let Err(err) = listener.listen(CHANNEL_UPDATED).await {
-            tracing::warn!("run events listener: {err}");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
-            }
+    crate::db::listen(&pool, CHANNEL_UPDATED, "run events listener", &shutdown, |payload| {
+        if let Some(run_id) = payload.and_then(|p| p.parse::<Uuid>().ok()) {
+            // No receivers is fine: nobody is watching this run.
+            let _ = sender.send(run_id);
         }
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                message = listener.recv() => match message {
-                    Ok(n) => {
-                        if let Ok(run_id) = n.payload().parse::<Uuid>() {
-                            // No receivers is fine: nobody is watching this run.
-                            let _ = sender.send(run_id);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!("run events listener: {err}");
-                        break;
-                    }
-                }
-            }
-        }
-    }
+        std::future::ready(())
+    })
+    .await;
 }

@@ -57,14 +57,21 @@ impl Layout {
         }
     }
 
+    fn session(&self) -> Result<&Session, AppError> {
+        self.session.as_ref().ok_or_else(|| AppError::Internal(anyhow::anyhow!("session layer missing")))
+    }
+
     /// Makes sure the page can carry a CSRF token (forms for anonymous visitors: sign-up, log-in).
     pub async fn with_csrf(mut self) -> Result<Self, AppError> {
         if self.csrf_token.is_empty() {
-            let session =
-                self.session.as_ref().ok_or_else(|| AppError::Internal(anyhow::anyhow!("session layer missing")))?;
-            self.csrf_token = csrf::token(session).await?;
+            self.csrf_token = csrf::token(self.session()?).await?;
         }
         Ok(self)
+    }
+
+    /// Checks a submitted form's `csrf_token` against this session's ([`csrf::verify`]).
+    pub async fn verify_csrf(&self, submitted: &str) -> Result<(), AppError> {
+        csrf::verify(self.session()?, submitted).await
     }
 
     /// The signed-in user, or 401 (which browsers see as a redirect to the log-in page).
