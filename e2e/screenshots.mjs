@@ -10,103 +10,26 @@
 //   node e2e/screenshots.mjs            # screenshots + validation (needs java for validation)
 //   SKIP_VALIDATION=1 node e2e/screenshots.mjs
 
-import { spawn, execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { BINARY, ROOT, launchBrowser, startServer, waitFor } from "./server.mjs";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const SHOTS = join(ROOT, "target", "screens");
-const BINARY = join(ROOT, "target", "debug", "faceoff");
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const VNU = join(ROOT, "e2e", "node_modules", "vnu-jar", "build", "dist", "vnu.jar");
 const STEP_TIMEOUT = 30_000;
 const WIDTHS = { mobile: 390, desktop: 1280 };
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(what, fn, timeoutMs = STEP_TIMEOUT) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      if (await fn()) return;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
-}
-
-// A fresh database on the same server the app would use by default.
-const dbName = `faceoff_screens_${process.pid}_${Date.now()}`;
-const env = { ...process.env };
-if (env.DATABASE_URL) {
-  const url = new URL(env.DATABASE_URL);
-  url.pathname = `/${dbName}`;
-  env.DATABASE_URL = url.toString();
-} else {
-  env.PGDATABASE = dbName;
-}
-
-const port = await freePort();
-const base = `http://127.0.0.1:${port}`;
-const dataDir = mkdtempSync(join(tmpdir(), "faceoff-screens-"));
-Object.assign(env, {
-  FACEOFF_ADDR: `127.0.0.1:${port}`,
-  FACEOFF_PUBLIC_URL: base,
-  FACEOFF_DATA_DIR: dataDir,
-  FACEOFF_STORAGE_URL: `file://${join(dataDir, "media")}`,
-  FACEOFF_SANDBOX_LATENCY_MS: "200",
-  FACEOFF_WORKERS: "4",
-  RUST_LOG: env.RUST_LOG || "warn",
-});
-
 rmSync(SHOTS, { recursive: true, force: true });
 mkdirSync(SHOTS, { recursive: true });
-const server = spawn(BINARY, ["serve"], { env, stdio: ["ignore", "inherit", "inherit"] });
-let serverExited = false;
-server.on("exit", (code) => {
-  serverExited = true;
-  if (code !== 0 && code !== null) console.error(`server exited with ${code}`);
-});
-
 const problems = [];
 let browser;
+let server;
 let failed = false;
 try {
-  await waitFor("the server to be ready", async () => {
-    if (serverExited) throw new Error("server exited");
-    const res = await fetch(`${base}/readyz`);
-    return res.ok;
-  }, 120_000);
-
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--no-first-run",
-      "--disable-dev-shm-usage",
-    ],
-  });
+  server = await startServer({ name: "faceoff_screens", sandboxLatencyMs: 200 });
+  const { base, env } = server;
+  browser = await launchBrowser();
   const context = await browser.newContext({ viewport: { width: WIDTHS.desktop, height: 900 } });
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT);
@@ -255,15 +178,7 @@ try {
   if (problems.length) console.error(`problems:\n  ${problems.join("\n  ")}`);
 } finally {
   if (browser) await browser.close().catch(() => {});
-  server.kill("SIGTERM");
-  await waitFor("the server to stop", async () => serverExited, 30_000).catch(() => server.kill("SIGKILL"));
-  rmSync(dataDir, { recursive: true, force: true });
-  try {
-    const admin = env.DATABASE_URL ? Object.assign(new URL(env.DATABASE_URL), { pathname: "/postgres" }).toString() : "postgres";
-    execFileSync("psql", [admin, "-qc", `DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`], { stdio: "ignore", env: { ...process.env, PGDATABASE: "postgres" } });
-  } catch {
-    // psql missing: the database stays; it is small and named faceoff_screens_*.
-  }
+  if (server) await server.stop();
 }
 
 // The Nu Html Checker over every saved page.
