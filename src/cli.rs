@@ -56,15 +56,13 @@ pub enum AdminCommand {
 pub enum CatalogCommand {
     /// Validate a catalog file and load it into the database (running instances refresh).
     Load {
-        /// The catalog file.
-        #[arg(default_value = crate::catalog::CATALOG_PATH)]
-        path: std::path::PathBuf,
+        /// The catalog file [default: FACEOFF_CATALOG_FILE, else catalog/catalog.toml].
+        path: Option<std::path::PathBuf>,
     },
     /// Validate a catalog file without loading it.
     Check {
-        /// The catalog file.
-        #[arg(default_value = crate::catalog::CATALOG_PATH)]
-        path: std::path::PathBuf,
+        /// The catalog file [default: FACEOFF_CATALOG_FILE, else catalog/catalog.toml].
+        path: Option<std::path::PathBuf>,
     },
 }
 
@@ -119,6 +117,8 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
 async fn catalog_command(config: Config, action: CatalogCommand) -> anyhow::Result<()> {
     use anyhow::Context;
     let (CatalogCommand::Load { path } | CatalogCommand::Check { path }) = &action;
+    let configured = config.catalog_file.clone().unwrap_or_else(|| crate::catalog::CATALOG_PATH.into());
+    let path = path.as_ref().unwrap_or(&configured);
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if let Err(err) = crate::catalog::file::parse(&text) {
         anyhow::bail!("{}: {err}", path.display());
@@ -136,6 +136,13 @@ async fn catalog_command(config: Config, action: CatalogCommand) -> anyhow::Resu
     match outcome {
         crate::catalog::db::LoadOutcome::Loaded => println!("{}: loaded", path.display()),
         crate::catalog::db::LoadOutcome::Unchanged => println!("{}: already loaded, nothing changed", path.display()),
+    }
+    if *path != configured {
+        println!(
+            "note: every start loads {} again; set FACEOFF_CATALOG_FILE={} to keep this catalog",
+            configured.display(),
+            path.display()
+        );
     }
     Ok(())
 }

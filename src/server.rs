@@ -10,10 +10,16 @@ use tokio_util::sync::CancellationToken;
 use crate::{catalog, config::Config, db, jobs, ledger, state::AppState, web};
 
 /// Migrates the database and loads the seed data (idempotent; run at every start). The catalog
-/// comes from `catalog/catalog.toml` on disk (so an edited file applies at the next start), or
-/// the copy compiled into the binary when the file is not there.
-pub async fn prepare_database(pool: &PgPool, _config: &Config) -> anyhow::Result<()> {
+/// comes from `FACEOFF_CATALOG_FILE` when set (it must be readable), else `catalog/catalog.toml`
+/// on disk (so an edited file applies at the next start), else the copy compiled into the binary.
+pub async fn prepare_database(pool: &PgPool, config: &Config) -> anyhow::Result<()> {
     db::migrate(pool).await?;
+    if let Some(path) = &config.catalog_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading FACEOFF_CATALOG_FILE={}", path.display()))?;
+        catalog::db::load(pool, &text, &path.display().to_string()).await?;
+        return Ok(());
+    }
     let path = web::assets::locate_dir("catalog").join("catalog.toml");
     match std::fs::read_to_string(&path) {
         Ok(text) => catalog::db::load(pool, &text, &path.display().to_string()).await?,

@@ -14,7 +14,10 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{Catalog, Faq, Mode, Model, UseCase, showcase::ShowcaseImage};
+use super::{
+    Catalog, Faq, Mode, Model, UseCase,
+    showcase::{Showcase, ShowcaseImage},
+};
 use crate::{
     state::AppState,
     web::{AppError, Result, layout::Layout, render},
@@ -498,7 +501,7 @@ async fn picker(State(state): State<AppState>, layout: Layout, RawQuery(query): 
 
 struct ShowcaseItem {
     model_name: String,
-    image: Option<ShowcaseImage>,
+    image: Showcase,
 }
 
 struct ShowcaseBlock {
@@ -597,7 +600,7 @@ async fn comparison(state: AppState, layout: Layout, pair: String, use_case: Opt
     let showcase = match &showcase_use_case {
         Some(uc) => {
             let images = state.showcases.images(&state, uc, &[&ma, &mb]).await;
-            let sandbox = images.iter().flatten().any(ShowcaseImage::is_sandbox);
+            let sandbox = images.iter().filter_map(Showcase::image).any(ShowcaseImage::is_sandbox);
             Some(ShowcaseBlock {
                 use_case_name: uc.name.clone(),
                 prompt: uc.showcase_prompt.clone(),
@@ -650,7 +653,7 @@ async fn comparison(state: AppState, layout: Layout, pair: String, use_case: Opt
     let crumbs: Vec<(String, String)> = breadcrumbs.iter().map(|l| (l.label.clone(), l.href.clone())).collect();
     let image = showcase
         .as_ref()
-        .and_then(|s| s.items.iter().find_map(|i| i.image.as_ref()))
+        .and_then(|s| s.items.iter().find_map(|i| i.image.image()))
         .map(|img| format!("{base}{}", img.url));
     let description = match (&editorial, &use_case) {
         (Some(c), _) => summary(&c.intro, 158),
@@ -900,7 +903,7 @@ pub struct FeaturedComparison {
     pub title: String,
     pub use_case: Option<String>,
     /// (model name, image) for each of the two models.
-    pub images: Vec<(String, Option<ShowcaseImage>)>,
+    pub images: Vec<(String, Showcase)>,
 }
 
 /// The editorial comparisons that have a use case (the seed comparison first), with their

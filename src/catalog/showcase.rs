@@ -32,6 +32,9 @@ const STALE_CLAIM: &str = "5 minutes";
 /// How long to wait before retrying a failed generation, and how often.
 const RETRY_AFTER: &str = "1 minute";
 const MAX_ATTEMPTS: i32 = 5;
+/// After `MAX_ATTEMPTS` failures the page says the image is unavailable, and a generation is
+/// tried again this long after the last failure (the provider may be back).
+const RETRY_EXHAUSTED_AFTER: &str = "1 hour";
 /// Longest time one generation may take.
 const GENERATION_DEADLINE: Duration = Duration::from_secs(600);
 /// The seed used for every showcase image, so reruns give the same picture.
@@ -51,6 +54,29 @@ pub struct ShowcaseImage {
 impl ShowcaseImage {
     pub fn is_sandbox(&self) -> bool {
         self.provider == "sandbox"
+    }
+}
+
+/// What a page can show for one model's showcase image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Showcase {
+    Ready(ShowcaseImage),
+    /// Being generated (or about to be): the page says so.
+    Pending,
+    /// Failed `MAX_ATTEMPTS` times: the page says it is unavailable instead of "generating".
+    Unavailable,
+}
+
+impl Showcase {
+    pub fn image(&self) -> Option<&ShowcaseImage> {
+        match self {
+            Showcase::Ready(image) => Some(image),
+            _ => None,
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Showcase::Unavailable)
     }
 }
 
@@ -74,6 +100,9 @@ struct Row {
     model_slug: String,
     prompt: String,
     status: String,
+    attempts: i32,
+    /// A failed generation may be tried again (see `claim`).
+    retry_due: bool,
     provider: Option<String>,
     media_key: Option<String>,
     width: Option<i32>,
@@ -86,19 +115,21 @@ impl Showcases {
         self.ready.lock().ok()?.get(&key).cloned()
     }
 
-    /// The showcase images of `models` for `use_case` (`None` while one is not generated yet).
-    /// Missing ones are generated in the background.
-    pub async fn images(&self, state: &AppState, use_case: &UseCase, models: &[&Model]) -> Vec<Option<ShowcaseImage>> {
-        let mut out: Vec<Option<ShowcaseImage>> = models.iter().map(|m| self.cached(use_case, &m.slug)).collect();
-        if out.iter().all(Option::is_some) {
+    /// The showcase images of `models` for `use_case`. Missing ones are generated in the
+    /// background (unless they failed too often recently).
+    pub async fn images(&self, state: &AppState, use_case: &UseCase, models: &[&Model]) -> Vec<Showcase> {
+        let mut out: Vec<Showcase> =
+            models.iter().map(|m| self.cached(use_case, &m.slug).map_or(Showcase::Pending, Showcase::Ready)).collect();
+        if out.iter().all(|s| s.image().is_some()) {
             return out;
         }
         let missing: Vec<String> =
-            models.iter().zip(&out).filter(|(_, img)| img.is_none()).map(|(m, _)| m.slug.clone()).collect();
-        let rows: Vec<Row> = match sqlx::query_as(
-            "SELECT model_slug, prompt, status, provider, media_key, width, height FROM showcase_image
-             WHERE use_case_slug = $1 AND model_slug = ANY($2)",
-        )
+            models.iter().zip(&out).filter(|(_, s)| s.image().is_none()).map(|(m, _)| m.slug.clone()).collect();
+        let rows: Vec<Row> = match sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT model_slug, prompt, status, attempts, provider, media_key, width, height,
+                    updated_at < now() - interval '{RETRY_EXHAUSTED_AFTER}' AS retry_due
+             FROM showcase_image WHERE use_case_slug = $1 AND model_slug = ANY($2)",
+        )))
         .bind(&use_case.slug)
         .bind(&missing)
         .fetch_all(&state.pool)
@@ -112,7 +143,7 @@ impl Showcases {
             }
         };
         for (model, slot) in models.iter().zip(out.iter_mut()) {
-            if slot.is_some() {
+            if slot.image().is_some() {
                 continue;
             }
             let row = rows.iter().find(|r| r.model_slug == model.slug && r.prompt == use_case.showcase_prompt);
@@ -132,7 +163,13 @@ impl Showcases {
                             image.clone(),
                         );
                     }
-                    *slot = Some(image);
+                    *slot = Showcase::Ready(image);
+                }
+                Some(Row { status, attempts, retry_due, .. }) if status == "failed" && *attempts >= MAX_ATTEMPTS => {
+                    *slot = Showcase::Unavailable;
+                    if *retry_due {
+                        self.spawn_generation(state, use_case, model);
+                    }
                 }
                 _ => self.spawn_generation(state, use_case, model),
             }
@@ -178,7 +215,7 @@ impl Showcases {
 }
 
 /// Claims the (use case, model) showcase for this process; false when it is ready, or another
-/// process is generating it, or it failed too often.
+/// process is generating it, or it failed recently (too often: within the last hour).
 async fn claim(pool: &PgPool, use_case: &UseCase, model: &Model) -> Result<bool, sqlx::Error> {
     let claimed: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "INSERT INTO showcase_image (use_case_slug, model_slug, prompt, status, attempts, claimed_at)
@@ -190,6 +227,8 @@ async fn claim(pool: &PgPool, use_case: &UseCase, model: &Model) -> Result<bool,
             OR (showcase_image.status = 'pending' AND showcase_image.claimed_at < now() - interval '{STALE_CLAIM}')
             OR (showcase_image.status = 'failed' AND showcase_image.attempts < {MAX_ATTEMPTS}
                 AND showcase_image.updated_at < now() - interval '{RETRY_AFTER}')
+            OR (showcase_image.status = 'failed'
+                AND showcase_image.updated_at < now() - interval '{RETRY_EXHAUSTED_AFTER}')
          RETURNING attempts"
     )))
     .bind(&use_case.slug)

@@ -172,6 +172,102 @@ async fn concurrent_first_requests_generate_each_showcase_image_once() {
     assert_eq!(stored, 4, "an original and a web rendition per model");
 }
 
+/// Polls the (portrait, `model`) showcase row until `done` accepts its (status, attempts).
+async fn showcase_row_until(app: &TestApp, model: &str, done: impl Fn(&str, i32) -> bool) -> (String, i32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let row: Option<(String, i32)> = sqlx::query_as(
+            "SELECT status, attempts FROM showcase_image WHERE use_case_slug = 'portrait' AND model_slug = $1",
+        )
+        .bind(model)
+        .fetch_optional(&app.pool)
+        .await
+        .expect("showcase row");
+        if let Some((status, attempts)) = &row
+            && done(status, *attempts)
+        {
+            return (status.clone(), *attempts);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "showcase row of {model} stuck at {row:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_showcase_image_that_keeps_failing_is_shown_as_unavailable_and_retried_later() {
+    let app = TestApp::spawn_with(|c| c.sandbox_fail = vec!["flux-2".into()]).await;
+    const SEED: &str = "/compare/flux-2-vs-flux-ultra-1-1/portrait";
+
+    // The first failure: the other model's image arrives, Flux 2's stays "generating".
+    page_with_showcase_images(&app, SEED, ".showcase img", 1).await;
+    showcase_row_until(&app, "flux-2", |status, _| status == "failed").await;
+    let (_, page) = app.page(SEED).await;
+    assert_eq!(page.count(".showcase .showcase-pending"), 1, "{}", page.source);
+    assert_eq!(page.count("[data-testid=showcase-unavailable]"), 0);
+
+    // After the last allowed attempt the page stops promising an image, and nothing retries.
+    sqlx::query("UPDATE showcase_image SET attempts = 5 WHERE use_case_slug = 'portrait' AND model_slug = 'flux-2'")
+        .execute(&app.pool)
+        .await
+        .expect("exhaust attempts");
+    for _ in 0..3 {
+        let (status, page) = app.page(SEED).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page.count("[data-testid=showcase-unavailable]"), 1, "{}", page.source);
+        assert_eq!(page.count(".showcase .showcase-pending"), 0);
+        assert_eq!(page.count(".showcase img"), 1);
+    }
+    let (status, attempts) = showcase_row_until(&app, "flux-2", |_, _| true).await;
+    assert_eq!((status.as_str(), attempts), ("failed", 5), "no new attempt within the hour");
+
+    // An hour after the last failure, the next view tries again (and fails again here).
+    let mut tx = app.pool.begin().await.expect("tx");
+    sqlx::query("ALTER TABLE showcase_image DISABLE TRIGGER showcase_image_updated_at")
+        .execute(&mut *tx)
+        .await
+        .expect("trigger");
+    sqlx::query("UPDATE showcase_image SET updated_at = now() - interval '61 minutes' WHERE model_slug = 'flux-2'")
+        .execute(&mut *tx)
+        .await
+        .expect("age the failure");
+    sqlx::query("ALTER TABLE showcase_image ENABLE TRIGGER showcase_image_updated_at")
+        .execute(&mut *tx)
+        .await
+        .expect("trigger");
+    tx.commit().await.expect("commit");
+    let (status, _) = app.page(SEED).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, attempts) =
+        showcase_row_until(&app, "flux-2", |status, attempts| status == "failed" && attempts == 6).await;
+    assert_eq!((status.as_str(), attempts), ("failed", 6));
+}
+
+#[tokio::test]
+async fn a_configured_catalog_file_is_the_one_loaded_at_start() {
+    let dir = std::env::temp_dir().join(format!("faceoff-catalog-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("catalog.toml");
+    let edited = CATALOG_TOML.replacen(
+        "Black Forest Labs' second-generation FLUX model",
+        "A description chosen by this operator for the second-generation FLUX model",
+        1,
+    );
+    assert_ne!(edited, CATALOG_TOML);
+    std::fs::write(&file, &edited).expect("write catalog");
+
+    let app = TestApp::spawn_with(|c| c.catalog_file = Some(file.clone())).await;
+    let (status, page) = app.page("/models/flux-2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.source.contains("A description chosen by this operator"), "the configured catalog was not loaded");
+
+    // A configured file that cannot be read stops start-up and says which variable to fix.
+    let mut config = crate::helpers::test_config();
+    config.catalog_file = Some(dir.join("missing.toml"));
+    let err = faceoff::server::prepare_database(&app.pool, &config).await.expect_err("missing file");
+    assert!(format!("{err:#}").contains("FACEOFF_CATALOG_FILE"), "{err:#}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test]
 async fn every_page_in_the_sitemap_answers_with_valid_html() {
     let app = TestApp::spawn().await;
