@@ -52,6 +52,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long start-up keeps retrying an unreachable database (`FACEOFF_DB_WAIT_SECS`).
     pub db_wait: Duration,
+    /// `FACEOFF_CATALOG_FILE`: the catalog loaded at every start (and by `faceoff catalog load`
+    /// without a path). `None`: `catalog/catalog.toml`, or the copy compiled into the binary.
+    pub catalog_file: Option<PathBuf>,
+    /// `FACEOFF_CLIENT_IP_HEADER`: behind a reverse proxy, the header it writes the client's
+    /// address to (`X-Forwarded-For`, `X-Real-IP`); rate limits count per that address.
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 /// A configuration error: which variable, what it held, what was expected.
@@ -139,6 +145,14 @@ impl Config {
                 });
             }
         };
+        let client_ip_header = match env.non_empty("FACEOFF_CLIENT_IP_HEADER") {
+            Some(raw) => Some(axum::http::HeaderName::from_bytes(raw.as_bytes()).map_err(|_| ConfigError {
+                name: "FACEOFF_CLIENT_IP_HEADER",
+                value: raw,
+                expected: "a header name such as X-Forwarded-For",
+            })?),
+            None => None,
+        };
         let db_wait_secs: u64 = env.parsed("FACEOFF_DB_WAIT_SECS", "seconds, e.g. 30", 30)?;
         Ok(Config {
             database_url: env.non_empty("DATABASE_URL").map(Secret::new),
@@ -158,6 +172,8 @@ impl Config {
             stripe_api_url,
             log_format,
             db_wait: Duration::from_secs(db_wait_secs),
+            catalog_file: env.non_empty("FACEOFF_CATALOG_FILE").map(PathBuf::from),
+            client_ip_header,
         })
     }
 
@@ -248,6 +264,7 @@ mod tests {
         assert_eq!(c.bfl_api_url.as_str(), "https://api.bfl.ai/");
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert!(c.database_url.is_none() && c.bfl_api_key.is_none() && c.stripe_secret_key.is_none());
+        assert!(c.catalog_file.is_none() && c.client_ip_header.is_none());
     }
 
     #[test]
@@ -265,6 +282,8 @@ mod tests {
         assert_eq!(err.name, "FACEOFF_SIGNUP_CREDITS");
         let err = config(&[("FACEOFF_STORAGE_URL", "gopher://x")]).expect_err("bad store");
         assert_eq!(err.name, "FACEOFF_STORAGE_URL");
+        let err = config(&[("FACEOFF_CLIENT_IP_HEADER", "X Forwarded")]).expect_err("bad header");
+        assert_eq!(err.name, "FACEOFF_CLIENT_IP_HEADER");
     }
 
     #[test]
@@ -273,6 +292,10 @@ mod tests {
             .expect("ok");
         assert_eq!(c.sandbox_fail, vec!["flux-2", "flux-ultra-1-1"]);
         assert!(!format!("{c:?}").contains("bfl_secret"));
+        let c = config(&[("FACEOFF_CATALOG_FILE", " /etc/faceoff/catalog.toml ")]).expect("ok");
+        assert_eq!(c.catalog_file, Some(PathBuf::from("/etc/faceoff/catalog.toml")));
+        let c = config(&[("FACEOFF_CLIENT_IP_HEADER", "X-Forwarded-For")]).expect("ok");
+        assert_eq!(c.client_ip_header.as_ref().map(|h| h.as_str()), Some("x-forwarded-for"));
         let c = config(&[("FACEOFF_ADDR", "0.0.0.0:8080")]).expect("ok");
         assert_eq!(c.public_url.as_str(), "http://localhost:8080/");
     }

@@ -1,5 +1,6 @@
-//! Rate limits on sign-up and log-in: at most 10 attempts a minute per client IP and per email
-//! address (each action counted separately), kept in memory per process with `governor`.
+//! Rate limits on sign-up and log-in: at most 10 attempts a minute per client IP (see
+//! `web::client_ip`) and per email address (each action counted separately), kept in memory per
+//! process with `governor`.
 //! Several app instances each allow their own 10; that bounds guessing well enough without a
 //! shared store.
 

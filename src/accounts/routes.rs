@@ -2,11 +2,9 @@
 //! (+ `POST /account/password`, `POST /account/sign-out-everywhere`) and `GET /admin`
 //! (+ `POST /admin/adjust`).
 
-use std::net::SocketAddr;
-
 use axum::{
     Form, Router,
-    extract::{ConnectInfo, Query, State},
+    extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -27,6 +25,7 @@ use crate::{
     state::AppState,
     web::{
         Result,
+        client_ip::ClientIp,
         csrf::{self, session_error},
         error::AppError,
         layout::Layout,
@@ -130,14 +129,14 @@ async fn signup_form(State(state): State<AppState>, layout: Layout, Query(q): Qu
 
 async fn signup(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     session: Session,
     layout: Layout,
     Form(form): Form<AuthForm>,
 ) -> Result<Response> {
     csrf::verify(&session, &form.csrf_token).await?;
     let email = accounts::normalize_email(&form.email);
-    state.auth_limits.check(Action::Signup, client.ip(), &email)?;
+    state.auth_limits.check(Action::Signup, client, &email)?;
     let mut page = SignupPage {
         layout: layout.with_csrf().await?,
         signup_credits: state.config.signup_credits,
@@ -216,14 +215,14 @@ async fn login_form(layout: Layout, Query(q): Query<NextQuery>) -> Result<Respon
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     session: Session,
     layout: Layout,
     Form(form): Form<AuthForm>,
 ) -> Result<Response> {
     csrf::verify(&session, &form.csrf_token).await?;
     let email = accounts::normalize_email(&form.email);
-    state.auth_limits.check(Action::Login, client.ip(), &email)?;
+    state.auth_limits.check(Action::Login, client, &email)?;
     let mut page = LoginPage {
         layout: layout.with_csrf().await?,
         email: email.clone(),
@@ -296,7 +295,7 @@ struct PasswordForm {
 
 async fn change_password(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     session: Session,
     layout: Layout,
     Form(form): Form<PasswordForm>,
@@ -304,7 +303,7 @@ async fn change_password(
     csrf::verify(&session, &form.csrf_token).await?;
     let current = layout.require_user()?.clone();
     // Guessing the current password from a borrowed session counts like log-in attempts.
-    state.auth_limits.check(Action::Login, client.ip(), &current.email)?;
+    state.auth_limits.check(Action::Login, client, &current.email)?;
     let mut page = AccountPage::new(layout);
     page.new_password_error = password::validate(&form.new_password).err().map(String::from);
     let user = accounts::find_by_id(&state.pool, current.id).await?.ok_or(AppError::Unauthorized)?;

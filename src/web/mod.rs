@@ -26,6 +26,7 @@ use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 use crate::{accounts::session_store::PgSessionStore, state::AppState, telemetry};
 
 pub mod assets;
+pub mod client_ip;
 pub mod csrf;
 pub mod error;
 mod health;

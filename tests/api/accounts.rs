@@ -1,6 +1,7 @@
 //! Accounts over HTTP: sign-up, log-in, sessions, CSRF, rate limits, the account page, the
 //! admin page and the admin grant used by the CLI.
 
+use axum::http::HeaderName;
 use faceoff::{
     accounts::{
         self,
@@ -283,6 +284,51 @@ async fn login_and_signup_are_rate_limited() {
     }
     assert!(statuses[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{statuses:?}");
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Ten failed log-ins from `forwarded` (as the proxy reports it), then the eleventh's status.
+async fn eleventh_login_from(app: &TestApp, csrf: &str, forwarded: &str, round: &str) -> Vec<StatusCode> {
+    let mut statuses = Vec::new();
+    for i in 0..11 {
+        let email = format!("{round}{i}@example.com");
+        let response = app
+            .client
+            .post(app.url("/login"))
+            .header("x-forwarded-for", forwarded)
+            .form(&[("email", email.as_str()), ("password", "wrong password"), ("csrf_token", csrf)])
+            .send()
+            .await
+            .expect("POST /login");
+        statuses.push(response.status());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn behind_a_proxy_the_limit_counts_the_address_the_proxy_reports() {
+    let app = TestApp::spawn_with(|c| c.client_ip_header = Some(HeaderName::from_static("x-forwarded-for"))).await;
+    let csrf = token(&app, &app.client, "/login").await;
+    // All requests come from 127.0.0.1; the proxy says they are two different clients. A client
+    // cannot escape by prepending addresses: only the proxy's (last) entry counts.
+    let first = eleventh_login_from(&app, &csrf, "198.51.100.1, 203.0.113.7", "a").await;
+    assert!(first[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{first:?}");
+    assert_eq!(first[10], StatusCode::TOO_MANY_REQUESTS);
+    let spoofed = eleventh_login_from(&app, &csrf, "192.0.2.99, 203.0.113.7", "b").await;
+    assert!(spoofed.iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{spoofed:?}");
+    let other = eleventh_login_from(&app, &csrf, "203.0.113.8", "c").await;
+    assert!(other[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{other:?}");
+    assert_eq!(other[10], StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn without_a_configured_proxy_forwarded_headers_are_ignored() {
+    let app = TestApp::spawn().await;
+    let csrf = token(&app, &app.client, "/login").await;
+    let first = eleventh_login_from(&app, &csrf, "203.0.113.7", "a").await;
+    assert_eq!(first[10], StatusCode::TOO_MANY_REQUESTS, "{first:?}");
+    // A new forwarded address buys nothing: the peer (127.0.0.1) is what counts.
+    let second = eleventh_login_from(&app, &csrf, "203.0.113.8", "b").await;
+    assert_eq!(second[0], StatusCode::TOO_MANY_REQUESTS, "{second:?}");
 }
 
 #[tokio::test]
