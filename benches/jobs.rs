@@ -58,7 +58,7 @@ async fn bench(
 
     let mut user_ids = Vec::new();
     for i in 0..users {
-        let mut tx = pool.begin().await?;
+        let mut tx = faceoff::db::begin(&pool).await?;
         let id = faceoff::accounts::create_user(
             &mut tx,
             &format!("bench{i}@example.com"),

@@ -71,7 +71,7 @@ async fn bench_ledger(pool: &PgPool, users: usize, duration: Duration) -> anyhow
     let started = Instant::now();
     let mut ids = Vec::with_capacity(users);
     for i in 0..users {
-        let mut tx = pool.begin().await?;
+        let mut tx = faceoff::db::begin(pool).await?;
         let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q";
         ids.push(accounts::create_user(&mut tx, &format!("bench{i}@example.com"), hash, Role::User, 10_000_000).await?);
         tx.commit().await?;

@@ -1,6 +1,6 @@
 //! The database: finding a PostgreSQL server (the configured one, a local default, or a private
 //! cluster started under the data directory), creating the application database, running the
-//! migrations, and building the connection pool.
+//! migrations, building the connection pool, and starting transactions safely ([`begin`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use sqlx::{
-    ConnectOptions, Connection, PgConnection, PgPool,
+    ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -196,6 +196,22 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
 /// Logs statements slower than 500 ms as warnings.
 pub fn with_slow_statement_log(options: &PgConnectOptions) -> PgConnectOptions {
     options.clone().log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500))
+}
+
+/// Begins a transaction on a pooled connection; use it instead of `pool.begin()` (clippy
+/// enforces this).
+///
+/// sqlx 0.9.0 leaks a server-side transaction when the future of `pool.begin()` is dropped
+/// after `BEGIN` is sent but before its answer is read (transact-rs/sqlx#4385): the connection
+/// goes back to the pool inside an open transaction, later autocommit statements on it are
+/// silently left uncommitted, and its locks are held. Request handlers are dropped whenever a
+/// client disconnects or a request times out, so the `BEGIN` runs in a task of its own that
+/// finishes it even when the caller is gone; the unused transaction is then rolled back.
+pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    #[allow(clippy::disallowed_methods)]
+    let begin = tokio::spawn(async move { pool.begin().await });
+    begin.await.map_err(|_| sqlx::Error::WorkerCrashed)?
 }
 
 /// Runs the embedded migrations.

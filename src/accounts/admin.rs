@@ -72,7 +72,7 @@ pub async fn adjust_credits(
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
         return Err(AdjustError::InvalidReason);
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let user = accounts::find_by_email(&mut *tx, email)
         .await?
         .ok_or_else(|| AdjustError::UnknownUser(email.trim().to_string()))?;

@@ -152,7 +152,7 @@ async fn signup(
         return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
     let hash = password::hash(form.password).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let user_id = match accounts::create_user(&mut tx, &email, &hash, Role::User, state.config.signup_credits).await {
         Ok(id) => id,
         // Someone signed up with this address since the check above.

@@ -22,7 +22,7 @@ pub enum LoadOutcome {
 pub async fn load(pool: &PgPool, text: &str, source: &str) -> anyhow::Result<LoadOutcome> {
     let catalog = file::parse(text)?;
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // Instances starting together load one after the other.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('faceoff.catalog.load'))").execute(&mut *tx).await?;
     let latest: Option<String> =

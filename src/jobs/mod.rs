@@ -368,7 +368,7 @@ pub async fn record_submission(
     provider_impl: &str,
     submission: &Submission,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let done = sqlx::query(
         "UPDATE generation_job SET provider_impl = $3, submission = $4, progress = 0
          WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
@@ -386,7 +386,7 @@ pub async fn record_submission(
 
 /// Records progress (0–1) and announces it; `false` when the lease was lost.
 pub async fn record_progress(pool: &PgPool, job: &ClaimedJob, progress: f32) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let done = sqlx::query(
         "UPDATE generation_job SET progress = $3 WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
     )
@@ -402,7 +402,7 @@ pub async fn record_progress(pool: &PgPool, job: &ClaimedJob, progress: f32) -> 
 
 /// Gives a job back to the queue (the worker is shutting down): the next worker resumes it at once.
 pub async fn release(pool: &PgPool, job: &ClaimedJob) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let done = sqlx::query(
         "UPDATE generation_job SET status = 'queued', lease_token = NULL, lease_expires_at = NULL, run_after = now()
          WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
@@ -456,7 +456,7 @@ pub enum SettleError {
 /// Settles a job exactly once, fenced by its lease token: the job's final state and the hold's
 /// post (delivered) or void (anything else) commit together.
 pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Result<Settled, SettleError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // Lock the row first and check the fence, so a late worker changes nothing.
     let owned: Option<i64> = sqlx::query_scalar(
         "SELECT hold_id FROM generation_job WHERE job_id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",

@@ -552,10 +552,11 @@ pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
         .await?;
         let Some(&last) = expired.last() else { break };
         after = last;
-        let mut conn = pool.acquire().await?;
         for &hold_id in &expired {
+            // One transaction per hold, begun safely (a bare connection's BEGIN is not).
+            let mut tx = crate::db::begin(pool).await?;
             match resolve(
-                &mut conn,
+                &mut tx,
                 hold_id,
                 Resolution::Void,
                 "expired: the hold outlived its deadline",
@@ -568,6 +569,7 @@ pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
                 Err(LedgerError::AlreadyResolved { .. }) => {}
                 Err(err) => return Err(err),
             }
+            tx.commit().await?;
         }
         if (expired.len() as i64) < BATCH {
             break;

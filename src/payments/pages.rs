@@ -468,7 +468,7 @@ async fn payment_page(
         // Stripe's success page: ask Stripe, and fulfil now rather than wait for the webhook.
         match state.payments.provider.retrieve_session(session_id).await {
             Ok(Some(session)) if session.payment_status == "paid" => {
-                let mut tx = state.pool.begin().await?;
+                let mut tx = crate::db::begin(&state.pool).await?;
                 let done = payments::fulfil(&mut tx, &session).await.map_err(internal)?;
                 tx.commit().await?;
                 if let Fulfilment::Ignored(reason) = done {

@@ -166,7 +166,7 @@ async fn handle(pool: &PgPool, event: Event) -> Result<Outcome, WebhookError> {
     } else {
         None
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // Recording the id first makes a concurrent redelivery wait here, then see the id taken.
     let fresh: Option<String> = sqlx::query_scalar(
         "INSERT INTO stripe_event (event_id, event_type, checkout_session_id, outcome) VALUES ($1, $2, $3, 'received')

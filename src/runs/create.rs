@@ -368,7 +368,7 @@ pub async fn create_run(
         store.put(&reference_key, reference.bytes.clone()).await?;
     }
 
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let balance = ledger::balance(&mut *tx, user_id).await?;
     if balance.available < run.total {
         return Err(CreateError::InsufficientCredits { need: run.total, have: balance.available });

@@ -221,7 +221,7 @@ async fn a_showcase_image_that_keeps_failing_is_shown_as_unavailable_and_retried
     assert_eq!((status.as_str(), attempts), ("failed", 5), "no new attempt within the hour");
 
     // An hour after the last failure, the next view tries again (and fails again here).
-    let mut tx = app.pool.begin().await.expect("tx");
+    let mut tx = faceoff::db::begin(&app.pool).await.expect("tx");
     sqlx::query("ALTER TABLE showcase_image DISABLE TRIGGER showcase_image_updated_at")
         .execute(&mut *tx)
         .await

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Page, TestApp};
+use crate::helpers::{Page, TestApp, TestDb};
 
 #[tokio::test]
 async fn home_page_renders_in_the_layout() {
@@ -188,4 +188,33 @@ async fn a_signed_in_page_shows_the_balance_in_the_header() {
     assert_eq!(page.text("[data-testid=balance]").as_deref(), Some("100"));
     assert_eq!(page.count("[data-testid=held]"), 0, "no held credits, no held element");
     assert!(page.attr("form[action=\"/logout\"] input[name=csrf_token]", "value").is_some_and(|t| t.len() >= 32));
+}
+
+/// Polls `future` up to `polls` times, letting the runtime run in between, then drops it: a
+/// caller cancelled at every possible point of its progress.
+async fn cancel_after<F: std::future::Future>(future: F, polls: usize) {
+    let mut future = std::pin::pin!(future);
+    for _ in 0..polls {
+        if futures::poll!(future.as_mut()).is_ready() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_begin_never_leaves_an_open_transaction_in_the_pool() {
+    let db = TestDb::create().await;
+    // One connection, so every statement below reuses whatever state begin() left on it.
+    let pool = db.pool(1);
+    sqlx::query("CREATE TABLE probe (n int)").execute(&pool).await.expect("create");
+    let mut observer = <sqlx::PgConnection as sqlx::Connection>::connect_with(&db.options).await.expect("observer");
+    for polls in 1..=60_i32 {
+        cancel_after(faceoff::db::begin(&pool), polls as usize).await;
+        // An autocommit write through the pool is committed at once, not swallowed by a
+        // transaction the cancelled begin left open.
+        sqlx::query("INSERT INTO probe VALUES ($1)").bind(polls).execute(&pool).await.expect("insert");
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM probe").fetch_one(&mut observer).await.expect("count");
+        assert_eq!(seen, i64::from(polls), "cancelled after {polls} polls: the write is not visible");
+    }
 }

@@ -233,7 +233,7 @@ impl TestApp {
     pub async fn create_user(&self, email: &str, credits: i64) -> TestUser {
         let password = "correct horse battery staple".to_string();
         let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q";
-        let mut tx = self.pool.begin().await.expect("begin");
+        let mut tx = faceoff::db::begin(&self.pool).await.expect("begin");
         let id = faceoff::accounts::create_user(&mut tx, email, hash, faceoff::accounts::Role::User, credits)
             .await
             .expect("create user");

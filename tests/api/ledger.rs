@@ -30,7 +30,7 @@ async fn ledger_db(max_connections: u32) -> (TestDb, PgPool) {
 }
 
 async fn user_with(pool: &PgPool, credits: i64) -> Uuid {
-    let mut tx = pool.begin().await.expect("begin");
+    let mut tx = faceoff::db::begin(pool).await.expect("begin");
     let email = format!("{}@example.com", Uuid::new_v4());
     let id = accounts::create_user(&mut tx, &email, FAKE_HASH, Role::User, credits).await.expect("create user");
     tx.commit().await.expect("commit");
@@ -132,7 +132,7 @@ async fn transfers_are_idempotent_and_keys_cannot_be_reused_for_something_else()
 async fn a_failed_transfer_inside_a_transaction_leaves_it_usable() {
     let (_db, pool) = ledger_db(5).await;
     let user = user_with(&pool, 10).await;
-    let mut tx = pool.begin().await.expect("begin");
+    let mut tx = faceoff::db::begin(&pool).await.expect("begin");
     let err = ledger::reserve(&mut tx, user, 11, "too-much", later(), "run", Refs::default()).await.expect_err("short");
     assert_eq!(err.to_string(), "insufficient credits (need 11, have 10)");
     let hold = ledger::reserve(&mut tx, user, 10, "just-right", later(), "run", Refs::default()).await.expect("fits");
@@ -298,7 +298,7 @@ async fn the_database_refuses_what_the_ledger_forbids() {
             .is_err()
     );
     // A transfer without its two balanced entries does not commit.
-    let mut tx = pool.begin().await.expect("begin");
+    let mut tx = faceoff::db::begin(&pool).await.expect("begin");
     sqlx::query(
         "INSERT INTO ledger_transfer (idempotency_key, debit_account_id, credit_account_id, amount, kind)
          SELECT 'rogue', account_id, $1, 5, 'adjustment' FROM ledger_account WHERE code = 'adjustments'",
@@ -310,7 +310,7 @@ async fn the_database_refuses_what_the_ledger_forbids() {
     let err = tx.commit().await.expect_err("unbalanced transfer");
     assert!(err.to_string().contains("balanced"), "{err}");
     // An entry that does not follow the wallet's cached balance is refused.
-    let mut tx = pool.begin().await.expect("begin");
+    let mut tx = faceoff::db::begin(&pool).await.expect("begin");
     let transfer_id: i64 = sqlx::query_scalar(
         "INSERT INTO ledger_transfer (idempotency_key, debit_account_id, credit_account_id, amount, kind)
          SELECT 'rogue2', account_id, $1, 5, 'adjustment' FROM ledger_account WHERE code = 'adjustments'

@@ -280,7 +280,7 @@ async fn history_is_paginated_and_downloadable_as_csv() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(100).await;
     // 24 adjustments, one with a memo that needs CSV quoting: 25 lines with the sign-up bonus.
-    let mut tx = app.pool.begin().await.expect("begin");
+    let mut tx = faceoff::db::begin(&app.pool).await.expect("begin");
     let wallet = ledger::wallet(&mut *tx, user.id).await.expect("wallet");
     let adjustments = ledger::system_account(&mut *tx, ledger::System::Adjustments).await.expect("system");
     for i in 1..=24 {
