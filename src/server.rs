@@ -50,12 +50,22 @@ where
 {
     let (server, pool) = connect(config).await?;
     let result = work(pool.clone()).await;
-    pool.close().await;
+    // `close()` waits for every connection to come back; one that never does (a task stuck on
+    // it) must not keep the process from exiting.
+    if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close()).await.is_err() {
+        tracing::warn!(
+            in_use = pool.size().saturating_sub(pool.num_idle() as u32),
+            "database connections still in use {POOL_CLOSE_TIMEOUT:?} after shutdown; exiting without them"
+        );
+    }
     if let Some(cluster) = &server.cluster {
         cluster.stop();
     }
     result
 }
+
+/// How long shutdown waits for database connections to be returned to the pool.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Waits for the background tasks to stop, and aborts those that take longer than 30 s in
 /// all: a stuck task must neither hold up the exit nor keep connections out of the pool, whose
@@ -94,6 +104,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await?;
         shutdown.cancel();
         join_all(tasks).await;
+        tracing::info!(
+            connections_in_use = pool.size().saturating_sub(pool.num_idle() as u32),
+            "requests and background tasks finished"
+        );
         Ok(())
     })
     .await

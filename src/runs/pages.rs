@@ -345,8 +345,15 @@ async fn run_events(State(state): State<AppState>, layout: Layout, Path(id): Pat
             }
         }
         s.first = false;
-        let view = match RunView::load(&s.state.pool, &s.run).await {
-            Ok(view) => view,
+        // In a task of its own: a browser closing the stream must not cancel a query half-way
+        // (see `web::run_to_completion`).
+        let (pool, run) = (s.state.pool.clone(), s.run.clone());
+        let view = match tokio::spawn(async move { RunView::load(&pool, &run).await }).await {
+            Ok(Ok(view)) => view,
+            Ok(Err(err)) => {
+                tracing::warn!("run events: {err}");
+                return None;
+            }
             Err(err) => {
                 tracing::warn!("run events: {err}");
                 return None;

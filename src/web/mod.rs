@@ -88,6 +88,7 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), error::render_errors))
         .layer(middleware::from_fn(telemetry::track_requests))
         .layer(sessions)
+        .layer(middleware::from_fn(run_to_completion))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
@@ -107,6 +108,20 @@ pub fn app(state: AppState) -> Router {
                 )),
         )
         .with_state(state)
+}
+
+/// Runs everything below it (session load and save, the handler, its queries) in a task of its
+/// own, so a client that disconnects mid-request does not cancel that work half-way. Dropping a
+/// sqlx 0.9 query or transaction future mid-flight can leave its connection out of step with the
+/// server: we measured connections that never came back to the pool after a load generator
+/// hung up on in-flight run submissions (see `db::begin` for the transaction case). A handler
+/// that panics is answered by `CatchPanicLayer` inside the task; a crashed task is a 500.
+async fn run_to_completion(request: axum::extract::Request, next: middleware::Next) -> Response {
+    use tracing::Instrument;
+    match tokio::spawn(next.run(request).in_current_span()).await {
+        Ok(response) => response,
+        Err(err) => AppError::Internal(anyhow::anyhow!("request task failed: {err}")).into_response(),
+    }
 }
 
 fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

@@ -218,3 +218,47 @@ async fn a_cancelled_begin_never_leaves_an_open_transaction_in_the_pool() {
         assert_eq!(seen, i64::from(polls), "cancelled after {polls} polls: the write is not visible");
     }
 }
+
+#[tokio::test]
+async fn a_request_whose_client_hangs_up_still_runs_to_completion() {
+    use reqwest::cookie::CookieStore;
+    use tower::ServiceExt;
+
+    let app = TestApp::spawn().await;
+    let body = app.client.get(app.url("/signup")).send().await.expect("GET").text().await.expect("body");
+    let csrf = Page::parse(&body).attr("input[name=csrf_token]", "value").expect("csrf token");
+    let url = app.url("/signup").parse().expect("url");
+    let cookie = app.jar.cookies(&url).expect("session cookie");
+    let form = format!("email=gone%40example.com&password=correct+horse+battery&csrf_token={csrf}");
+    let request = axum::http::Request::post("/signup")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))))
+        .body(axum::body::Body::from(form))
+        .expect("request");
+
+    // The client hangs up as soon as the request is in: its response future is dropped after
+    // one poll, while the session is still being loaded.
+    let response = faceoff::app(app.state.clone()).oneshot(request);
+    let mut response = std::pin::pin!(response);
+    assert!(futures::poll!(response.as_mut()).is_pending(), "the sign-up cannot be done in one poll");
+    drop(response);
+
+    // The sign-up still happens, whole: the account and its signup bonus.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let balance: Option<i64> = sqlx::query_scalar(
+            "SELECT a.balance FROM ledger_account a JOIN app_user u ON u.user_id = a.user_id WHERE u.email = $1",
+        )
+        .bind("gone@example.com")
+        .fetch_optional(&app.pool)
+        .await
+        .expect("query");
+        if let Some(balance) = balance {
+            assert_eq!(balance, 100);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the abandoned sign-up never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
