@@ -239,8 +239,7 @@ async fn a_request_whose_client_hangs_up_still_runs_to_completion() {
 
     // The client hangs up as soon as the request is in: its response future is dropped after
     // one poll, while the session is still being loaded.
-    let response = faceoff::app(app.state.clone()).oneshot(request);
-    let mut response = std::pin::pin!(response);
+    let mut response = Box::pin(faceoff::app(app.state.clone()).oneshot(request));
     assert!(futures::poll!(response.as_mut()).is_pending(), "the sign-up cannot be done in one poll");
     drop(response);
 
