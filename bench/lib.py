@@ -171,13 +171,31 @@ def cmd_submit(base, keys_file, n):
     print(ok, failed, " ".join(f"{k}:{v}" for k, v in sorted(codes.items())))
 
 
+class Stop:
+    """Set by SIGTERM. The handler only flips a flag: calling Event.set() in it can deadlock
+    with an Event.wait() the main thread is inside (both take the Event's lock), which hung a
+    run of bench/run for minutes."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, *_):
+        self.requested = True
+
+    def sleep(self, seconds):
+        """Sleeps up to `seconds`, waking within 50 ms of a stop."""
+        end = time.monotonic() + seconds
+        while not self.requested and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+
+
 def cmd_logins(base, users_file, rate, seconds, out):
     """Paced by a deadline: attempt k starts at t0 + k/rate, on its own thread if one is late."""
     users = [line.split()[0] for line in open(users_file) if line.strip()]
     password = os.environ["BENCH_PASSWORD"]
     rate, seconds = float(rate), float(seconds)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = Stop()
     results = {}
     lock = threading.Lock()
     latencies = []
@@ -195,11 +213,11 @@ def cmd_logins(base, users_file, rate, seconds, out):
     t0 = time.monotonic()
     k = 0
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        while not stop.is_set() and (seconds <= 0 or time.monotonic() - t0 < seconds):
+        while not stop.requested and (seconds <= 0 or time.monotonic() - t0 < seconds):
             due = t0 + k / rate
             now = time.monotonic()
             if due > now:
-                stop.wait(due - now)
+                stop.sleep(due - now)
                 continue
             pool.submit(one, k)
             k += 1
@@ -248,8 +266,7 @@ def cmd_cpu(out, app_pid, *db_names):
     generators (wrk, pgbench, bench python, curl), and everything else, in % of one core."""
     hz = os.sysconf("SC_CLK_TCK")
     app_pid = int(app_pid)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = Stop()
     me = os.getpid()
 
     def category(pid, comm, cmd):
@@ -267,7 +284,8 @@ def cmd_cpu(out, app_pid, *db_names):
     m0 = machine_ticks()
     t0 = time.monotonic()
     seen = dict(first)
-    while not stop.wait(0.25):
+    while not stop.requested:
+        stop.sleep(0.25)
         seen.update(proc_ticks())
     elapsed = time.monotonic() - t0
     busy = (machine_ticks() - m0) / hz / elapsed * 100
