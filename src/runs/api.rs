@@ -65,8 +65,18 @@ impl FromRequestParts<AppState> for ApiUser {
             .map(str::trim)
             .filter(|s| s.starts_with(KEY_PREFIX))
             .ok_or(AppError::Unauthorized)?;
+        // One statement: find the key, and record its use at most once a minute. Writing the
+        // key's row on every request made a client's parallel requests queue on its row lock
+        // (and cost a WAL flush each).
         let user_id: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE api_key SET last_used_at = now() WHERE secret_hash = $1 AND revoked_at IS NULL RETURNING user_id",
+            "WITH key AS (
+                 SELECT api_key_id, user_id, last_used_at FROM api_key WHERE secret_hash = $1 AND revoked_at IS NULL
+             ), touched AS (
+                 UPDATE api_key SET last_used_at = now() FROM key
+                 WHERE api_key.api_key_id = key.api_key_id
+                   AND (key.last_used_at IS NULL OR key.last_used_at < now() - interval '1 minute')
+             )
+             SELECT user_id FROM key",
         )
         .bind(hash(secret))
         .fetch_optional(&state.pool)

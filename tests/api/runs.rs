@@ -527,9 +527,26 @@ async fn the_json_api_with_personal_keys() {
     let bad = api.get(app.url("/api/v1/me")).bearer_auth("fo_nope").send().await.expect("me");
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
 
+    let last_used = || async {
+        sqlx::query_scalar::<_, Option<time::OffsetDateTime>>("SELECT last_used_at FROM api_key")
+            .fetch_one(&app.pool)
+            .await
+            .expect("last_used_at")
+    };
+    assert_eq!(last_used().await, None, "unused so far");
     let me: serde_json::Value = get("/api/v1/me").send().await.expect("me").json().await.expect("json");
     assert_eq!(me["available"], 100);
     assert_eq!(me["email"], user.email.as_str());
+    // The use is recorded, and at most once a minute (no write per request).
+    let first_use = last_used().await.expect("the use is recorded");
+    assert_eq!(get("/api/v1/me").send().await.expect("me").status(), StatusCode::OK);
+    assert_eq!(last_used().await, Some(first_use), "not rewritten within the minute");
+    sqlx::query("UPDATE api_key SET last_used_at = last_used_at - interval '2 minutes'")
+        .execute(&app.pool)
+        .await
+        .expect("age the use");
+    assert_eq!(get("/api/v1/me").send().await.expect("me").status(), StatusCode::OK);
+    assert!(last_used().await.expect("used") > first_use, "recorded again after a minute");
 
     let models: serde_json::Value = get("/api/v1/models").send().await.expect("models").json().await.expect("json");
     let flux2 = models.as_array().expect("list").iter().find(|m| m["slug"] == "flux-2").expect("flux-2");
