@@ -276,7 +276,7 @@ def cmd_cpu(out, app_pid, *db_names):
             if any(db in cmd for db in db_names) or re.search(r"writer|checkpointer|walwriter", cmd):
                 return "pg"
             return "other"
-        if comm in ("wrk", "pgbench", "curl") or (comm.startswith("python") and "bench/lib.py" in cmd and pid != me):
+        if comm in ("wrk", "oha", "pgbench", "curl") or (comm.startswith("python") and "bench/lib.py" in cmd and pid != me):
             return "load"
         return "other"
 
