@@ -117,7 +117,7 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
 async fn catalog_command(config: Config, action: CatalogCommand) -> anyhow::Result<()> {
     use anyhow::Context;
     let (CatalogCommand::Load { path } | CatalogCommand::Check { path }) = &action;
-    let configured = config.catalog_file.clone().unwrap_or_else(|| crate::catalog::CATALOG_PATH.into());
+    let configured = server::catalog_path(&config);
     let path = path.as_ref().unwrap_or(&configured);
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if let Err(err) = crate::catalog::file::parse(&text) {

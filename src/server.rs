@@ -1,7 +1,7 @@
 //! Running the process: preparing the database, serving HTTP, running background tasks, and
 //! shutting all of it down gracefully on SIGINT/SIGTERM.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -9,22 +9,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{catalog, config::Config, db, jobs, ledger, state::AppState, web};
 
+/// The catalog file loaded at every start and by `faceoff catalog load` without a path:
+/// `FACEOFF_CATALOG_FILE`, else `catalog/catalog.toml` next to the assets.
+pub fn catalog_path(config: &Config) -> PathBuf {
+    config.catalog_file.clone().unwrap_or_else(|| web::assets::locate_dir("catalog").join("catalog.toml"))
+}
+
 /// Migrates the database and loads the seed data (idempotent; run at every start). The catalog
-/// comes from `FACEOFF_CATALOG_FILE` when set (it must be readable), else `catalog/catalog.toml`
-/// on disk (so an edited file applies at the next start), else the copy compiled into the binary.
+/// comes from [`catalog_path`] (so an edited file applies at the next start); when that is the
+/// default and the file is missing, from the copy compiled into the binary. A configured
+/// `FACEOFF_CATALOG_FILE` must be readable.
 pub async fn prepare_database(pool: &PgPool, config: &Config) -> anyhow::Result<()> {
     db::migrate(pool).await?;
-    if let Some(path) = &config.catalog_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading FACEOFF_CATALOG_FILE={}", path.display()))?;
-        catalog::db::load(pool, &text, &path.display().to_string()).await?;
-        return Ok(());
-    }
-    let path = web::assets::locate_dir("catalog").join("catalog.toml");
+    let path = catalog_path(config);
     match std::fs::read_to_string(&path) {
         Ok(text) => catalog::db::load(pool, &text, &path.display().to_string()).await?,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && config.catalog_file.is_none() => {
             catalog::db::load(pool, catalog::CATALOG_TOML, catalog::CATALOG_PATH).await?
+        }
+        Err(err) if config.catalog_file.is_some() => {
+            return Err(err).with_context(|| format!("reading FACEOFF_CATALOG_FILE={}", path.display()));
         }
         Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
     };
@@ -54,7 +58,7 @@ where
     // it) must not keep the process from exiting.
     if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close()).await.is_err() {
         tracing::warn!(
-            in_use = pool.size().saturating_sub(pool.num_idle() as u32),
+            in_use = connections_in_use(&pool),
             "database connections still in use {POOL_CLOSE_TIMEOUT:?} after shutdown; exiting without them"
         );
     }
@@ -62,6 +66,11 @@ where
         cluster.stop();
     }
     result
+}
+
+/// Connections of `pool` checked out right now.
+fn connections_in_use(pool: &PgPool) -> u32 {
+    pool.size().saturating_sub(pool.num_idle() as u32)
 }
 
 /// How long shutdown waits for database connections to be returned to the pool.
@@ -104,10 +113,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await?;
         shutdown.cancel();
         join_all(tasks).await;
-        tracing::info!(
-            connections_in_use = pool.size().saturating_sub(pool.num_idle() as u32),
-            "requests and background tasks finished"
-        );
+        tracing::info!(connections_in_use = connections_in_use(&pool), "requests and background tasks finished");
         Ok(())
     })
     .await

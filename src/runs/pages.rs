@@ -348,12 +348,12 @@ async fn run_events(State(state): State<AppState>, layout: Layout, Path(id): Pat
         // In a task of its own: a browser closing the stream must not cancel a query half-way
         // (see `web::run_to_completion`).
         let (pool, run) = (s.state.pool.clone(), s.run.clone());
-        let view = match tokio::spawn(async move { RunView::load(&pool, &run).await }).await {
-            Ok(Ok(view)) => view,
-            Ok(Err(err)) => {
-                tracing::warn!("run events: {err}");
-                return None;
-            }
+        let loaded = tokio::spawn(async move { RunView::load(&pool, &run).await })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|view| view.map_err(anyhow::Error::from));
+        let view = match loaded {
+            Ok(view) => view,
             Err(err) => {
                 tracing::warn!("run events: {err}");
                 return None;
