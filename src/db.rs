@@ -214,6 +214,24 @@ pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx
     begin.await.map_err(|_| sqlx::Error::WorkerCrashed)?
 }
 
+/// The application's 32-byte secret called `name` (from `app_secret`), created at random by the
+/// first instance that asks: every instance signs with the same key, and restarts keep it.
+pub async fn secret_key(pool: &PgPool, name: &str) -> anyhow::Result<[u8; 32]> {
+    let candidate: [u8; 32] = rand::random();
+    sqlx::query("INSERT INTO app_secret (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(&candidate[..])
+        .execute(pool)
+        .await
+        .with_context(|| format!("creating the secret {name}"))?;
+    let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM app_secret WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .with_context(|| format!("reading the secret {name}"))?;
+    value.try_into().map_err(|_| anyhow::anyhow!("the secret {name} is not 32 bytes"))
+}
+
 /// Runs the embedded migrations.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("running database migrations")?;

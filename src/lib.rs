@@ -1,9 +1,10 @@
 //! Faceoff: compare AI image models side by side.
 //!
 //! One crate, modules by domain. `main.rs` only parses the command line ([`cli`]); everything
-//! else lives here so the tests build the very same [`web::app`].
+//! else lives here so the tests build the very same [`app::app`].
 
 pub mod accounts;
+pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -19,5 +20,5 @@ pub mod storage;
 pub mod telemetry;
 pub mod web;
 
+pub use app::app;
 pub use state::AppState;
-pub use web::app;

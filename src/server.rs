@@ -104,7 +104,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (FACEOFF_ADDR)"))?;
         tracing::info!("listening on http://{} (public URL {})", listener.local_addr()?, state.config.public_url);
         let signal = shutdown.clone();
-        axum::serve(listener, web::app(state).into_make_service_with_connect_info::<SocketAddr>())
+        axum::serve(listener, crate::app::app(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 tracing::info!("shutting down: finishing in-flight requests");

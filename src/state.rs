@@ -15,7 +15,7 @@ use crate::{
     runs::RunEvents,
     storage::Store,
     telemetry::Metrics,
-    web::assets::Assets,
+    web::{assets::Assets, csrf::CsrfKey},
 };
 
 /// Cheap to clone: everything inside is reference-counted.
@@ -38,6 +38,8 @@ pub struct AppState {
     pub run_events: RunEvents,
     /// Ready showcase images of the comparison pages (cached) and their generation.
     pub showcases: Showcases,
+    /// Signs the CSRF tokens of forms (the same key on every instance: it lives in the database).
+    pub csrf_key: CsrfKey,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
         let payments = Payments::from_config(&config)?;
         crate::accounts::password::warm_up().await;
         let catalog = CatalogHandle::load(&pool).await?;
+        let csrf_key = CsrfKey::new(crate::db::secret_key(&pool, "csrf").await?);
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -61,6 +64,7 @@ impl AppState {
             catalog,
             run_events: RunEvents::default(),
             showcases: Showcases::default(),
+            csrf_key,
         })
     }
 }

@@ -1,20 +1,19 @@
-//! Accounts: users, their roles, passwords and sessions (who is signed in), and the pages for
-//! them: sign-up, log-in, log-out, the account page (password change, sign out everywhere) and
-//! the admin page that adjusts a user's credits. SQL on `app_user` and `session` lives here.
+//! Accounts: users and their roles, passwords ([`password`]), sessions ([`session_store`]),
+//! personal API keys ([`api_keys`]), sign-up/log-in rate limits ([`rate_limit`]) and the
+//! administrators' credit adjustments ([`admin`]). SQL on `app_user`, `session` and `api_key`
+//! lives here. The pages (sign-up, log-in, the account page, API keys, admin) are in [`routes`].
 
 use sqlx::{PgExecutor, PgPool};
-use tower_sessions::Session;
 use uuid::Uuid;
 
-use crate::{ledger, web::error::AppError};
+use crate::ledger;
 
 pub mod admin;
+pub mod api_keys;
 pub mod password;
 pub mod rate_limit;
-mod routes;
+pub mod routes;
 pub mod session_store;
-
-pub use routes::routes;
 
 /// Session key holding the signed-in user's id.
 pub const SESSION_USER_KEY: &str = "user_id";
@@ -41,23 +40,17 @@ impl CurrentUser {
     }
 }
 
-/// Loads the user signed in on `session`, if any (a deleted user counts as signed out).
-pub async fn current_user(pool: &PgPool, session: &Session) -> Result<Option<CurrentUser>, AppError> {
-    let Some(user_id) = session.get::<Uuid>(SESSION_USER_KEY).await.map_err(crate::web::csrf::session_error)? else {
+/// The user with id `user_id` as pages see them (with their balance), or `None` when no such
+/// user exists any more (a deleted user counts as signed out).
+pub async fn current_user(pool: &PgPool, user_id: Uuid) -> Result<Option<CurrentUser>, ledger::LedgerError> {
+    let Some(user) = find_by_id(pool, user_id).await? else {
         return Ok(None);
     };
-    let row: Option<(String, String)> = sqlx::query_as("SELECT email, role FROM app_user WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?;
-    let Some((email, role)) = row else {
-        return Ok(None);
-    };
-    let balance = ledger::balance(pool, user_id).await.map_err(|e| AppError::Internal(e.into()))?;
+    let balance = ledger::balance(pool, user_id).await?;
     Ok(Some(CurrentUser {
-        id: user_id,
-        email,
-        role: Role::parse(&role),
+        id: user.id,
+        email: user.email,
+        role: user.role,
         available: balance.available,
         held: balance.held,
     }))

@@ -8,8 +8,6 @@ use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 
-use crate::web::error::AppError;
-
 /// Attempts allowed per minute, per IP and per email.
 pub const PER_MINUTE: u32 = 10;
 
@@ -43,8 +41,8 @@ impl AuthLimits {
     }
 
     /// Counts one attempt from `ip` for `email` (normalised: trimmed, lower-cased); a blocked
-    /// attempt is [`AppError::RateLimited`] with the seconds to wait.
-    pub fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), AppError> {
+    /// attempt is [`RateLimited`] with the seconds to wait.
+    pub fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), RateLimited> {
         let by_ip = self.by_ip.check_key(&(action, ip)).map_err(|n| n.wait_time_from(self.by_ip.clock().now()));
         let email = email.trim().to_lowercase();
         let by_email = if email.is_empty() {
@@ -66,10 +64,17 @@ impl AuthLimits {
     }
 }
 
-fn limited(wait: Duration) -> AppError {
+/// Too many attempts: wait `retry_after` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many attempts; try again in {retry_after} seconds")]
+pub struct RateLimited {
+    pub retry_after: u64,
+}
+
+fn limited(wait: Duration) -> RateLimited {
     // Round up: a client that waits exactly Retry-After seconds must get through.
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    AppError::RateLimited { retry_after: secs.max(1) }
+    RateLimited { retry_after: secs.max(1) }
 }
 
 #[cfg(test)]
@@ -84,7 +89,7 @@ mod tests {
             limits.check(Action::Login, ip, &format!("u{i}@example.com")).expect("under the limit");
         }
         match limits.check(Action::Login, ip, "other@example.com") {
-            Err(AppError::RateLimited { retry_after }) => assert!((1..=60).contains(&retry_after)),
+            Err(RateLimited { retry_after }) => assert!((1..=60).contains(&retry_after)),
             other => panic!("expected a rate limit, got {other:?}"),
         }
         // Sign-up is counted separately, and so is another IP.

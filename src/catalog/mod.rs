@@ -3,8 +3,9 @@
 //! ([`file`]: parsing and validation); it is loaded into PostgreSQL at start-up ([`db`]) and
 //! served from an in-memory snapshot ([`CatalogHandle`]) that every instance refreshes when
 //! a load announces `catalog_changed`. The catalog's pages (model list and detail, the
-//! comparison picker and pages, sitemap, robots.txt) live in [`pages`]; the showcase images
-//! of the comparison pages in [`showcase`].
+//! comparison picker and pages, sitemap, robots.txt) live in [`pages`], the words generated
+//! from the facts in [`copy`], the pages' addresses in [`links`], and the showcase images of the
+//! comparison pages in [`showcase`].
 
 use std::sync::{Arc, RwLock};
 
@@ -13,15 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::providers::Mode;
 
+pub mod copy;
 pub mod db;
 pub mod file;
-mod pages;
+pub mod links;
+pub mod pages;
 pub mod showcase;
-
-pub use pages::{
-    FeatureTable, FeaturedComparison, MAX_COMPARE, feature_table, featured_comparisons, json_ld, routes,
-    selected_models, sitemap_paths,
-};
 
 /// The catalog file compiled into the binary (the reviewed `catalog/catalog.toml`).
 pub const CATALOG_TOML: &str = include_str!("../../catalog/catalog.toml");

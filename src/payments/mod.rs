@@ -1,6 +1,6 @@
 //! Payments: credit packs ([`packs`]), checkout through Stripe or the embedded sandbox
 //! ([`provider`]), the signed webhook that fulfils paid checkouts ([`webhook`]), and the
-//! `/credits` pages ([`pages`]). This module owns the `payment` and `stripe_event` tables.
+//! `/credits` pages ([`pages`], routed with the webhook endpoint in [`routes`]). This module owns the `payment` and `stripe_event` tables.
 //!
 //! Fulfilment ([`fulfil`]) is the single code path that turns a paid Checkout Session into
 //! credits: the webhook, Stripe's success page and the sandbox's "pay" button all end there.
@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -17,22 +16,18 @@ use uuid::Uuid;
 use crate::{
     config::{Config, Secret},
     ledger,
-    state::AppState,
 };
 
 pub mod packs;
-mod pages;
+pub mod pages;
 pub mod provider;
+pub mod routes;
 pub mod webhook;
 
 pub use packs::{Pack, Packs};
 pub use provider::{CheckoutProvider, SessionObject};
 
-pub fn routes() -> Router<AppState> {
-    pages::routes().merge(webhook::routes())
-}
-
-/// Everything payments need at run time, held in [`AppState`].
+/// Everything payments need at run time (held in the application state).
 #[derive(Clone)]
 pub struct Payments {
     pub packs: Arc<Packs>,

@@ -3,7 +3,6 @@
 //! Stripe sends buyers back).
 
 use axum::{
-    Form, Router,
     extract::{Path, Query, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
@@ -21,7 +20,7 @@ use crate::{
         webhook,
     },
     state::AppState,
-    web::{AppError, Result, layout::Layout, render},
+    web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, csrf::NoFields, render},
 };
 
 /// History lines per page on `/credits`.
@@ -29,8 +28,8 @@ pub const HISTORY_PAGE_SIZE: i64 = 20;
 /// Payments listed on `/credits`.
 const PAYMENTS_SHOWN: i64 = 20;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
         .route("/credits", get(credits_page))
         .route("/credits/history.csv", get(history_csv))
         .route("/credits/checkout", post(checkout))
@@ -38,10 +37,6 @@ pub fn routes() -> Router<AppState> {
         .route("/credits/checkout/sandbox/{payment_id}/pay", post(sandbox_pay))
         .route("/credits/checkout/sandbox/{payment_id}/cancel", post(sandbox_cancel))
         .route("/credits/payments/{payment_id}", get(payment_page))
-}
-
-fn internal(err: impl Into<anyhow::Error>) -> AppError {
-    AppError::Internal(err.into())
 }
 
 /// `27 Nov 2026, 14:05 UTC`
@@ -173,22 +168,26 @@ struct HistoryQuery {
 
 async fn credits_page(
     State(state): State<AppState>,
+    SignedIn(user): SignedIn,
     layout: Layout,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response> {
     let page = query.page.as_deref().and_then(|p| p.trim().parse::<i64>().ok()).unwrap_or(1);
-    Ok(render(&credits_view(&state, layout, page, None).await?))
+    Ok(render(&credits_view(&state, layout, user.id, page, None).await?))
 }
 
-async fn credits_view(state: &AppState, layout: Layout, page: i64, pack_error: Option<String>) -> Result<CreditsPage> {
-    let user_id = layout.require_user()?.id;
-    let balance = ledger::balance(&state.pool, user_id).await.map_err(internal)?;
-    let total_lines = ledger::history_count(&state.pool, user_id).await.map_err(internal)?;
+async fn credits_view(
+    state: &AppState,
+    layout: Layout,
+    user_id: Uuid,
+    page: i64,
+    pack_error: Option<String>,
+) -> Result<CreditsPage> {
+    let balance = ledger::balance(&state.pool, user_id).await?;
+    let total_lines = ledger::history_count(&state.pool, user_id).await?;
     let pages = ((total_lines + HISTORY_PAGE_SIZE - 1) / HISTORY_PAGE_SIZE).max(1);
     let page = page.clamp(1, pages);
-    let history = ledger::history(&state.pool, user_id, HISTORY_PAGE_SIZE, (page - 1) * HISTORY_PAGE_SIZE)
-        .await
-        .map_err(internal)?;
+    let history = ledger::history(&state.pool, user_id, HISTORY_PAGE_SIZE, (page - 1) * HISTORY_PAGE_SIZE).await?;
     let recent = payments::user_payments(&state.pool, user_id, PAYMENTS_SHOWN).await?;
     let catalog = &state.payments.packs;
     let best = catalog.packs.iter().map(|p| catalog.savings_percent(p)).max().unwrap_or(0);
@@ -237,12 +236,12 @@ fn csv_field(value: &str, text: bool) -> String {
     if guarded.contains([',', '"', '\n', '\r']) { format!("\"{}\"", guarded.replace('"', "\"\"")) } else { guarded }
 }
 
-async fn history_csv(State(state): State<AppState>, layout: Layout) -> Result<Response> {
-    let user_id = layout.require_user()?.id;
+async fn history_csv(State(state): State<AppState>, SignedIn(user): SignedIn) -> Result<Response> {
+    let user_id = user.id;
     let mut out = String::from("date,type,description,amount,balance_after,run_id,payment_id\r\n");
     let mut offset = 0;
     loop {
-        let batch = ledger::history(&state.pool, user_id, 1000, offset).await.map_err(internal)?;
+        let batch = ledger::history(&state.pool, user_id, 1000, offset).await?;
         for line in &batch {
             let date = line.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
             let fields = [
@@ -277,13 +276,14 @@ async fn history_csv(State(state): State<AppState>, layout: Layout) -> Result<Re
 struct CheckoutForm {
     #[serde(default)]
     pack: String,
-    #[serde(default)]
-    csrf_token: String,
 }
 
-async fn checkout(State(state): State<AppState>, layout: Layout, Form(form): Form<CheckoutForm>) -> Result<Response> {
-    let user = layout.require_user()?.clone();
-    layout.verify_csrf(&form.csrf_token).await?;
+async fn checkout(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    layout: Layout,
+    CsrfForm(form): CsrfForm<CheckoutForm>,
+) -> Result<Response> {
     let Some(pack) = state.payments.packs.get(form.pack.trim()).cloned() else {
         let message = if form.pack.trim().is_empty() {
             "Choose a credit pack to buy.".to_string()
@@ -293,7 +293,7 @@ async fn checkout(State(state): State<AppState>, layout: Layout, Form(form): For
                 form.pack.trim()
             )
         };
-        let page = credits_view(&state, layout, 1, Some(message)).await?;
+        let page = credits_view(&state, layout, user.id, 1, Some(message)).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
     };
     let provider = state.payments.provider.clone();
@@ -349,8 +349,12 @@ struct SandboxPage {
     enabled: bool,
 }
 
-async fn sandbox_page(State(state): State<AppState>, layout: Layout, Path(raw_id): Path<String>) -> Result<Response> {
-    let user = layout.require_user()?.clone();
+async fn sandbox_page(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    layout: Layout,
+    Path(raw_id): Path<String>,
+) -> Result<Response> {
     let payment = own_sandbox_payment(&state, user.id, &raw_id).await?;
     if payment.status != Status::Pending {
         return Ok(Redirect::to(&payment.href()).into_response());
@@ -369,21 +373,13 @@ async fn sandbox_page(State(state): State<AppState>, layout: Layout, Path(raw_id
     Ok(response)
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
 async fn sandbox_pay(
     State(state): State<AppState>,
-    layout: Layout,
+    SignedIn(user): SignedIn,
     Path(raw_id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response> {
-    let user_id = layout.require_user()?.id;
-    layout.verify_csrf(&form.csrf_token).await?;
-    let payment = own_sandbox_payment(&state, user_id, &raw_id).await?;
+    let payment = own_sandbox_payment(&state, user.id, &raw_id).await?;
     // With Stripe configured, sandbox payments can never be completed: no free credits.
     if !state.payments.is_sandbox() {
         return Err(AppError::Forbidden("test-mode checkout is turned off on this site".into()));
@@ -401,26 +397,22 @@ async fn sandbox_pay(
     let session_id = payment
         .checkout_session_id
         .clone()
-        .ok_or_else(|| internal(anyhow::anyhow!("sandbox payment {} has no session", payment.payment_id)))?;
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("sandbox payment {} has no session", payment.payment_id)))?;
     let secret = state.payments.webhook_secret.clone();
     let (body, signature) = webhook::sandbox_event(secret.expose(), &payment, &session_id);
-    let outcome = webhook::verify_and_handle(&state.pool, secret.expose(), Some(&signature), &body)
-        .await
-        .map_err(|err| internal(anyhow::anyhow!("sandbox fulfilment: {err}")))?;
+    let outcome = webhook::verify_and_handle(&state.pool, secret.expose(), Some(&signature), &body).await?;
     tracing::info!(payment_id = %payment.payment_id, ?outcome, "sandbox payment");
     Ok(Redirect::to(&payment.href()).into_response())
 }
 
 async fn sandbox_cancel(
     State(state): State<AppState>,
-    layout: Layout,
+    SignedIn(user): SignedIn,
     Path(raw_id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response> {
-    let user_id = layout.require_user()?.id;
-    layout.verify_csrf(&form.csrf_token).await?;
-    let payment = own_sandbox_payment(&state, user_id, &raw_id).await?;
-    payments::mark_canceled(&state.pool, user_id, payment.payment_id).await?;
+    let payment = own_sandbox_payment(&state, user.id, &raw_id).await?;
+    payments::mark_canceled(&state.pool, user.id, payment.payment_id).await?;
     Ok(Redirect::to(&payment.href()).into_response())
 }
 
@@ -447,11 +439,12 @@ struct PaymentPage {
 
 async fn payment_page(
     State(state): State<AppState>,
+    SignedIn(user): SignedIn,
     layout: Layout,
     Path(raw_id): Path<String>,
     Query(query): Query<ReturnQuery>,
 ) -> Result<Response> {
-    let user_id = layout.require_user()?.id;
+    let user_id = user.id;
     let payment_id = parse_id(&raw_id)?;
     let not_found = || AppError::NotFound("we could not find that payment".into());
     let mut payment = payments::get_user_payment(&state.pool, user_id, payment_id).await?.ok_or_else(not_found)?;
@@ -469,7 +462,7 @@ async fn payment_page(
         match state.payments.provider.retrieve_session(session_id).await {
             Ok(Some(session)) if session.payment_status == "paid" => {
                 let mut tx = crate::db::begin(&state.pool).await?;
-                let done = payments::fulfil(&mut tx, &session).await.map_err(internal)?;
+                let done = payments::fulfil(&mut tx, &session).await?;
                 tx.commit().await?;
                 if let Fulfilment::Ignored(reason) = done {
                     tracing::warn!(%payment_id, "success page did not fulfil: {reason}");

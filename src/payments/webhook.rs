@@ -1,4 +1,4 @@
-//! `POST /webhooks/stripe`: Stripe's signed events. The signature is checked on the raw body
+//! Stripe's signed events (received at `POST /webhooks/stripe`, see `payments::routes`). The signature is checked on the raw body
 //! (`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 over `"{t}.{body}"`, any matching `v1`, constant
 //! time, at most [`TOLERANCE_SECS`] old) before anything is parsed. Each event id is recorded once,
 //! in the same transaction that acts on it, so redeliveries change nothing.
@@ -6,14 +6,6 @@
 //! The sandbox checkout builds and signs the same events ([`sandbox_event`]) and hands them to
 //! [`verify_and_handle`], so both providers fulfil payments through one code path.
 
-use axum::{
-    Json, Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, State},
-    http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
-    routing::post,
-};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,17 +13,10 @@ use sha2::Sha256;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{
-    payments::{self, Fulfilment, Payment, SessionObject},
-    state::AppState,
-};
+use crate::payments::{self, Fulfilment, Payment, SessionObject};
 
 /// How old (or how far in the future) a signature's timestamp may be.
 pub const TOLERANCE_SECS: i64 = 300;
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/webhooks/stripe", post(stripe_webhook).layer(DefaultBodyLimit::max(512 * 1024)))
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -117,7 +102,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Duplicate => "duplicate",
             Outcome::Fulfilment(f) => f.outcome(),
@@ -142,7 +127,7 @@ pub enum WebhookError {
 }
 
 impl WebhookError {
-    fn is_client_error(&self) -> bool {
+    pub fn is_client_error(&self) -> bool {
         matches!(self, WebhookError::Signature(_) | WebhookError::Payload(_))
     }
 }
@@ -239,31 +224,6 @@ async fn mark_failed_if_session(
         return Ok(false);
     }
     payments::mark_failed(&mut *tx, payment_id, reason).await
-}
-
-async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    match verify_and_handle(&state.pool, state.payments.webhook_secret.expose(), signature, &body).await {
-        Ok(outcome) => (StatusCode::OK, Json(json!({"received": true, "outcome": outcome.as_str()}))).into_response(),
-        Err(err) if err.is_client_error() => {
-            tracing::warn!("rejected webhook: {err}");
-            metrics::counter!("stripe_webhook_events_total", "outcome" => "rejected").increment(1);
-            let code = if matches!(err, WebhookError::Signature(_)) { "invalid_signature" } else { "invalid_event" };
-            (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": code, "message": err.to_string()}})))
-                .into_response()
-        }
-        Err(err) => {
-            // Stripe retries on 5xx, which is what we want for a database hiccup.
-            tracing::error!(error = ?err, "webhook handling failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(
-                    json!({"error": {"code": "internal", "message": "the event could not be processed; retry later"}}),
-                ),
-            )
-                .into_response()
-        }
-    }
 }
 
 /// A `checkout.session.completed` (paid) event for a sandbox payment, as Stripe would send it,

@@ -1,28 +1,20 @@
 //! Runs: one prompt sent to 2–4 models, the studio form, the run pages and their live updates,
 //! the run history, and the JSON API (`/api/v1`) with personal API keys.
 
-use axum::Router;
 use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{
-    jobs::{self, Job, JobStatus},
-    state::AppState,
-};
+use crate::jobs::{self, Job, JobStatus};
 
 pub mod api;
 pub mod create;
 pub mod events;
-mod pages;
+pub mod pages;
 
 pub use create::{CreateError, Created, RunInput, ValidRun, create_run, quote, validate};
 pub use events::RunEvents;
-
-pub fn routes() -> Router<AppState> {
-    pages::routes().merge(api::routes())
-}
 
 /// A run as stored.
 #[derive(Debug, Clone, FromRow)]

@@ -4,8 +4,7 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    Router,
-    extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State},
+    extract::{DefaultBodyLimit, Path, RawQuery, State},
     http::StatusCode,
     response::{
         IntoResponse, Redirect, Response,
@@ -24,15 +23,19 @@ use super::{
 use crate::{
     catalog::{Catalog, Mode},
     state::AppState,
-    web::{AppError, Result, csrf, layout::Layout, render},
+    web::{
+        AppError, CsrfMultipart, Layout, Result, Routes, SignedIn,
+        csrf::{FromMultipart, MultipartFields},
+        render,
+    },
 };
 
 /// The studio form's body limit: a 10 MB reference image plus the other fields.
 pub const RUN_FORM_LIMIT: usize = 11 * 1024 * 1024;
 pub const HISTORY_PAGE_SIZE: i64 = 12;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
         .route("/studio", get(studio))
         .route("/runs", get(history).post(submit).layer(DefaultBodyLimit::max(RUN_FORM_LIMIT)))
         .route("/runs/{id}", get(run_page))
@@ -123,7 +126,7 @@ impl StudioPage {
             })
             .collect();
         let total = lines.iter().map(|l| l.price).sum();
-        let available = layout.user.as_ref().map(|u| u.available).unwrap_or(0);
+        let available = layout.available();
         StudioPage {
             four_k_available: chosen.is_empty() || chosen.iter().all(|(_, v)| v.price(Mode::FourK).is_some()),
             show_reference: !chosen.is_empty() && chosen.iter().all(|(m, _)| m.image_to_image),
@@ -165,61 +168,44 @@ fn input_from_query(query: Option<&str>) -> RunInput {
 }
 
 /// `GET /studio`: the run form; also the no-JS "update quote" target.
-async fn studio(State(state): State<AppState>, layout: Layout, RawQuery(query): RawQuery) -> Result<Response> {
-    layout.require_user()?;
+async fn studio(
+    State(state): State<AppState>,
+    SignedIn(_): SignedIn,
+    layout: Layout,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
     let catalog = state.catalog.current();
     let input = input_from_query(query.as_deref());
     Ok(render(&StudioPage::build(layout, &catalog, &input, FieldErrors::default())))
 }
 
-/// What the multipart form carried.
+/// What the studio's multipart form carried.
 #[derive(Default)]
 struct RunForm {
     input: RunInput,
-    csrf_token: String,
     idempotency_key: String,
     reference: Option<Bytes>,
 }
 
-async fn read_form(mut multipart: Multipart) -> Result<RunForm> {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::BadRequest("the upload is too large: the reference image may be at most 10 MB".into())
-        } else {
-            AppError::BadRequest("the form could not be read; reload the page and try again".into())
-        }
-    };
-    let mut form = RunForm::default();
-    while let Some(field) = multipart.next_field().await.map_err(bad)? {
-        let name = field.name().unwrap_or("").to_string();
-        match name.as_str() {
-            "reference_image" => {
-                let has_name = field.file_name().is_some_and(|n| !n.is_empty());
-                let bytes = field.bytes().await.map_err(bad)?;
-                if has_name || !bytes.is_empty() {
-                    if bytes.is_empty() {
-                        continue;
-                    }
-                    form.reference = Some(bytes);
-                }
-            }
-            _ => {
-                let text = field.text().await.map_err(bad)?;
-                match name.as_str() {
-                    "prompt" => form.input.prompt = text,
-                    "models" => form.input.models.push(text),
-                    "mode" => form.input.mode = text,
-                    "aspect_ratio" => form.input.aspect_ratio = text,
-                    "seed" => form.input.seed = text,
-                    "csrf_token" => form.csrf_token = text,
-                    "idempotency_key" => form.idempotency_key = text,
-                    _ => {}
-                }
+impl FromMultipart for RunForm {
+    fn from_multipart(fields: MultipartFields) -> Result<Self> {
+        let mut form = RunForm::default();
+        for (name, value) in fields.text {
+            match name.as_str() {
+                "prompt" => form.input.prompt = value,
+                "models" => form.input.models.push(value),
+                "mode" => form.input.mode = value,
+                "aspect_ratio" => form.input.aspect_ratio = value,
+                "seed" => form.input.seed = value,
+                "idempotency_key" => form.idempotency_key = value,
+                _ => {}
             }
         }
+        // A file input left empty still sends a part (with an empty file name and no bytes).
+        form.reference =
+            fields.files.into_iter().find(|f| f.field == "reference_image" && !f.bytes.is_empty()).map(|f| f.bytes);
+        Ok(form)
     }
-    Ok(form)
 }
 
 /// Decodes and checks an uploaded reference image off the async threads.
@@ -227,20 +213,19 @@ pub async fn check_reference(bytes: Option<Bytes>) -> Result<Option<std::result:
     match bytes {
         None => Ok(None),
         Some(bytes) => {
-            let checked = tokio::task::spawn_blocking(move || create::process_reference(&bytes))
-                .await
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("reference check: {e}")))?;
+            let checked = tokio::task::spawn_blocking(move || create::process_reference(&bytes)).await?;
             Ok(Some(checked))
         }
     }
 }
 
 /// `POST /runs`: validates, prices and creates the run; 303 to its page.
-async fn submit(State(state): State<AppState>, layout: Layout, multipart: Multipart) -> Result<Response> {
-    let user_id = layout.require_user()?.id;
-    let form = read_form(multipart).await?;
-    let session = layout.session.as_ref().ok_or(AppError::CsrfFailed)?;
-    csrf::verify(session, &form.csrf_token).await?;
+async fn submit(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    layout: Layout,
+    CsrfMultipart(form): CsrfMultipart<RunForm>,
+) -> Result<Response> {
     let catalog = state.catalog.current();
     let key = match create::check_idempotency_key(&form.idempotency_key) {
         Ok(key) => key.to_string(),
@@ -259,7 +244,7 @@ async fn submit(State(state): State<AppState>, layout: Layout, multipart: Multip
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
         }
     };
-    match create::create_run(&state.pool, &state.store, user_id, &valid, &key).await {
+    match create::create_run(&state.pool, &state.store, user.id, &valid, &key).await {
         Ok(created) => Ok(Redirect::to(&format!("/runs/{}", created.run_id)).into_response()),
         Err(CreateError::InsufficientCredits { need, have }) => {
             let mut page = StudioPage::build(layout, &catalog, &form.input, FieldErrors::default());
@@ -271,8 +256,7 @@ async fn submit(State(state): State<AppState>, layout: Layout, multipart: Multip
             page.missing = need - have;
             Ok((StatusCode::PAYMENT_REQUIRED, render(&page)).into_response())
         }
-        Err(CreateError::Db(err)) => Err(err.into()),
-        Err(CreateError::Other(err)) => Err(AppError::Internal(err)),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -280,10 +264,9 @@ fn parse_id(raw: &str) -> Result<Uuid> {
     raw.parse().map_err(|_| AppError::NotFound("we could not find that run".into()))
 }
 
-async fn owned_run(state: &AppState, layout: &Layout, raw_id: &str) -> Result<Run> {
-    let user = layout.require_user()?;
+async fn owned_run(state: &AppState, user_id: Uuid, raw_id: &str) -> Result<Run> {
     let run_id = parse_id(raw_id)?;
-    super::find_owned(&state.pool, run_id, user.id)
+    super::find_owned(&state.pool, run_id, user_id)
         .await?
         .ok_or_else(|| AppError::NotFound("we could not find that run".into()))
 }
@@ -299,8 +282,13 @@ pub struct RunPage {
 }
 
 /// `GET /runs/{id}`: the models side by side (owner only; others get 404).
-async fn run_page(State(state): State<AppState>, layout: Layout, Path(id): Path<String>) -> Result<Response> {
-    let run = owned_run(&state, &layout, &id).await?;
+async fn run_page(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    layout: Layout,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let run = owned_run(&state, user.id, &id).await?;
     let view = RunView::load(&state.pool, &run).await?;
     let models_param = view
         .jobs
@@ -314,8 +302,12 @@ async fn run_page(State(state): State<AppState>, layout: Layout, Path(id): Path<
 
 /// `GET /runs/{id}/events`: the run's state now, then after every change, until every job is
 /// settled (event `done`) or the server shuts down.
-async fn run_events(State(state): State<AppState>, layout: Layout, Path(id): Path<String>) -> Result<Response> {
-    let run = owned_run(&state, &layout, &id).await?;
+async fn run_events(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let run = owned_run(&state, user.id, &id).await?;
     let rx = state.run_events.subscribe(&state.pool, &state.shutdown);
     struct Stream {
         rx: tokio::sync::broadcast::Receiver<Uuid>,
@@ -382,8 +374,13 @@ pub struct HistoryPage {
 }
 
 /// `GET /runs?page=N`: the user's runs, newest first.
-async fn history(State(state): State<AppState>, layout: Layout, RawQuery(query): RawQuery) -> Result<Response> {
-    let user_id = layout.require_user()?.id;
+async fn history(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    layout: Layout,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let user_id = user.id;
     let page: i64 = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "page")
         .and_then(|(_, v)| v.parse().ok())

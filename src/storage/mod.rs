@@ -1,27 +1,17 @@
 //! Storage: generated and uploaded images in an object store (a local directory by default,
 //! S3-compatible with `FACEOFF_STORAGE_URL=s3://bucket/prefix`), recorded in `media_object` with
-//! their owner, and served at `/media/{key}` with access control and cache headers. Also makes
-//! the WebP thumbnails shown in lists.
+//! their owner. Also makes the WebP thumbnails shown in lists. [`routes`] serves them at
+//! `/media/{key}` with access control.
+
+pub mod routes;
 
 use std::{io::Cursor, sync::Arc};
 
 use anyhow::Context;
-use axum::{
-    Router,
-    extract::{Path, State},
-    http::{HeaderValue, header},
-    response::{IntoResponse, Response},
-    routing::get,
-};
 use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as ObjectPath};
 use sqlx::PgExecutor;
 use uuid::Uuid;
-
-use crate::{
-    state::AppState,
-    web::{AppError, layout::Layout},
-};
 
 /// The object store holding media bytes.
 #[derive(Clone)]
@@ -138,40 +128,4 @@ pub fn thumbnail_webp(bytes: &[u8], max_side: u32) -> anyhow::Result<(Bytes, u32
     let mut out = Cursor::new(Vec::new());
     thumb.to_rgb8().write_to(&mut out, image::ImageFormat::WebP)?;
     Ok((Bytes::from(out.into_inner()), thumb.width(), thumb.height()))
-}
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/media/{*key}", get(serve_media))
-}
-
-/// Serves a stored object. Private objects are visible only to their owner (and admins); to
-/// anyone else they do not exist (404, so ids cannot be probed).
-async fn serve_media(
-    State(state): State<AppState>,
-    layout: Layout,
-    Path(key): Path<String>,
-) -> Result<Response, AppError> {
-    let media = find(&state.pool, &key).await?.ok_or_else(AppError::not_found)?;
-    if let Some(owner) = media.owner_user_id {
-        let allowed = layout.user.as_ref().is_some_and(|u| u.id == owner || u.is_admin());
-        if !allowed {
-            return Err(AppError::NotFound("we could not find that image".into()));
-        }
-    }
-    let bytes =
-        state.store.get(&key).await?.ok_or_else(|| AppError::NotFound("that image is no longer stored".into()))?;
-    let cache = if media.owner_user_id.is_some() {
-        "private, max-age=86400, immutable"
-    } else {
-        "public, max-age=31536000, immutable"
-    };
-    let mut response = bytes.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&media.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("inline"));
-    Ok(response)
 }

@@ -1,7 +1,9 @@
-//! The one error type at the HTTP edge. Handlers return [`AppError`]; the `render_errors`
-//! middleware turns it (and any bare 4xx/5xx from the framework: unknown routes, wrong methods,
-//! oversized or malformed bodies, timeouts) into an HTML page in the site layout, or into
-//! `{"error": {"code", "message"}}` under `/api/`. A 500 logs its cause and shows none of it.
+//! The one error type at the HTTP edge. Handlers return [`AppError`] and use `?` on the domain
+//! errors, which convert here (`From`): this file alone decides each error's status, code and
+//! message. The `render_errors` middleware turns an `AppError` (and any bare 4xx/5xx from the
+//! framework: unknown routes, wrong methods, oversized or malformed bodies, timeouts) into an
+//! HTML page in the site layout, or into `{"error": {"code", "message"}}` under `/api/` and
+//! `/webhooks/`. A 500 logs its cause and shows none of it.
 
 use axum::{
     Json,
@@ -12,9 +14,23 @@ use axum::{
 };
 use serde_json::json;
 
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
 use crate::{
-    state::AppState,
-    web::{layout::Layout, render},
+    accounts::{CreateUserError, admin::AdjustError, rate_limit::RateLimited},
+    config::Config,
+    ledger::LedgerError,
+    payments::webhook::WebhookError,
+    runs::CreateError,
+    web::{
+        assets::Assets,
+        auth::{Viewer, ViewerSlot},
+        csrf::CsrfContext,
+        layout::Layout,
+        render,
+    },
 };
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
@@ -37,6 +53,10 @@ pub enum AppError {
     InsufficientCredits { need: i64, have: i64 },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("the request was not sent as a form")]
+    UnsupportedMediaType,
     #[error("too many attempts; try again in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
     #[error("the service is temporarily unavailable; try again shortly")]
@@ -59,6 +79,8 @@ impl AppError {
             AppError::Forbidden(_) | AppError::CsrfFailed => StatusCode::FORBIDDEN,
             AppError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -76,9 +98,101 @@ impl AppError {
             AppError::CsrfFailed => "csrf_failed",
             AppError::InsufficientCredits { .. } => "insufficient_credits",
             AppError::Conflict(_) => "conflict",
+            AppError::TooLarge(_) => "payload_too_large",
+            AppError::UnsupportedMediaType => "unsupported_media_type",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Unavailable(_) => "unavailable",
             AppError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl AppError {
+    /// An extractor's rejection (its status and plain-text explanation) as an `AppError`.
+    pub fn rejected(status: StatusCode, text: String) -> Self {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge("the request was too large".into()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType,
+            s if s.is_client_error() => {
+                let text = text.trim();
+                if text.is_empty() || text.len() > 300 {
+                    AppError::BadRequest("the request could not be understood".into())
+                } else {
+                    AppError::BadRequest(text.to_string())
+                }
+            }
+            _ => AppError::Internal(anyhow::anyhow!("rejection {status}: {text}")),
+        }
+    }
+}
+
+impl From<tower_sessions::session::Error> for AppError {
+    fn from(err: tower_sessions::session::Error) -> Self {
+        AppError::Internal(anyhow::anyhow!("session: {err}"))
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        AppError::Internal(anyhow::anyhow!("background task: {err}"))
+    }
+}
+
+impl From<RateLimited> for AppError {
+    fn from(limited: RateLimited) -> Self {
+        AppError::RateLimited { retry_after: limited.retry_after }
+    }
+}
+
+impl From<LedgerError> for AppError {
+    fn from(err: LedgerError) -> Self {
+        match err {
+            LedgerError::InsufficientCredits { need, have } => AppError::InsufficientCredits { need, have },
+            LedgerError::Db(err) => err.into(),
+            other => AppError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<AdjustError> for AppError {
+    fn from(err: AdjustError) -> Self {
+        match err {
+            AdjustError::InvalidAmount | AdjustError::InvalidReason => AppError::Unprocessable(err.to_string()),
+            AdjustError::UnknownUser(_) => AppError::NotFound(err.to_string()),
+            AdjustError::Insufficient { need, have } => AppError::InsufficientCredits { need, have },
+            AdjustError::KeyConflict => AppError::Conflict(err.to_string()),
+            AdjustError::Ledger(err) => err.into(),
+            AdjustError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<WebhookError> for AppError {
+    fn from(err: WebhookError) -> Self {
+        match err {
+            WebhookError::Signature(_) | WebhookError::Payload(_) => AppError::BadRequest(err.to_string()),
+            WebhookError::Ledger(err) => err.into(),
+            WebhookError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<CreateError> for AppError {
+    fn from(err: CreateError) -> Self {
+        match err {
+            CreateError::InsufficientCredits { need, have } => AppError::InsufficientCredits { need, have },
+            CreateError::Db(err) => err.into(),
+            CreateError::Other(err) => AppError::Internal(err),
+        }
+    }
+}
+
+impl From<CreateUserError> for AppError {
+    fn from(err: CreateUserError) -> Self {
+        match err {
+            CreateUserError::EmailTaken => AppError::Conflict(err.to_string()),
+            CreateUserError::Ledger(err) => err.into(),
+            CreateUserError::Db(err) => err.into(),
         }
     }
 }
@@ -125,12 +239,29 @@ impl IntoResponse for AppError {
     }
 }
 
+/// What the error middleware needs to render a page.
+#[derive(Clone)]
+pub struct ErrorPages {
+    pub pool: PgPool,
+    pub assets: Arc<Assets>,
+    pub config: Arc<Config>,
+}
+
+/// Whether errors of `path` are JSON (the API and webhooks) rather than pages.
+pub fn is_json_path(path: &str) -> bool {
+    path.starts_with("/api/") || path.starts_with("/webhooks/")
+}
+
 /// Middleware: gives every error response its final form (see the module docs).
-pub async fn render_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn render_errors(State(pages): State<ErrorPages>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| path.clone());
-    let is_api = path.starts_with("/api/");
+    let is_json = is_json_path(&path);
+    // The handler's user, if it loaded one, is reused for the error page.
+    let slot = ViewerSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let session = req.extensions().get::<tower_sessions::Session>().cloned();
+    let csrf = req.extensions().get::<CsrfContext>().cloned();
     let response = next.run(req).await;
 
     let status = response.status();
@@ -143,7 +274,7 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
         None => framework_error(response).await,
     };
 
-    if is_api {
+    if is_json {
         let mut out =
             (info.status, Json(json!({"error": {"code": info.code, "message": info.message}}))).into_response();
         if let Some(secs) = info.retry_after {
@@ -155,7 +286,12 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
         let next = url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect::<String>();
         return Redirect::to(&format!("/login?next={next}")).into_response();
     }
-    let layout = Layout::for_error(&state, session, &path).await;
+    let viewer = match slot.get() {
+        Some(viewer) => viewer.clone(),
+        // A broken database still gets a page (without the user).
+        None => Viewer::load(&pages.pool, session.as_ref()).await.unwrap_or(Viewer(None)),
+    };
+    let layout = Layout::new(viewer, csrf, pages.assets.clone(), &pages.config, &path);
     let page = ErrorPage { layout, status: info.status.as_u16(), title: title_for(info.status), message: info.message };
     let mut out = (info.status, render(&page)).into_response();
     if let Some(secs) = info.retry_after {

@@ -1,82 +1,46 @@
 //! The data every page's layout (`templates/base.html`) needs: who is signed in and their
-//! balance (shown in the header), the CSRF token for forms, the current path, and asset URLs.
+//! balance (shown in the header), the CSRF token for its forms, the current path, and asset URLs.
+//! An extractor: a handler that renders a page takes a `Layout` and passes it to its template.
 
 use std::sync::Arc;
 
-use axum::{extract::FromRequestParts, http::request::Parts};
-use tower_sessions::Session;
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::request::Parts,
+};
+use sqlx::PgPool;
 
 use crate::{
-    accounts::{self, CurrentUser},
-    state::AppState,
-    web::{assets::Assets, csrf, error::AppError},
+    accounts::CurrentUser,
+    config::Config,
+    web::{assets::Assets, auth::Viewer, csrf::CsrfContext, error::AppError},
 };
 
 pub struct Layout {
     pub user: Option<CurrentUser>,
-    /// Empty unless the page has a form ([`Layout::with_csrf`]) or a user is signed in.
-    pub csrf_token: String,
     pub path: String,
-    pub assets: Arc<Assets>,
-    pub session: Option<Session>,
     pub public_url: String,
+    assets: Arc<Assets>,
+    csrf: Option<CsrfContext>,
 }
 
 impl Layout {
-    pub async fn load(state: &AppState, session: Option<Session>, path: &str) -> Result<Self, AppError> {
-        let user = match &session {
-            Some(session) => accounts::current_user(&state.pool, session).await?,
-            None => None,
-        };
-        let csrf_token = match (&user, &session) {
-            (Some(_), Some(session)) => csrf::token(session).await?,
-            _ => String::new(),
-        };
-        Ok(Layout {
-            user,
-            csrf_token,
+    pub fn new(viewer: Viewer, csrf: Option<CsrfContext>, assets: Arc<Assets>, config: &Config, path: &str) -> Self {
+        Layout {
+            user: viewer.0,
             path: path.to_string(),
-            assets: state.assets.clone(),
-            session,
-            public_url: state.config.public_url.as_str().trim_end_matches('/').to_string(),
-        })
-    }
-
-    /// A layout for an error page: never fails (a broken database still gets a page).
-    pub async fn for_error(state: &AppState, session: Option<Session>, path: &str) -> Self {
-        match Layout::load(state, session, path).await {
-            Ok(layout) => layout,
-            Err(_) => Layout {
-                user: None,
-                csrf_token: String::new(),
-                path: path.to_string(),
-                assets: state.assets.clone(),
-                session: None,
-                public_url: state.config.public_url.as_str().trim_end_matches('/').to_string(),
-            },
+            public_url: config.public_url.as_str().trim_end_matches('/').to_string(),
+            assets,
+            csrf,
         }
     }
 
-    fn session(&self) -> Result<&Session, AppError> {
-        self.session.as_ref().ok_or_else(|| AppError::Internal(anyhow::anyhow!("session layer missing")))
-    }
-
-    /// Makes sure the page can carry a CSRF token (forms for anonymous visitors: sign-up, log-in).
-    pub async fn with_csrf(mut self) -> Result<Self, AppError> {
-        if self.csrf_token.is_empty() {
-            self.csrf_token = csrf::token(self.session()?).await?;
+    /// The CSRF token for a form on this page (see `web::csrf`).
+    pub fn csrf_token(&self) -> String {
+        match &self.csrf {
+            Some(csrf) => csrf.token_for(self.user.as_ref().map(|u| u.id)),
+            None => String::new(),
         }
-        Ok(self)
-    }
-
-    /// Checks a submitted form's `csrf_token` against this session's ([`csrf::verify`]).
-    pub async fn verify_csrf(&self, submitted: &str) -> Result<(), AppError> {
-        csrf::verify(self.session()?, submitted).await
-    }
-
-    /// The signed-in user, or 401 (which browsers see as a redirect to the log-in page).
-    pub fn require_user(&self) -> Result<&CurrentUser, AppError> {
-        self.user.as_ref().ok_or(AppError::Unauthorized)
     }
 
     pub fn asset(&self, name: &str) -> String {
@@ -96,13 +60,26 @@ impl Layout {
     pub fn is_signed_in(&self) -> bool {
         self.user.is_some()
     }
+
+    /// The signed-in user's available credits (0 for visitors).
+    pub fn available(&self) -> i64 {
+        self.user.as_ref().map_or(0, |u| u.available)
+    }
 }
 
-impl FromRequestParts<AppState> for Layout {
+impl<S> FromRequestParts<S> for Layout
+where
+    PgPool: FromRef<S>,
+    Arc<Assets>: FromRef<S>,
+    Arc<Config>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let session = parts.extensions.get::<Session>().cloned();
-        Layout::load(state, session, parts.uri.path()).await
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        let csrf = parts.extensions.get::<CsrfContext>().cloned();
+        let config = Arc::<Config>::from_ref(state);
+        Ok(Layout::new(viewer, csrf, Arc::<Assets>::from_ref(state), &config, parts.uri.path()))
     }
 }

@@ -340,10 +340,20 @@ async fn sessions_survive_a_restart_and_are_rotated_at_login() {
     let (_, home) = app.page("/").await;
     assert_eq!(home.text("[data-testid=balance]").as_deref(), Some("100"));
 
-    // An attacker reads (or plants) the id a browser has before logging in...
+    // Visitors get no session (nothing is stored for them), but an attacker may plant the id of a
+    // session that exists in a victim's browser before the victim logs in...
+    let planted = tower_sessions::session::Id::default().to_string();
+    sqlx::query("INSERT INTO session (id, data, expiry_date) VALUES ($1, '{}', now() + interval '1 day')")
+        .bind(&planted)
+        .execute(&app.pool)
+        .await
+        .expect("planted session");
     let (victim, victim_jar) = new_client();
+    let url: reqwest::Url = app.url("/").parse().expect("url");
+    victim_jar.add_cookie_str(&format!("faceoff_session={planted}; Path=/"), &url);
     let csrf = token(&app, &victim, "/login").await;
     let before = session_cookie(&app, &victim_jar);
+    assert_eq!(before, planted);
     let response =
         post(&app, &victim, "/login", &[("email", "dave@example.com"), ("password", PASSWORD), ("csrf_token", &csrf)])
             .await;

@@ -1,17 +1,16 @@
 //! Liveness, readiness and metrics for operators and load balancers.
 
 use axum::{
-    Router,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
 
-use crate::{db, state::AppState};
+use crate::{db, state::AppState, web::Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+pub fn routes() -> Routes<AppState> {
+    Routes::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 /// The process is up and serving.

@@ -1,0 +1,134 @@
+//! Personal API keys: a user creates keys for scripts (`fo_` + 32 random bytes, shown once), the
+//! JSON API authenticates with them. Only the key's SHA-256 is stored, with a short prefix so
+//! the owner can tell keys apart; a revoked key stops working at once. SQL on `api_key`.
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Every key starts with this.
+pub const KEY_PREFIX: &str = "fo_";
+/// Active (not revoked) keys a user may have at once.
+pub const MAX_ACTIVE_KEYS: i64 = 20;
+/// The longest key name.
+pub const MAX_NAME_CHARS: usize = 100;
+
+fn hash(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Whether `secret` has the shape of one of our keys (checked before any database work).
+pub fn looks_like_key(secret: &str) -> bool {
+    secret.starts_with(KEY_PREFIX) && secret.len() <= 64 && secret.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The user a key belongs to, if it is valid and not revoked. Records the key's use at most once
+/// a minute in the same statement: writing the key's row on every request made a client's
+/// parallel requests queue on its row lock (and cost a WAL flush each).
+pub async fn authenticate(db: impl PgExecutor<'_>, secret: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH key AS (
+             SELECT api_key_id, user_id, last_used_at FROM api_key WHERE secret_hash = $1 AND revoked_at IS NULL
+         ), touched AS (
+             UPDATE api_key SET last_used_at = now() FROM key
+             WHERE api_key.api_key_id = key.api_key_id
+               AND (key.last_used_at IS NULL OR key.last_used_at < now() - interval '1 minute')
+         )
+         SELECT user_id FROM key",
+    )
+    .bind(hash(secret))
+    .fetch_optional(db)
+    .await
+}
+
+/// A key as its owner sees it in the list.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKey {
+    pub api_key_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A user's keys, newest first.
+pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Vec<ApiKey>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT api_key_id, name, prefix, created_at, last_used_at, revoked_at FROM api_key
+         WHERE user_id = $1 ORDER BY created_at DESC, api_key_id DESC",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn active_count(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM api_key WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user_id)
+        .fetch_one(db)
+        .await
+}
+
+/// Why a key name is not acceptable, in words for the form.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("give the key a name, e.g. the script that uses it".into())
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Err(format!("the name may be at most {MAX_NAME_CHARS} characters"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Creates a key named `name` (already validated) and returns its secret, which is never
+/// stored and cannot be shown again.
+pub async fn create(db: impl PgExecutor<'_>, user_id: Uuid, name: &str) -> Result<String, sqlx::Error> {
+    let random: [u8; 32] = rand::random();
+    let secret = format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));
+    let prefix: String = secret.chars().take(10).collect();
+    sqlx::query("INSERT INTO api_key (api_key_id, user_id, name, prefix, secret_hash) VALUES ($1, $2, $3, $4, $5)")
+        .bind(Uuid::now_v7())
+        .bind(user_id)
+        .bind(name)
+        .bind(&prefix)
+        .bind(hash(&secret))
+        .execute(db)
+        .await?;
+    Ok(secret)
+}
+
+/// Revokes a key of `user_id`; `false` when the user has no such key (revoking a revoked key is
+/// a no-op that answers `true`).
+pub async fn revoke(db: impl PgExecutor<'_>, user_id: Uuid, api_key_id: Uuid) -> Result<bool, sqlx::Error> {
+    let found: Option<bool> = sqlx::query_scalar(
+        "WITH revoked AS (
+             UPDATE api_key SET revoked_at = now()
+             WHERE api_key_id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING api_key_id
+         )
+         SELECT true FROM api_key WHERE api_key_id = $1 AND user_id = $2",
+    )
+    .bind(api_key_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_shapes() {
+        assert!(looks_like_key("fo_abcDEF123-_"));
+        assert!(!looks_like_key("sk_live_abc"));
+        assert!(!looks_like_key(&format!("fo_{}", "a".repeat(100))));
+        assert!(!looks_like_key("fo_a\u{0}b"));
+        assert!(validate_name("").is_err());
+        assert!(validate_name(&"x".repeat(101)).is_err());
+        assert!(validate_name("deploy script").is_ok());
+    }
+}

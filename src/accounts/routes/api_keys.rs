@@ -1,0 +1,116 @@
+//! `GET/POST /account/api-keys`: the user's personal API keys (create one, shown once; revoke).
+
+use axum::{
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Redirect, Response},
+    routing::get,
+};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    accounts::api_keys::{self, ApiKey, MAX_ACTIVE_KEYS},
+    state::AppState,
+    web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, render},
+};
+
+pub fn routes() -> Routes<AppState> {
+    Routes::new().route("/account/api-keys", get(keys_page).post(keys_post))
+}
+
+pub struct KeyRow {
+    pub api_key_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created: String,
+    pub last_used: Option<String>,
+    pub revoked: bool,
+}
+
+impl From<ApiKey> for KeyRow {
+    fn from(key: ApiKey) -> Self {
+        KeyRow {
+            api_key_id: key.api_key_id,
+            name: key.name,
+            prefix: key.prefix,
+            created: fmt_time(key.created_at),
+            last_used: key.last_used_at.map(fmt_time),
+            revoked: key.revoked_at.is_some(),
+        }
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "accounts/api_keys.html")]
+pub struct KeysPage {
+    pub layout: Layout,
+    pub keys: Vec<KeyRow>,
+    pub new_secret: Option<String>,
+    pub name: String,
+    pub error: Option<String>,
+}
+
+fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).unwrap_or_default()
+}
+
+async fn load_keys(state: &AppState, user_id: Uuid) -> Result<Vec<KeyRow>> {
+    Ok(api_keys::list(&state.pool, user_id).await?.into_iter().map(KeyRow::from).collect())
+}
+
+/// `GET /account/api-keys`.
+async fn keys_page(State(state): State<AppState>, SignedIn(user): SignedIn, layout: Layout) -> Result<Response> {
+    let keys = load_keys(&state, user.id).await?;
+    Ok(render(&KeysPage { layout, keys, new_secret: None, name: String::new(), error: None }))
+}
+
+#[derive(Deserialize)]
+struct KeysForm {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    api_key_id: String,
+}
+
+/// `POST /account/api-keys`: `action=create` (field `name`) shows the new key once;
+/// `action=revoke` (field `api_key_id`) revokes one.
+async fn keys_post(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    layout: Layout,
+    CsrfForm(form): CsrfForm<KeysForm>,
+) -> Result<Response> {
+    match form.action.as_str() {
+        "revoke" => {
+            let not_found = || AppError::NotFound("no such API key".into());
+            let id: Uuid = form.api_key_id.trim().parse().map_err(|_| not_found())?;
+            if !api_keys::revoke(&state.pool, user.id, id).await? {
+                return Err(not_found());
+            }
+            Ok(Redirect::to("/account/api-keys").into_response())
+        }
+        "create" => {
+            let name = form.name.trim().to_string();
+            let mut error = api_keys::validate_name(&name).err();
+            if error.is_none() && api_keys::active_count(&state.pool, user.id).await? >= MAX_ACTIVE_KEYS {
+                error = Some(format!("you have {MAX_ACTIVE_KEYS} active keys; revoke one first"));
+            }
+            if let Some(error) = error {
+                let keys = load_keys(&state, user.id).await?;
+                let page = KeysPage { layout, keys, new_secret: None, name, error: Some(error) };
+                return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
+            }
+            let secret = api_keys::create(&state.pool, user.id, &name).await?;
+            let keys = load_keys(&state, user.id).await?;
+            let mut response =
+                render(&KeysPage { layout, keys, new_secret: Some(secret), name: String::new(), error: None });
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+        _ => Err(AppError::BadRequest("unknown action".into())),
+    }
+}

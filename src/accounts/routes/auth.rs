@@ -1,0 +1,244 @@
+//! `GET/POST /signup`, `GET/POST /login` and `POST /logout`.
+
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use tower_sessions::Session;
+use uuid::Uuid;
+
+use super::form_error;
+use crate::{
+    accounts::{self, CreateUserError, Role, SESSION_USER_KEY, password, rate_limit::Action},
+    state::AppState,
+    web::{CsrfForm, Layout, Result, Routes, client_ip::ClientIp, csrf::NoFields, render},
+};
+
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
+        .route("/signup", get(signup_form).post(signup))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+}
+
+/// Where to go after logging in: a local path only (`/…`, not `//…` or `/\…`, which browsers
+/// treat as another host).
+pub fn safe_next(next: Option<&str>) -> Option<String> {
+    let next = next?.trim();
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control)
+        && next.len() <= 2048;
+    local.then(|| next.to_string())
+}
+
+fn next_query(next: &Option<String>) -> String {
+    match next {
+        Some(next) => format!("?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()),
+        None => String::new(),
+    }
+}
+
+/// Signs `user_id` in on this session under a new session id (the old one is deleted, so an id
+/// planted or seen before log-in is useless; CSRF tokens are bound to the user, so a token seen
+/// before log-in is useless too).
+async fn sign_in(session: &Session, user_id: Uuid) -> Result<()> {
+    session.cycle_id().await?;
+    session.insert(SESSION_USER_KEY, user_id).await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+    notice: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AuthForm {
+    email: String,
+    password: String,
+    next: String,
+}
+
+// ---- sign-up ----
+
+#[derive(askama::Template)]
+#[template(path = "accounts/signup.html")]
+struct SignupPage {
+    layout: Layout,
+    signup_credits: i64,
+    email: String,
+    next: Option<String>,
+    email_error: Option<String>,
+    password_error: Option<String>,
+}
+
+impl SignupPage {
+    fn login_link(&self) -> String {
+        format!("/login{}", next_query(&self.next))
+    }
+}
+
+async fn signup_form(State(state): State<AppState>, layout: Layout, Query(q): Query<NextQuery>) -> Result<Response> {
+    let next = safe_next(q.next.as_deref());
+    if layout.is_signed_in() {
+        return Ok(Redirect::to(next.as_deref().unwrap_or("/")).into_response());
+    }
+    let page = SignupPage {
+        layout,
+        signup_credits: state.config.signup_credits,
+        email: String::new(),
+        next,
+        email_error: None,
+        password_error: None,
+    };
+    Ok(render(&page))
+}
+
+async fn signup(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    session: Session,
+    layout: Layout,
+    CsrfForm(form): CsrfForm<AuthForm>,
+) -> Result<Response> {
+    let email = accounts::normalize_email(&form.email);
+    state.auth_limits.check(Action::Signup, client, &email)?;
+    let mut page = SignupPage {
+        layout,
+        signup_credits: state.config.signup_credits,
+        email: email.clone(),
+        next: safe_next(Some(&form.next)),
+        email_error: accounts::validate_email(&email).err().map(String::from),
+        password_error: password::validate(&form.password).err().map(String::from),
+    };
+    if page.email_error.is_none() && accounts::find_by_email(&state.pool, &email).await?.is_some() {
+        page.email_error = Some(EMAIL_TAKEN.into());
+    }
+    if page.email_error.is_some() || page.password_error.is_some() {
+        return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
+    }
+    let hash = password::hash(form.password).await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
+    let user_id = match accounts::create_user(&mut tx, &email, &hash, Role::User, state.config.signup_credits).await {
+        Ok(id) => id,
+        // Someone signed up with this address since the check above.
+        Err(CreateUserError::EmailTaken) => {
+            page.email_error = Some(EMAIL_TAKEN.into());
+            return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    tx.commit().await?;
+    tracing::info!(%user_id, "new account");
+    sign_in(&session, user_id).await?;
+    Ok(Redirect::to(page.next.as_deref().unwrap_or("/")).into_response())
+}
+
+const EMAIL_TAKEN: &str = "an account with this email already exists; log in instead";
+
+// ---- log-in / log-out ----
+
+#[derive(askama::Template)]
+#[template(path = "accounts/login.html")]
+struct LoginPage {
+    layout: Layout,
+    email: String,
+    next: Option<String>,
+    notice: Option<&'static str>,
+    email_error: Option<String>,
+    password_error: Option<String>,
+}
+
+impl LoginPage {
+    fn signup_link(&self) -> String {
+        format!("/signup{}", next_query(&self.next))
+    }
+}
+
+fn login_notice(code: Option<&str>) -> Option<&'static str> {
+    match code? {
+        "signed-out-everywhere" => Some("You were signed out on every device. Log in again to continue."),
+        "signed-out" => Some("You are signed out."),
+        _ => None,
+    }
+}
+
+async fn login_form(layout: Layout, Query(q): Query<NextQuery>) -> Result<Response> {
+    let next = safe_next(q.next.as_deref());
+    if layout.is_signed_in() {
+        return Ok(Redirect::to(next.as_deref().unwrap_or("/")).into_response());
+    }
+    let page = LoginPage {
+        layout,
+        email: String::new(),
+        next,
+        notice: login_notice(q.notice.as_deref()),
+        email_error: None,
+        password_error: None,
+    };
+    Ok(render(&page))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    session: Session,
+    layout: Layout,
+    CsrfForm(form): CsrfForm<AuthForm>,
+) -> Result<Response> {
+    let email = accounts::normalize_email(&form.email);
+    state.auth_limits.check(Action::Login, client, &email)?;
+    let mut page = LoginPage {
+        layout,
+        email: email.clone(),
+        next: safe_next(Some(&form.next)),
+        notice: None,
+        email_error: email.is_empty().then(|| "enter your email address".to_string()),
+        password_error: form.password.is_empty().then(|| "enter your password".to_string()),
+    };
+    if page.email_error.is_some() || page.password_error.is_some() {
+        return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
+    }
+    let user = accounts::find_by_email(&state.pool, &email).await?;
+    // Unknown emails are verified against a dummy hash: same work, same time, same answer.
+    let verified = password::verify(form.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    match user {
+        Some(user) if verified => {
+            sign_in(&session, user.id).await?;
+            Ok(Redirect::to(page.next.as_deref().unwrap_or("/")).into_response())
+        }
+        _ => {
+            page.password_error = Some(INVALID_LOGIN.into());
+            Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page))
+        }
+    }
+}
+
+const INVALID_LOGIN: &str = "invalid email or password";
+
+async fn logout(session: Session, CsrfForm(NoFields {}): CsrfForm<NoFields>) -> Result<Response> {
+    session.flush().await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_must_be_a_local_path() {
+        assert_eq!(safe_next(Some("/studio?models=a,b")).as_deref(), Some("/studio?models=a,b"));
+        assert_eq!(safe_next(Some("/")).as_deref(), Some("/"));
+        for bad in ["//evil.example", "https://evil.example", "evil", "/\\evil.example", "", "/a\nb"] {
+            assert_eq!(safe_next(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(safe_next(None), None);
+    }
+}

@@ -1,0 +1,307 @@
+//! The comparison page (`/compare/{a}-vs-{b}[/{use_case}]`, the seed's layout): which pair and
+//! use case an address names ([`resolve`]), and the page built from the catalog for them
+//! ([`ComparisonPage::build`]): the showcase images, the editorial text where the catalog has
+//! some (generated from the facts otherwise), the feature table, SEO and links.
+
+use super::seo::{Seo, breadcrumbs_ld, faq_ld, graph};
+use crate::{
+    catalog::{
+        Catalog, Comparison, Faq, Model, UseCase,
+        copy::FeatureTable,
+        copy::{credits, feature_table, generic_faq, generic_intro, generic_strengths, generic_verdict, summary},
+        links::{Link, canonical, pair_path},
+        showcase::{Showcase, ShowcaseImage},
+    },
+    state::AppState,
+    web::{AppError, Layout, Result},
+};
+
+/// A pair in canonical order, and the use case, if any.
+pub struct Pair {
+    pub a: Model,
+    pub b: Model,
+    pub use_case: Option<UseCase>,
+}
+
+/// What an address asks for.
+pub enum Resolved {
+    Page(Box<Pair>),
+    /// The same comparison lives at this (canonical) address.
+    Redirect(String),
+}
+
+/// Reads `/compare/{pair}[/{use_case}]`: both models and the use case must exist, the pair must be
+/// two different models; the other order of a pair redirects to the canonical one.
+pub fn resolve(catalog: &Catalog, pair: &str, use_case: Option<&str>) -> Result<Resolved> {
+    let (x, y) = pair.split_once("-vs-").ok_or_else(|| {
+        AppError::NotFound("a comparison address looks like /compare/flux-2-vs-flux-ultra-1-1".into())
+    })?;
+    for slug in [x, y] {
+        if catalog.model(slug).is_none() {
+            return Err(AppError::NotFound(format!("there is no model called “{slug}” in our catalog")));
+        }
+    }
+    let (a, b) =
+        canonical(catalog, x, y).ok_or_else(|| AppError::NotFound("a model cannot be compared with itself".into()))?;
+    let use_case = match use_case {
+        Some(slug) => Some(
+            catalog
+                .use_case(slug)
+                .ok_or_else(|| AppError::NotFound(format!("we have no comparisons for the use case “{slug}”")))?
+                .clone(),
+        ),
+        None => None,
+    };
+    if (a, b) != (x, y) {
+        return Ok(Resolved::Redirect(pair_path(a, b, use_case.as_ref().map(|u| u.slug.as_str()))));
+    }
+    match (catalog.model(a), catalog.model(b)) {
+        (Some(a), Some(b)) => Ok(Resolved::Page(Box::new(Pair { a: a.clone(), b: b.clone(), use_case }))),
+        _ => Err(AppError::not_found()),
+    }
+}
+
+pub struct ShowcaseItem {
+    pub model_name: String,
+    pub image: Showcase,
+}
+
+pub struct ShowcaseBlock {
+    pub use_case_name: String,
+    pub prompt: String,
+    pub items: Vec<ShowcaseItem>,
+    pub sandbox: bool,
+    /// Set on a pair's general page: the use case page the images come from.
+    pub from_use_case: Option<Link>,
+}
+
+pub struct Strengths {
+    pub model_name: String,
+    pub model_slug: String,
+    pub points: Vec<String>,
+}
+
+/// The words of the page: the catalog's editorial comparison, or copy generated from the facts.
+struct Content {
+    title: String,
+    intro: String,
+    strengths_a: Vec<String>,
+    strengths_b: Vec<String>,
+    verdict: String,
+    faq: Vec<Faq>,
+}
+
+impl Content {
+    fn new(editorial: Option<&Comparison>, a: &Model, b: &Model, use_case: Option<&UseCase>) -> Content {
+        match editorial {
+            Some(c) => Content {
+                title: c.title.clone(),
+                intro: c.intro.clone(),
+                strengths_a: c.strengths_a.clone(),
+                strengths_b: c.strengths_b.clone(),
+                verdict: c.verdict.clone(),
+                faq: c.faq.clone(),
+            },
+            None => Content {
+                title: match use_case {
+                    Some(uc) => format!("{} vs {} for {}", a.name, b.name, uc.name.to_lowercase()),
+                    None => format!("{} vs {}", a.name, b.name),
+                },
+                intro: generic_intro(a, b, use_case),
+                strengths_a: generic_strengths(a, b),
+                strengths_b: generic_strengths(b, a),
+                verdict: generic_verdict(a, b, use_case),
+                faq: generic_faq(a, b, use_case),
+            },
+        }
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "catalog/comparison.html")]
+pub struct ComparisonPage {
+    layout: Layout,
+    seo: Seo,
+    breadcrumbs: Vec<Link>,
+    a: Model,
+    b: Model,
+    eyebrow: String,
+    title: String,
+    intro: String,
+    subcategories: Vec<String>,
+    showcase: Option<ShowcaseBlock>,
+    table: FeatureTable,
+    strengths: Vec<Strengths>,
+    verdict: String,
+    faq: Vec<Faq>,
+    editorial: bool,
+    cta_href: String,
+    cta_label: &'static str,
+    use_case_links: Vec<Link>,
+    related: Vec<Link>,
+}
+
+impl ComparisonPage {
+    /// The page of the pair `a`, `b` (canonical order) for `use_case` (`None`: all use cases).
+    pub async fn build(state: &AppState, layout: Layout, pair: Pair) -> Self {
+        let Pair { a, b, use_case } = pair;
+        let catalog = state.catalog.current();
+        let uc_slug = use_case.as_ref().map(|u| u.slug.as_str());
+        let path = pair_path(&a.slug, &b.slug, uc_slug);
+        let editorial = catalog.comparison(&a.slug, &b.slug, uc_slug);
+        let content = Content::new(editorial, &a, &b, use_case.as_ref());
+        let showcase = showcase_block(state, &catalog, &a, &b, use_case.as_ref()).await;
+
+        let mut breadcrumbs = vec![
+            Link { href: "/".into(), label: "Home".into() },
+            Link { href: "/compare".into(), label: "Compare".into() },
+            Link { href: pair_path(&a.slug, &b.slug, None), label: format!("{} vs {}", a.name, b.name) },
+        ];
+        if let Some(uc) = &use_case {
+            breadcrumbs.push(Link { href: path.clone(), label: uc.name.clone() });
+        }
+        let seo =
+            seo(&layout.public_url, &path, &a, &b, use_case.as_ref(), editorial, &content, &breadcrumbs, &showcase);
+        let studio = format!("/studio?models={},{}", a.slug, b.slug);
+        let (cta_href, cta_label) = if layout.is_signed_in() {
+            (studio, "Run both in the studio")
+        } else {
+            (format!("/signup?next={studio}"), "Try both models free")
+        };
+        let use_case_links =
+            std::iter::once(Link { href: pair_path(&a.slug, &b.slug, None), label: "All use cases".into() })
+                .chain(
+                    catalog
+                        .use_cases()
+                        .iter()
+                        .map(|u| Link { href: pair_path(&a.slug, &b.slug, Some(&u.slug)), label: u.name.clone() }),
+                )
+                .filter(|l| l.href != path)
+                .collect();
+        let related = related_pairs(&catalog, &a, &b, use_case.as_ref());
+        let eyebrow = match &use_case {
+            Some(uc) => format!("{} comparison", uc.name),
+            None => "Model comparison".to_string(),
+        };
+        ComparisonPage {
+            layout,
+            seo,
+            breadcrumbs,
+            eyebrow,
+            title: content.title,
+            intro: content.intro,
+            subcategories: use_case.as_ref().map(|u| u.subcategories.clone()).unwrap_or_default(),
+            showcase,
+            table: feature_table(&[&a, &b]),
+            strengths: vec![
+                Strengths { model_name: a.name.clone(), model_slug: a.slug.clone(), points: content.strengths_a },
+                Strengths { model_name: b.name.clone(), model_slug: b.slug.clone(), points: content.strengths_b },
+            ],
+            verdict: content.verdict,
+            faq: content.faq,
+            editorial: editorial.is_some(),
+            cta_href,
+            cta_label,
+            use_case_links,
+            related,
+            a,
+            b,
+        }
+    }
+}
+
+/// The use case's showcase images, or on a general page those of the first use case.
+async fn showcase_block(
+    state: &AppState,
+    catalog: &Catalog,
+    a: &Model,
+    b: &Model,
+    use_case: Option<&UseCase>,
+) -> Option<ShowcaseBlock> {
+    let uc = use_case.or_else(|| catalog.use_cases().first())?;
+    let images = state.showcases.images(state, uc, &[a, b]).await;
+    let sandbox = images.iter().filter_map(Showcase::image).any(ShowcaseImage::is_sandbox);
+    Some(ShowcaseBlock {
+        use_case_name: uc.name.clone(),
+        prompt: uc.showcase_prompt.clone(),
+        items: [a, b].iter().zip(images).map(|(m, image)| ShowcaseItem { model_name: m.name.clone(), image }).collect(),
+        sandbox,
+        from_use_case: use_case.is_none().then(|| Link {
+            href: pair_path(&a.slug, &b.slug, Some(&uc.slug)),
+            label: format!("{} vs {} for {}", a.name, b.name, uc.name.to_lowercase()),
+        }),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn seo(
+    base: &str,
+    path: &str,
+    a: &Model,
+    b: &Model,
+    use_case: Option<&UseCase>,
+    editorial: Option<&Comparison>,
+    content: &Content,
+    breadcrumbs: &[Link],
+    showcase: &Option<ShowcaseBlock>,
+) -> Seo {
+    let crumbs: Vec<(String, String)> = breadcrumbs.iter().map(|l| (l.label.clone(), l.href.clone())).collect();
+    let image = showcase
+        .as_ref()
+        .and_then(|s| s.items.iter().find_map(|i| i.image.image()))
+        .map(|img| format!("{base}{}", img.url));
+    let prices =
+        || (a.starting_price().map(credits).unwrap_or_default(), b.starting_price().map(credits).unwrap_or_default());
+    let description = match (editorial, use_case) {
+        (Some(c), _) => summary(&c.intro, 158),
+        (None, Some(uc)) => {
+            let (pa, pb) = prices();
+            summary(
+                &format!(
+                    "{} vs {} for {}: the same prompt through both, features, modes and prices ({pa} vs {pb}) side by side.",
+                    a.name,
+                    b.name,
+                    uc.name.to_lowercase(),
+                ),
+                158,
+            )
+        }
+        (None, None) => {
+            let (pa, pb) = prices();
+            summary(
+                &format!(
+                    "{} vs {}: features, resolution modes, aspect ratios, variants and prices ({pa} vs {pb}) compared.",
+                    a.name, b.name,
+                ),
+                158,
+            )
+        }
+    };
+    Seo {
+        title: format!("{} — Faceoff", content.title),
+        description,
+        canonical: format!("{base}{path}"),
+        image,
+        og_type: "article",
+        json_ld: Some(graph(vec![faq_ld(&content.faq), breadcrumbs_ld(base, &crumbs)])),
+    }
+}
+
+/// The other pairs with either model, for the same use case.
+fn related_pairs(catalog: &Catalog, a: &Model, b: &Model, use_case: Option<&UseCase>) -> Vec<Link> {
+    catalog
+        .pairs()
+        .into_iter()
+        .filter(|(p, q)| {
+            (p.slug == a.slug || p.slug == b.slug || q.slug == a.slug || q.slug == b.slug)
+                && !(p.slug == a.slug && q.slug == b.slug)
+        })
+        .map(|(p, q)| {
+            let label = match use_case {
+                Some(uc) => format!("{} vs {} for {}", p.name, q.name, uc.name.to_lowercase()),
+                None => format!("{} vs {}", p.name, q.name),
+            };
+            Link { href: pair_path(&p.slug, &q.slug, use_case.map(|u| u.slug.as_str())), label }
+        })
+        .collect()
+}

@@ -1,0 +1,430 @@
+//! The catalog's pages: the model list and detail pages, the comparison picker, the comparison
+//! pages ([`comparison`]: `/compare/{a}-vs-{b}[/{use_case}]`, editorial where the catalog has
+//! content, built from the catalog facts otherwise), the home page's featured comparisons, the
+//! sitemap and robots.txt. Everything is read from the in-memory catalog snapshot; only showcase
+//! images not generated yet touch the database.
+
+use axum::{
+    extract::{Path, RawQuery, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+
+use super::{
+    Mode, Model, UseCase,
+    copy::{FeatureTable, credits, feature_table, summary},
+    links::{Link, MAX_COMPARE, canonical, pair_path, selected_models, sitemap_paths},
+    showcase::Showcase,
+};
+use crate::{
+    state::AppState,
+    web::{AppError, Layout, Result, Routes, render},
+};
+
+pub mod comparison;
+pub mod seo;
+
+use comparison::{ComparisonPage, Resolved};
+use seo::{Seo, breadcrumbs_ld, graph};
+
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
+        .route("/models", get(models_page))
+        .route("/models/{slug}", get(model_page))
+        .route("/compare", get(picker))
+        .route("/compare/{pair}", get(pair_page))
+        .route("/compare/{pair}/{use_case}", get(pair_use_case_page))
+        .route("/sitemap.xml", get(sitemap))
+        .route("/robots.txt", get(robots))
+}
+
+// ---------------------------------------------------------------------------------------------
+// /models
+
+struct ModelCard {
+    slug: String,
+    name: String,
+    provider_name: String,
+    description: String,
+    tags: Vec<String>,
+    starting_price: Option<i64>,
+    has_4k: bool,
+}
+
+#[derive(askama::Template)]
+#[template(path = "catalog/models.html")]
+struct ModelsPage {
+    layout: Layout,
+    seo: Seo,
+    cards: Vec<ModelCard>,
+    use_cases: Vec<UseCase>,
+}
+
+async fn models_page(State(state): State<AppState>, layout: Layout) -> Result<Response> {
+    let catalog = state.catalog.current();
+    let base = layout.public_url.clone();
+    let cards = catalog
+        .models()
+        .iter()
+        .map(|m| ModelCard {
+            slug: m.slug.clone(),
+            name: m.name.clone(),
+            provider_name: m.provider_name.clone(),
+            description: m.description.clone(),
+            tags: m.subcategories.iter().chain(&m.capabilities).cloned().collect(),
+            starting_price: m.starting_price(),
+            has_4k: m.offers(Mode::FourK),
+        })
+        .collect();
+    let names: Vec<&str> = catalog.models().iter().map(|m| m.name.as_str()).collect();
+    let crumbs = vec![("Home".to_string(), "/".to_string()), ("Models".to_string(), "/models".to_string())];
+    let list = json!({
+        "@type": "ItemList",
+        "itemListElement": catalog.models().iter().enumerate().map(|(i, m)| json!({
+            "@type": "ListItem", "position": i + 1, "name": m.name, "url": format!("{base}/models/{}", m.slug),
+        })).collect::<Vec<_>>(),
+    });
+    let seo = Seo {
+        title: format!("AI image models: {} models, features and prices — Faceoff", catalog.models().len()),
+        description: summary(
+            &format!(
+                "Every image model on Faceoff with its capabilities, resolution modes and price per image: {}.",
+                names.join(", ")
+            ),
+            160,
+        ),
+        canonical: format!("{base}/models"),
+        image: None,
+        og_type: "website",
+        json_ld: Some(graph(vec![breadcrumbs_ld(&base, &crumbs), list])),
+    };
+    Ok(render(&ModelsPage { layout, seo, cards, use_cases: catalog.use_cases().to_vec() }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// /models/{slug}
+
+struct PriceRow {
+    variant: String,
+    endpoint: String,
+    is_default: bool,
+    cells: Vec<Option<i64>>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "catalog/model.html")]
+struct ModelPage {
+    layout: Layout,
+    seo: Seo,
+    model: Model,
+    modes: Vec<&'static str>,
+    prices: Vec<PriceRow>,
+    comparisons: Vec<(Link, Vec<Link>)>,
+    studio_href: String,
+}
+
+async fn model_page(State(state): State<AppState>, layout: Layout, Path(slug): Path<String>) -> Result<Response> {
+    let catalog = state.catalog.current();
+    let model = catalog
+        .model(&slug)
+        .ok_or_else(|| AppError::NotFound(format!("there is no model called “{slug}” in our catalog")))?
+        .clone();
+    let base = layout.public_url.clone();
+    let all_modes = [Mode::TwoK, Mode::FourK];
+    let prices = model
+        .variants
+        .iter()
+        .map(|v| PriceRow {
+            variant: v.name.clone(),
+            endpoint: v.endpoint.clone(),
+            is_default: v.is_default,
+            cells: all_modes.iter().map(|m| v.price(*m)).collect(),
+        })
+        .collect();
+    let comparisons = catalog
+        .models()
+        .iter()
+        .filter(|other| other.slug != model.slug)
+        .filter_map(|other| {
+            let (a, b) = canonical(&catalog, &model.slug, &other.slug)?;
+            let main = Link { href: pair_path(a, b, None), label: format!("{} vs {}", model.name, other.name) };
+            let per_use_case = catalog
+                .use_cases()
+                .iter()
+                .map(|u| Link { href: pair_path(a, b, Some(&u.slug)), label: u.name.clone() })
+                .collect();
+            Some((main, per_use_case))
+        })
+        .collect();
+    let crumbs = vec![
+        ("Home".to_string(), "/".to_string()),
+        ("Models".to_string(), "/models".to_string()),
+        (model.name.clone(), format!("/models/{}", model.slug)),
+    ];
+    let price_text = model.starting_price().map(|p| format!(" from {}", credits(p))).unwrap_or_default();
+    let seo = Seo {
+        title: format!("{} by {}: features, variants and prices — Faceoff", model.name, model.provider_name),
+        description: summary(
+            &format!(
+                "{} by {}{} per image: {}. Modes: {}. Aspect ratios: {}.",
+                model.name,
+                model.provider_name,
+                price_text,
+                model.subcategories.join(", "),
+                model.modes().iter().map(|m| m.label()).collect::<Vec<_>>().join(", "),
+                model.aspect_ratios.join(", ")
+            ),
+            160,
+        ),
+        canonical: format!("{base}/models/{}", model.slug),
+        image: None,
+        og_type: "website",
+        json_ld: Some(graph(vec![breadcrumbs_ld(&base, &crumbs)])),
+    };
+    let studio_href = format!("/studio?models={}", model.slug);
+    Ok(render(&ModelPage {
+        layout,
+        seo,
+        modes: all_modes.iter().map(|m| m.label()).collect(),
+        prices,
+        comparisons,
+        studio_href,
+        model,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// /compare (picker)
+
+struct PickerChoice {
+    slug: String,
+    name: String,
+    provider_name: String,
+    starting_price: Option<i64>,
+    checked: bool,
+}
+
+#[derive(askama::Template)]
+#[template(path = "catalog/compare.html")]
+struct PickerPage {
+    layout: Layout,
+    seo: Seo,
+    choices: Vec<PickerChoice>,
+    max: usize,
+    selected_count: usize,
+    error: Option<String>,
+    table: Option<FeatureTable>,
+    pair_links: Vec<Link>,
+    studio_href: String,
+    total_2k: i64,
+    featured: Vec<Link>,
+}
+
+async fn picker(State(state): State<AppState>, layout: Layout, RawQuery(query): RawQuery) -> Result<Response> {
+    let catalog = state.catalog.current();
+    let base = layout.public_url.clone();
+    let selected = selected_models(query.as_deref());
+    let chosen = selected.clone().unwrap_or_default();
+
+    let mut status = StatusCode::OK;
+    let mut error = None;
+    let mut models: Vec<&Model> = Vec::new();
+    if let Some(selected) = &selected {
+        let unknown: Vec<&str> = selected.iter().filter(|s| catalog.model(s).is_none()).map(String::as_str).collect();
+        if !unknown.is_empty() {
+            status = StatusCode::NOT_FOUND;
+            let list = unknown.iter().map(|s| format!("“{s}”")).collect::<Vec<_>>().join(", ");
+            error = Some(if unknown.len() == 1 {
+                format!("We don't have a model called {list}. Choose from the list below.")
+            } else {
+                format!("We don't have models called {list}. Choose from the list below.")
+            });
+        } else if selected.len() > MAX_COMPARE {
+            status = StatusCode::BAD_REQUEST;
+            error = Some(format!(
+                "You can compare up to {MAX_COMPARE} models at once; you chose {}. Untick {} and compare again.",
+                selected.len(),
+                selected.len() - MAX_COMPARE
+            ));
+        } else if selected.len() < 2 {
+            status = StatusCode::BAD_REQUEST;
+            error = Some(format!(
+                "Choose at least two models to compare{}.",
+                if selected.len() == 1 { " — you chose one" } else { "" }
+            ));
+        } else {
+            models = selected.iter().filter_map(|s| catalog.model(s)).collect();
+        }
+    }
+
+    let choices = catalog
+        .models()
+        .iter()
+        .map(|m| PickerChoice {
+            slug: m.slug.clone(),
+            name: m.name.clone(),
+            provider_name: m.provider_name.clone(),
+            starting_price: m.starting_price(),
+            checked: chosen.contains(&m.slug),
+        })
+        .collect();
+    let mut pair_links = Vec::new();
+    for (i, x) in models.iter().enumerate() {
+        for y in &models[i + 1..] {
+            if let Some((a, b)) = canonical(&catalog, &x.slug, &y.slug) {
+                pair_links.push(Link { href: pair_path(a, b, None), label: format!("{} vs {}", x.name, y.name) });
+            }
+        }
+    }
+    let featured = catalog
+        .comparisons()
+        .iter()
+        .map(|c| Link { href: pair_path(&c.model_a, &c.model_b, c.use_case.as_deref()), label: c.title.clone() })
+        .collect();
+    let table = (!models.is_empty()).then(|| feature_table(&models));
+    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let seo = if models.is_empty() {
+        Seo {
+            title: "Compare AI image models side by side — Faceoff".into(),
+            description: format!(
+                "Pick up to {MAX_COMPARE} image models and see their features, resolution modes, aspect ratios and prices side by side."
+            ),
+            canonical: format!("{base}/compare"),
+            image: None,
+            og_type: "website",
+            json_ld: Some(graph(vec![breadcrumbs_ld(
+                &base,
+                &[("Home".into(), "/".into()), ("Compare".into(), "/compare".into())],
+            )])),
+        }
+    } else {
+        let slugs: Vec<&str> = models.iter().map(|m| m.slug.as_str()).collect();
+        Seo {
+            title: format!("{} compared — Faceoff", names.join(" vs ")),
+            description: summary(
+                &format!("{} side by side: provider, modes, aspect ratios, variants and prices.", names.join(", ")),
+                160,
+            ),
+            canonical: format!("{base}/compare?models={}", slugs.join(",")),
+            image: None,
+            og_type: "website",
+            json_ld: None,
+        }
+    };
+    let studio_href =
+        format!("/studio?models={}", models.iter().map(|m| m.slug.as_str()).collect::<Vec<_>>().join(","));
+    let total_2k = models.iter().filter_map(|m| m.starting_price()).sum();
+    let page = PickerPage {
+        layout,
+        seo,
+        choices,
+        max: MAX_COMPARE,
+        selected_count: chosen.len(),
+        error,
+        table,
+        pair_links,
+        studio_href,
+        total_2k,
+        featured,
+    };
+    Ok((status, render(&page)).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// /compare/{a}-vs-{b}[/{use_case}]
+
+async fn pair_page(State(state): State<AppState>, layout: Layout, Path(pair): Path<String>) -> Result<Response> {
+    comparison_response(&state, layout, &pair, None).await
+}
+
+async fn pair_use_case_page(
+    State(state): State<AppState>,
+    layout: Layout,
+    Path((pair, use_case)): Path<(String, String)>,
+) -> Result<Response> {
+    comparison_response(&state, layout, &pair, Some(&use_case)).await
+}
+
+async fn comparison_response(state: &AppState, layout: Layout, pair: &str, use_case: Option<&str>) -> Result<Response> {
+    let catalog = state.catalog.current();
+    match comparison::resolve(&catalog, pair, use_case)? {
+        Resolved::Redirect(location) => Ok(permanent_redirect(&location)),
+        Resolved::Page(pair) => Ok(render(&ComparisonPage::build(state, layout, *pair).await)),
+    }
+}
+
+fn permanent_redirect(location: &str) -> Response {
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Featured comparisons (the home page)
+
+/// One featured comparison with its showcase images, for the home page.
+pub struct FeaturedComparison {
+    pub href: String,
+    pub title: String,
+    pub use_case: Option<String>,
+    /// (model name, image) for each of the two models.
+    pub images: Vec<(String, Showcase)>,
+}
+
+/// The editorial comparisons that have a use case (the seed comparison first), with their
+/// showcase images (generated in the background when missing).
+pub async fn featured_comparisons(state: &AppState, limit: usize) -> Vec<FeaturedComparison> {
+    let catalog = state.catalog.current();
+    let mut out = Vec::new();
+    for c in catalog.comparisons().iter().filter(|c| c.use_case.is_some()).take(limit) {
+        let (Some(a), Some(b), Some(uc)) = (
+            catalog.model(&c.model_a),
+            catalog.model(&c.model_b),
+            c.use_case.as_deref().and_then(|u| catalog.use_case(u)),
+        ) else {
+            continue;
+        };
+        let images = state.showcases.images(state, uc, &[a, b]).await;
+        out.push(FeaturedComparison {
+            href: pair_path(&a.slug, &b.slug, Some(&uc.slug)),
+            title: c.title.clone(),
+            use_case: Some(uc.name.clone()),
+            images: [a, b].iter().map(|m| m.name.clone()).zip(images).collect(),
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// /sitemap.xml, /robots.txt
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+}
+
+async fn sitemap(State(state): State<AppState>) -> Response {
+    let catalog = state.catalog.current();
+    let base = state.config.public_url.as_str().trim_end_matches('/').to_string();
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n",
+    );
+    for path in sitemap_paths(&catalog) {
+        xml.push_str("  <url><loc>");
+        xml.push_str(&xml_escape(&format!("{base}{path}")));
+        xml.push_str("</loc></url>\n");
+    }
+    xml.push_str("</urlset>\n");
+    ([(header::CONTENT_TYPE, "application/xml; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], xml)
+        .into_response()
+}
+
+async fn robots(State(state): State<AppState>) -> Response {
+    let base = state.config.public_url.as_str().trim_end_matches('/');
+    let body = format!("User-agent: *\nAllow: /\n\nSitemap: {base}/sitemap.xml\n");
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], body)
+        .into_response()
+}

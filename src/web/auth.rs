@@ -1,0 +1,154 @@
+//! Who is asking, as extractors a handler cannot forget to call:
+//!
+//! - [`Viewer`]: the signed-in user, if any, loaded once per request (session → user → balance)
+//!   and shared by everything in the request that asks (the layout, the checks below, the error
+//!   page).
+//! - [`SignedIn`]: a signed-in user or [`AppError::Unauthorized`] (pages answer with a redirect to
+//!   the log-in page, `/api` with a JSON 401).
+//! - [`Admin`]: a signed-in administrator, 401 or 403 otherwise.
+//! - [`ApiUser`]: the owner of the personal API key in `Authorization: Bearer fo_…` (the JSON API
+//!   does not use cookies, so it needs no CSRF token).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::{header, request::Parts},
+};
+use sqlx::PgPool;
+use tower_sessions::Session;
+use uuid::Uuid;
+
+use crate::{
+    accounts::{self, CurrentUser, SESSION_USER_KEY, api_keys},
+    web::error::AppError,
+};
+
+/// The signed-in user of this request, if any.
+#[derive(Debug, Clone)]
+pub struct Viewer(pub Option<CurrentUser>);
+
+impl Viewer {
+    pub fn user(&self) -> Option<&CurrentUser> {
+        self.0.as_ref()
+    }
+
+    pub fn user_id(&self) -> Option<Uuid> {
+        self.0.as_ref().map(|u| u.id)
+    }
+}
+
+/// The request's slot for its [`Viewer`], put in the request extensions by the error middleware
+/// (which renders error pages with the same user after the handler ran): the user is loaded at
+/// most once per request.
+#[derive(Clone, Default)]
+pub struct ViewerSlot(Arc<OnceLock<Viewer>>);
+
+impl ViewerSlot {
+    pub fn get(&self) -> Option<&Viewer> {
+        self.0.get()
+    }
+}
+
+impl Viewer {
+    /// Loads the user signed in on `session` (none without a session layer).
+    pub async fn load(pool: &PgPool, session: Option<&Session>) -> Result<Viewer, AppError> {
+        let Some(session) = session else { return Ok(Viewer(None)) };
+        let Some(user_id) = session.get::<Uuid>(SESSION_USER_KEY).await? else {
+            return Ok(Viewer(None));
+        };
+        Ok(Viewer(accounts::current_user(pool, user_id).await?))
+    }
+}
+
+impl<S> FromRequestParts<S> for Viewer
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let slot = parts.extensions.get::<ViewerSlot>().cloned();
+        if let Some(viewer) = slot.as_ref().and_then(ViewerSlot::get) {
+            return Ok(viewer.clone());
+        }
+        let session = parts.extensions.get::<Session>().cloned();
+        let viewer = Viewer::load(&PgPool::from_ref(state), session.as_ref()).await?;
+        match slot {
+            Some(slot) => Ok(slot.0.get_or_init(|| viewer).clone()),
+            None => {
+                // No error middleware (a bare router in a unit test): cache in the request itself.
+                parts.extensions.insert(ViewerSlot(Arc::new(OnceLock::from(viewer.clone()))));
+                Ok(viewer)
+            }
+        }
+    }
+}
+
+/// A signed-in user; anyone else gets [`AppError::Unauthorized`].
+#[derive(Debug, Clone)]
+pub struct SignedIn(pub CurrentUser);
+
+impl<S> FromRequestParts<S> for SignedIn
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Viewer::from_request_parts(parts, state).await?.0 {
+            Some(user) => Ok(SignedIn(user)),
+            None => Err(AppError::Unauthorized),
+        }
+    }
+}
+
+/// A signed-in administrator; 401 for visitors, 403 for other users.
+#[derive(Debug, Clone)]
+pub struct Admin(pub CurrentUser);
+
+impl<S> FromRequestParts<S> for Admin
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let SignedIn(user) = SignedIn::from_request_parts(parts, state).await?;
+        if user.is_admin() {
+            Ok(Admin(user))
+        } else {
+            Err(AppError::Forbidden("this page is for administrators only".into()))
+        }
+    }
+}
+
+/// The user an API request acts for (their API key is valid and not revoked).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiUser {
+    pub user_id: Uuid,
+}
+
+impl<S> FromRequestParts<S> for ApiUser
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let secret = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|s| api_keys::looks_like_key(s))
+            .ok_or(AppError::Unauthorized)?;
+        let user_id = api_keys::authenticate(&PgPool::from_ref(state), secret).await?;
+        user_id.map(|user_id| ApiUser { user_id }).ok_or(AppError::Unauthorized)
+    }
+}
