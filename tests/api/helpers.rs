@@ -220,6 +220,17 @@ impl TestApp {
     }
 }
 
+/// The password of every user made by [`TestApp::create_user`].
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
+/// The argon2id hash of [`TEST_PASSWORD`], computed once per test binary.
+async fn test_password_hash() -> String {
+    static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    HASH.get_or_init(|| async { faceoff::accounts::password::hash(TEST_PASSWORD.into()).await.expect("hash") })
+        .await
+        .clone()
+}
+
 /// A user created directly in the database (no HTTP), for tests of other features.
 #[derive(Debug, Clone)]
 pub struct TestUser {
@@ -229,12 +240,13 @@ pub struct TestUser {
 }
 
 impl TestApp {
-    /// Creates a user with `credits` sign-up credits directly in the database.
+    /// Creates a user with `credits` sign-up credits directly in the database. Their password is
+    /// [`TEST_PASSWORD`] (really: the log-in form accepts it).
     pub async fn create_user(&self, email: &str, credits: i64) -> TestUser {
-        let password = "correct horse battery staple".to_string();
-        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q";
+        let password = TEST_PASSWORD.to_string();
+        let hash = test_password_hash().await;
         let mut tx = faceoff::db::begin(&self.pool).await.expect("begin");
-        let id = faceoff::accounts::create_user(&mut tx, email, hash, faceoff::accounts::Role::User, credits)
+        let id = faceoff::accounts::create_user(&mut tx, email, &hash, faceoff::accounts::Role::User, credits)
             .await
             .expect("create user");
         tx.commit().await.expect("commit");
