@@ -150,7 +150,13 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 /// Background tasks shared by `serve` and `worker`: the generation worker pool
 /// (`FACEOFF_WORKERS`, none when 0) and periodic housekeeping (expired holds and sessions).
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = jobs::spawn_workers(state, jobs::WorkerOptions::from_config(&state.config), shutdown.clone());
+    let mut tasks = jobs::spawn_workers(
+        state.pool.clone(),
+        state.store.clone(),
+        state.providers.clone(),
+        jobs::WorkerOptions::from_config(&state.config),
+        shutdown.clone(),
+    );
     tasks.push(state.catalog.spawn_listener(state.pool.clone(), shutdown.clone()));
     // Showcase images of the comparison pages: generated once (across all instances), early.
     let showcase_state = state.clone();
