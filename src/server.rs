@@ -158,15 +158,11 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
         shutdown.clone(),
     );
     tasks.push(state.catalog.spawn_listener(state.pool.clone(), shutdown.clone()));
-    // Showcase images of the comparison pages: generated once (across all instances), early.
-    let showcase_state = state.clone();
-    let showcase_shutdown = shutdown.clone();
+    // Showcase images of the comparison pages: generated once (across all instances), early;
+    // stopped at shutdown (the claim of the one being generated is given back).
+    let (showcases, catalog, showcase_shutdown) = (state.showcases.clone(), state.catalog.clone(), shutdown.clone());
     tasks.push(tokio::spawn(async move {
-        let catalog = showcase_state.catalog.current();
-        tokio::select! {
-            _ = showcase_shutdown.cancelled() => {}
-            _ = showcase_state.showcases.generate_all(&showcase_state, &catalog) => {}
-        }
+        showcases.generate_all(&catalog.current(), &showcase_shutdown).await;
     }));
     let pool = state.pool.clone();
     let auth_limits = state.auth_limits.clone();

@@ -599,7 +599,7 @@ async fn comparison(state: AppState, layout: Layout, pair: String, use_case: Opt
     let showcase_use_case = use_case.clone().or_else(|| catalog.use_cases().first().cloned());
     let showcase = match &showcase_use_case {
         Some(uc) => {
-            let images = state.showcases.images(&state, uc, &[&ma, &mb]).await;
+            let images = state.showcases.images(uc, &[&ma, &mb]).await;
             let sandbox = images.iter().filter_map(Showcase::image).any(ShowcaseImage::is_sandbox);
             Some(ShowcaseBlock {
                 use_case_name: uc.name.clone(),
@@ -919,7 +919,7 @@ pub async fn featured_comparisons(state: &AppState, limit: usize) -> Vec<Feature
         ) else {
             continue;
         };
-        let images = state.showcases.images(state, uc, &[a, b]).await;
+        let images = state.showcases.images(uc, &[a, b]).await;
         out.push(FeaturedComparison {
             href: pair_path(&a.slug, &b.slug, Some(&uc.slug)),
             title: c.title.clone(),
