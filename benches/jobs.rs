@@ -80,7 +80,8 @@ async fn bench(
         per_provider: workers.max(1),
         max_transient: 3,
     };
-    let tasks = jobs::spawn_workers(&state, options, shutdown.clone());
+    let tasks =
+        jobs::spawn_workers(pool.clone(), state.store.clone(), state.providers.clone(), options, shutdown.clone());
 
     let start = Instant::now();
     let pairs = [["flux-2", "flux-ultra-1-1"], ["flux-2-max", "flux-1-1-pro"], ["flux-2:klein-9b", "flux-kontext-pro"]];

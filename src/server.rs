@@ -150,17 +150,19 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 /// Background tasks shared by `serve` and `worker`: the generation worker pool
 /// (`FACEOFF_WORKERS`, none when 0) and periodic housekeeping (expired holds and sessions).
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = jobs::spawn_workers(state, jobs::WorkerOptions::from_config(&state.config), shutdown.clone());
+    let mut tasks = jobs::spawn_workers(
+        state.pool.clone(),
+        state.store.clone(),
+        state.providers.clone(),
+        jobs::WorkerOptions::from_config(&state.config),
+        shutdown.clone(),
+    );
     tasks.push(state.catalog.spawn_listener(state.pool.clone(), shutdown.clone()));
-    // Showcase images of the comparison pages: generated once (across all instances), early.
-    let showcase_state = state.clone();
-    let showcase_shutdown = shutdown.clone();
+    // Showcase images of the comparison pages: generated once (across all instances), early;
+    // stopped at shutdown (the claim of the one being generated is given back).
+    let (showcases, catalog, showcase_shutdown) = (state.showcases.clone(), state.catalog.clone(), shutdown.clone());
     tasks.push(tokio::spawn(async move {
-        let catalog = showcase_state.catalog.current();
-        tokio::select! {
-            _ = showcase_shutdown.cancelled() => {}
-            _ = showcase_state.showcases.generate_all(&showcase_state, &catalog) => {}
-        }
+        showcases.generate_all(&catalog.current(), &showcase_shutdown).await;
     }));
     let pool = state.pool.clone();
     let auth_limits = state.auth_limits.clone();

@@ -8,7 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     accounts::rate_limit::AuthLimits,
-    catalog::{CatalogHandle, showcase::Showcases},
+    catalog::{
+        CatalogHandle,
+        showcase::{ShowcaseDeps, Showcases},
+    },
     config::Config,
     payments::Payments,
     providers::Providers,
@@ -51,6 +54,9 @@ impl AppState {
         crate::accounts::password::warm_up().await;
         let catalog = CatalogHandle::load(&pool).await?;
         let csrf_key = CsrfKey::new(crate::db::secret_key(&pool, "csrf").await?);
+        let shutdown = CancellationToken::new();
+        let showcases =
+            Showcases::new(ShowcaseDeps::new(pool.clone(), store.clone(), providers.clone()), shutdown.clone());
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -60,10 +66,10 @@ impl AppState {
             providers,
             payments,
             auth_limits: Arc::new(AuthLimits::default()),
-            shutdown: CancellationToken::new(),
+            shutdown,
             catalog,
             run_events: RunEvents::default(),
-            showcases: Showcases::default(),
+            showcases,
             csrf_key,
         })
     }

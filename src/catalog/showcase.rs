@@ -5,6 +5,8 @@
 //! The `showcase_image` row is the claim: whoever inserts it (or takes over a stale or failed
 //! claim) generates, so concurrent requests and several instances produce one image. Ready
 //! images are cached in memory, so pages stop reading the table once everything is generated.
+//! The provider is driven by [`providers::drive`], like a run's jobs; a generation stopped by
+//! shutdown gives its claim back.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,12 +19,13 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Catalog, Mode, Model, UseCase};
 use crate::{
-    providers::{self, GenerationRequest, Poll, ProviderError},
-    state::AppState,
-    storage,
+    providers::{self, Drive, DriveLimits, Driven, GenerationRequest, NoHooks, Providers},
+    storage::{self, Store},
 };
 
 /// Width of the web rendition shown on pages.
@@ -37,6 +40,8 @@ const MAX_ATTEMPTS: i32 = 5;
 const RETRY_EXHAUSTED_AFTER: &str = "1 hour";
 /// Longest time one generation may take.
 const GENERATION_DEADLINE: Duration = Duration::from_secs(600);
+/// Transient provider failures tolerated in a row before a generation fails.
+const MAX_TRANSIENT: u32 = 5;
 /// The seed used for every showcase image, so reruns give the same picture.
 const SHOWCASE_SEED: u32 = 20_261_127;
 
@@ -83,9 +88,28 @@ impl Showcase {
 /// (use case slug, model slug, prompt digest)
 type ReadyKey = (String, String, String);
 
-/// In-memory cache of ready showcase images, keyed by (use case, model, prompt digest).
-#[derive(Clone, Default)]
+/// What generating showcase images needs: the database, the object store and the providers.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct ShowcaseDeps {
+    pub pool: PgPool,
+    pub store: Store,
+    pub providers: Providers,
+}
+
+impl ShowcaseDeps {
+    pub fn new(pool: PgPool, store: Store, providers: Providers) -> Self {
+        ShowcaseDeps { pool, store, providers }
+    }
+}
+
+/// In-memory cache of ready showcase images, keyed by (use case, model, prompt digest), and the
+/// generation of missing ones.
+#[derive(Clone)]
 pub struct Showcases {
+    deps: ShowcaseDeps,
+    /// The process's shutdown: background generations started by pages stop with it.
+    shutdown: CancellationToken,
     ready: Arc<Mutex<HashMap<ReadyKey, ShowcaseImage>>>,
     /// Generations started by this process and not finished yet.
     running: Arc<Mutex<HashSet<(String, String)>>>,
@@ -110,6 +134,11 @@ struct Row {
 }
 
 impl Showcases {
+    /// Generations started by [`Showcases::images`] stop when `shutdown` is cancelled.
+    pub fn new(deps: ShowcaseDeps, shutdown: CancellationToken) -> Self {
+        Showcases { deps, shutdown, ready: Arc::default(), running: Arc::default() }
+    }
+
     fn cached(&self, use_case: &UseCase, model: &str) -> Option<ShowcaseImage> {
         let key = (use_case.slug.clone(), model.to_string(), digest(&use_case.showcase_prompt));
         self.ready.lock().ok()?.get(&key).cloned()
@@ -117,7 +146,7 @@ impl Showcases {
 
     /// The showcase images of `models` for `use_case`. Missing ones are generated in the
     /// background (unless they failed too often recently).
-    pub async fn images(&self, state: &AppState, use_case: &UseCase, models: &[&Model]) -> Vec<Showcase> {
+    pub async fn images(&self, use_case: &UseCase, models: &[&Model]) -> Vec<Showcase> {
         let mut out: Vec<Showcase> =
             models.iter().map(|m| self.cached(use_case, &m.slug).map_or(Showcase::Pending, Showcase::Ready)).collect();
         if out.iter().all(|s| s.image().is_some()) {
@@ -132,7 +161,7 @@ impl Showcases {
         )))
         .bind(&use_case.slug)
         .bind(&missing)
-        .fetch_all(&state.pool)
+        .fetch_all(&self.deps.pool)
         .await
         {
             Ok(rows) => rows,
@@ -168,17 +197,21 @@ impl Showcases {
                 Some(Row { status, attempts, retry_due, .. }) if status == "failed" && *attempts >= MAX_ATTEMPTS => {
                     *slot = Showcase::Unavailable;
                     if *retry_due {
-                        self.spawn_generation(state, use_case, model);
+                        self.spawn_generation(use_case, model);
                     }
                 }
-                _ => self.spawn_generation(state, use_case, model),
+                _ => self.spawn_generation(use_case, model),
             }
         }
         out
     }
 
-    /// Starts generating one showcase image in the background unless this process already is.
-    pub fn spawn_generation(&self, state: &AppState, use_case: &UseCase, model: &Model) {
+    /// Starts generating one showcase image in the background unless this process already is
+    /// (or is shutting down).
+    pub fn spawn_generation(&self, use_case: &UseCase, model: &Model) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
         let key = (use_case.slug.clone(), model.slug.clone());
         match self.running.lock() {
             Ok(mut running) => {
@@ -188,9 +221,9 @@ impl Showcases {
             }
             Err(_) => return,
         }
-        let (state, use_case, model, this) = (state.clone(), use_case.clone(), model.clone(), self.clone());
+        let (use_case, model, this) = (use_case.clone(), model.clone(), self.clone());
         tokio::spawn(async move {
-            if let Err(err) = generate(&state, &use_case, &model).await {
+            if let Err(err) = generate(&this.deps, &use_case, &model, &this.shutdown).await {
                 tracing::warn!(use_case = %use_case.slug, model = %model.slug, "showcase image: {err:#}");
             }
             if let Ok(mut running) = this.running.lock() {
@@ -199,14 +232,18 @@ impl Showcases {
         });
     }
 
-    /// Generates every missing showcase image, one after the other (a start-up background task).
-    pub async fn generate_all(&self, state: &AppState, catalog: &Catalog) {
+    /// Generates every missing showcase image, one after the other (a start-up background task),
+    /// until `shutdown` is cancelled.
+    pub async fn generate_all(&self, catalog: &Catalog, shutdown: &CancellationToken) {
         for use_case in catalog.use_cases() {
             for model in catalog.models() {
+                if shutdown.is_cancelled() {
+                    return;
+                }
                 if self.cached(use_case, &model.slug).is_some() {
                     continue;
                 }
-                if let Err(err) = generate(state, use_case, model).await {
+                if let Err(err) = generate(&self.deps, use_case, model, shutdown).await {
                     tracing::warn!(use_case = %use_case.slug, model = %model.slug, "showcase image: {err:#}");
                 }
             }
@@ -239,29 +276,68 @@ async fn claim(pool: &PgPool, use_case: &UseCase, model: &Model) -> Result<bool,
     Ok(claimed.is_some())
 }
 
-/// Generates, stores and records one showcase image if this process wins the claim.
-pub async fn generate(state: &AppState, use_case: &UseCase, model: &Model) -> anyhow::Result<()> {
-    if !claim(&state.pool, use_case, model).await? {
-        return Ok(());
-    }
-    let result = produce(state, use_case, model).await;
-    if let Err(err) = &result {
-        sqlx::query(
-            "UPDATE showcase_image SET status = 'failed', error = $4
-             WHERE use_case_slug = $1 AND model_slug = $2 AND prompt = $3 AND status = 'pending'",
-        )
-        .bind(&use_case.slug)
-        .bind(&model.slug)
-        .bind(&use_case.showcase_prompt)
-        .bind(format!("{err:#}"))
-        .execute(&state.pool)
-        .await?;
-    }
-    result
+/// Gives the claim back after a generation stopped by shutdown: the row is claimable at once
+/// (by this or another process) and the interrupted attempt does not count.
+async fn release(pool: &PgPool, use_case: &UseCase, model: &Model) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE showcase_image SET claimed_at = '-infinity', attempts = greatest(attempts - 1, 0)
+         WHERE use_case_slug = $1 AND model_slug = $2 AND prompt = $3 AND status = 'pending'",
+    )
+    .bind(&use_case.slug)
+    .bind(&model.slug)
+    .bind(&use_case.showcase_prompt)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
-async fn produce(state: &AppState, use_case: &UseCase, model: &Model) -> anyhow::Result<()> {
-    let provider = state.providers.for_catalog_provider(&model.provider);
+/// How a generation that did not fail ended.
+enum Produced {
+    Ready,
+    /// Stopped by `cancel` before the image was stored.
+    Stopped,
+}
+
+/// Generates, stores and records one showcase image if this process wins the claim; stops
+/// (giving the claim back) when `cancel` is cancelled.
+pub async fn generate(
+    deps: &ShowcaseDeps,
+    use_case: &UseCase,
+    model: &Model,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    if !claim(&deps.pool, use_case, model).await? {
+        return Ok(());
+    }
+    match produce(deps, use_case, model, cancel).await {
+        Ok(Produced::Ready) => Ok(()),
+        Ok(Produced::Stopped) => {
+            tracing::info!(use_case = %use_case.slug, model = %model.slug, "showcase image: stopped, claim released");
+            Ok(release(&deps.pool, use_case, model).await?)
+        }
+        Err(err) => {
+            sqlx::query(
+                "UPDATE showcase_image SET status = 'failed', error = $4
+                 WHERE use_case_slug = $1 AND model_slug = $2 AND prompt = $3 AND status = 'pending'",
+            )
+            .bind(&use_case.slug)
+            .bind(&model.slug)
+            .bind(&use_case.showcase_prompt)
+            .bind(format!("{err:#}"))
+            .execute(&deps.pool)
+            .await?;
+            Err(err)
+        }
+    }
+}
+
+async fn produce(
+    deps: &ShowcaseDeps,
+    use_case: &UseCase,
+    model: &Model,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Produced> {
+    let provider = deps.providers.for_catalog_provider(&model.provider);
     let variant = model.default_variant();
     let ratio = if model.supports_aspect_ratio(&use_case.showcase_aspect_ratio) {
         use_case.showcase_aspect_ratio.clone()
@@ -281,33 +357,21 @@ async fn produce(state: &AppState, use_case: &UseCase, model: &Model) -> anyhow:
         height,
         reference_image: None,
     };
-    let started = tokio::time::Instant::now();
-    let mut attempt = 0u32;
-    let submission = loop {
-        match provider.submit(&request).await {
-            Ok(submission) => break submission,
-            Err(ProviderError::Transient(reason)) if started.elapsed() < GENERATION_DEADLINE && attempt < 5 => {
-                tracing::info!("showcase submit: {reason}; retrying");
-                tokio::time::sleep(provider.poll_interval(attempt)).await;
-                attempt += 1;
-            }
-            Err(err) => return Err(err.into()),
-        }
+    let drive = Drive {
+        provider: provider.as_ref(),
+        request: &request,
+        deadline: tokio::time::Instant::now() + GENERATION_DEADLINE,
+        cancel,
+        limits: DriveLimits { max_transient: MAX_TRANSIENT },
+        resume: None,
     };
-    let mut attempt = 0u32;
-    let image = loop {
-        if started.elapsed() > GENERATION_DEADLINE {
-            bail!("the provider took longer than {} s", GENERATION_DEADLINE.as_secs());
-        }
-        tokio::time::sleep(provider.poll_interval(attempt)).await;
-        attempt += 1;
-        match provider.poll(&request, &submission).await {
-            Ok(Poll::Ready(image)) => break image,
-            Ok(Poll::Pending { .. }) | Err(ProviderError::Transient(_)) => continue,
-            Ok(Poll::Moderated { reason }) => bail!("moderated: {reason}"),
-            Ok(Poll::Failed { reason }) => bail!("failed: {reason}"),
-            Err(err) => return Err(err.into()),
-        }
+    let span = tracing::info_span!("showcase", use_case = %use_case.slug, model = %model.slug);
+    let image = match providers::drive(drive, &mut NoHooks).instrument(span).await? {
+        Driven::Image(image) => image,
+        Driven::Moderated(reason) => bail!("moderated: {reason}"),
+        Driven::Failed(reason) => bail!("failed: {reason}"),
+        Driven::TimedOut(reason) => bail!("timed out: {reason}"),
+        Driven::Stopped => return Ok(Produced::Stopped),
     };
 
     let base = format!("showcase/{}/{}/{}", use_case.slug, model.slug, digest(&use_case.showcase_prompt));
@@ -317,8 +381,8 @@ async fn produce(state: &AppState, use_case: &UseCase, model: &Model) -> anyhow:
         _ => "jpg",
     };
     storage::save(
-        &state.pool,
-        &state.store,
+        &deps.pool,
+        &deps.store,
         &format!("{base}/original.{extension}"),
         image.bytes.clone(),
         &image.content_type,
@@ -331,7 +395,7 @@ async fn produce(state: &AppState, use_case: &UseCase, model: &Model) -> anyhow:
         .await
         .context("resizing the showcase image")??;
     let web_key = format!("{base}/w{WEB_WIDTH}.jpg");
-    storage::save(&state.pool, &state.store, &web_key, web, "image/jpeg", Some((web_width, web_height)), None).await?;
+    storage::save(&deps.pool, &deps.store, &web_key, web, "image/jpeg", Some((web_width, web_height)), None).await?;
     sqlx::query(
         "UPDATE showcase_image SET status = 'ready', media_key = $4, width = $5, height = $6, provider = $7,
              error = NULL
@@ -344,10 +408,10 @@ async fn produce(state: &AppState, use_case: &UseCase, model: &Model) -> anyhow:
     .bind(web_width as i32)
     .bind(web_height as i32)
     .bind(provider.name())
-    .execute(&state.pool)
+    .execute(&deps.pool)
     .await?;
     tracing::info!(use_case = %use_case.slug, model = %model.slug, provider = provider.name(), "showcase image ready");
-    Ok(())
+    Ok(Produced::Ready)
 }
 
 /// A JPEG (quality 82) `width` pixels wide (never upscaled), for pages.

@@ -1,5 +1,6 @@
-//! The worker pool: claims jobs, drives them through their provider (submit, record the task,
-//! poll with backoff, download), stores the image and settles the job.
+//! The worker pool: claims jobs, drives them through their provider with
+//! [`providers::drive`] (submit, record the task, poll with backoff, download), stores the image
+//! and settles the job.
 
 use std::{
     collections::HashMap,
@@ -7,17 +8,16 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{ClaimedJob, Outcome, Settled};
 use crate::{
     config::Config,
-    providers::{GenerationRequest, Poll, Provider, ProviderError, Providers, Submission},
-    state::AppState,
+    providers::{self, Drive, DriveHooks, DriveLimits, Driven, GenerationRequest, Image, Providers, Submission},
     storage::{self, Store},
 };
 
@@ -85,10 +85,6 @@ impl Engine {
         Engine { pool, store, providers, options, limits, wake: Arc::new(Notify::new()) }
     }
 
-    pub fn from_state(state: &AppState, options: WorkerOptions) -> Self {
-        Engine::new(state.pool.clone(), state.store.clone(), state.providers.clone(), options)
-    }
-
     /// Claims and runs at most one job; `Ok(false)` when there was none. (Tests and the
     /// benchmark drive workers with this; the pool loops over it.)
     pub async fn run_once(&self, shutdown: &CancellationToken) -> anyhow::Result<bool> {
@@ -103,22 +99,26 @@ impl Engine {
 
     /// Runs a claimed job to its end (or gives it back on shutdown), keeping its lease alive.
     pub async fn run_claimed(&self, job: ClaimedJob, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let lost = CancellationToken::new();
+        // Stops the drive: cancelled on shutdown, or by the heartbeat when the lease is lost.
+        let stop = shutdown.child_token();
+        // Ends the heartbeat once the drive is over.
+        let done = CancellationToken::new();
         let heartbeat = {
-            let (pool, job, lease, lost) = (self.pool.clone(), job.clone(), self.options.lease, lost.clone());
+            let (pool, job, lease) = (self.pool.clone(), job.clone(), self.options.lease);
+            let (stop, done) = (stop.clone(), done.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(lease / 3);
                 tick.tick().await;
                 loop {
                     tokio::select! {
-                        _ = lost.cancelled() => break,
+                        _ = done.cancelled() => break,
                         _ = tick.tick() => {}
                     }
                     match super::heartbeat(&pool, &job, lease).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::warn!(job = %job.job_id, "lease lost; abandoning the job");
-                            lost.cancel();
+                            stop.cancel();
                             break;
                         }
                         Err(err) => tracing::warn!(job = %job.job_id, "heartbeat: {err}"),
@@ -126,9 +126,8 @@ impl Engine {
                 }
             })
         };
-        let stop = Stop { shutdown, lost: &lost };
         let result = self.drive(&job, &stop).await;
-        lost.cancel();
+        done.cancel();
         let _ = heartbeat.await;
         match result {
             Ok(Step::Settle(outcome)) => match super::settle(&self.pool, &job, &outcome).await? {
@@ -151,7 +150,9 @@ impl Engine {
         Ok(())
     }
 
-    async fn drive(&self, job: &ClaimedJob, stop: &Stop<'_>) -> anyhow::Result<Step> {
+    /// Drives the job through its provider (resuming its recorded task when there is one) and
+    /// says how to settle it; `Step::Abandon` when `stop` was cancelled or the lease was lost.
+    async fn drive(&self, job: &ClaimedJob, stop: &CancellationToken) -> anyhow::Result<Step> {
         if OffsetDateTime::now_utc() >= job.deadline {
             return Ok(Step::Settle(Outcome::TimedOut("no image arrived before the job's deadline".into())));
         }
@@ -176,125 +177,34 @@ impl Engine {
         };
 
         // Resume the recorded task of the same provider implementation; submit otherwise.
-        let recorded = match (&job.submission, &job.provider_impl) {
+        let resume = match (&job.submission, &job.provider_impl) {
             (Some(sub), Some(name)) if name == provider.name() => Some(sub.0.clone()),
             _ => None,
         };
-        let submission = match recorded {
-            Some(sub) => sub,
-            None => match self.submit(job, provider.as_ref(), &request, stop).await? {
-                Ok(sub) => {
-                    if !super::record_submission(&self.pool, job, provider.name(), &sub).await? {
-                        return Ok(Step::Abandon);
-                    }
-                    sub
-                }
-                Err(step) => return Ok(step),
-            },
+        let drive = Drive {
+            provider: provider.as_ref(),
+            request: &request,
+            deadline: tokio_deadline(job.deadline),
+            cancel: stop,
+            limits: DriveLimits { max_transient: self.options.max_transient },
+            resume,
         };
-        self.poll(job, provider.as_ref(), &request, &submission, stop).await
-    }
-
-    /// Submits with retries for transient failures. `Err(step)` ends the job.
-    async fn submit(
-        &self,
-        job: &ClaimedJob,
-        provider: &dyn Provider,
-        request: &GenerationRequest,
-        stop: &Stop<'_>,
-    ) -> anyhow::Result<Result<Submission, Step>> {
-        let mut failures = 0;
-        loop {
-            if OffsetDateTime::now_utc() >= job.deadline {
-                return Ok(Err(Step::Settle(Outcome::TimedOut("the provider did not accept the job in time".into()))));
-            }
-            match provider.submit(request).await {
-                Ok(sub) => return Ok(Ok(sub)),
-                Err(ProviderError::Moderated(why)) => return Ok(Err(Step::Settle(Outcome::Moderated(why)))),
-                Err(ProviderError::Fatal(why)) => return Ok(Err(Step::Settle(Outcome::Failed(why)))),
-                Err(ProviderError::Transient(why)) => {
-                    failures += 1;
-                    tracing::info!(job = %job.job_id, failures, "transient submit failure: {why}");
-                    if failures > self.options.max_transient {
-                        return Ok(Err(Step::Settle(Outcome::Failed(format!(
-                            "the provider kept failing ({failures} attempts): {why}"
-                        )))));
-                    }
-                    if !stop.sleep(backoff(failures)).await {
-                        return Ok(Err(Step::Abandon));
-                    }
-                }
-            }
-        }
-    }
-
-    async fn poll(
-        &self,
-        job: &ClaimedJob,
-        provider: &dyn Provider,
-        request: &GenerationRequest,
-        submission: &Submission,
-        stop: &Stop<'_>,
-    ) -> anyhow::Result<Step> {
-        let mut attempt = 0u32;
-        let mut failures = 0u32;
-        let mut last_progress = -1.0f32;
-        loop {
-            let wait = if failures > 0 { backoff(failures) } else { provider.poll_interval(attempt) };
-            // Never sleep past the deadline.
-            let left = (job.deadline - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-            let wait = wait.min(Duration::from_millis(left.whole_milliseconds() as u64));
-            if !stop.sleep(wait).await {
-                return Ok(Step::Abandon);
-            }
-            if OffsetDateTime::now_utc() >= job.deadline {
-                return Ok(Step::Settle(Outcome::TimedOut("no image arrived before the job's deadline".into())));
-            }
-            attempt += 1;
-            match provider.poll(request, submission).await {
-                Ok(Poll::Pending { progress }) => {
-                    failures = 0;
-                    if let Some(p) = progress
-                        && (p - last_progress).abs() >= 0.05
-                    {
-                        last_progress = p;
-                        if !super::record_progress(&self.pool, job, p).await? {
-                            return Ok(Step::Abandon);
-                        }
-                    }
-                }
-                Ok(Poll::Ready(image)) => {
-                    let outcome =
-                        self.store_image(job, image.bytes, &image.content_type, image.width, image.height).await?;
-                    return Ok(Step::Settle(outcome));
-                }
-                Ok(Poll::Moderated { reason }) => return Ok(Step::Settle(Outcome::Moderated(reason))),
-                Ok(Poll::Failed { reason }) => return Ok(Step::Settle(Outcome::Failed(reason))),
-                Err(ProviderError::Moderated(why)) => return Ok(Step::Settle(Outcome::Moderated(why))),
-                Err(ProviderError::Fatal(why)) => return Ok(Step::Settle(Outcome::Failed(why))),
-                Err(ProviderError::Transient(why)) => {
-                    failures += 1;
-                    tracing::info!(job = %job.job_id, failures, "transient poll failure: {why}");
-                    if failures > self.options.max_transient {
-                        return Ok(Step::Settle(Outcome::Failed(format!(
-                            "the provider kept failing ({failures} attempts): {why}"
-                        ))));
-                    }
-                }
-            }
-        }
+        let mut hooks = JobHooks { pool: &self.pool, job, provider_impl: provider.name() };
+        let driven =
+            providers::drive(drive, &mut hooks).instrument(tracing::info_span!("job", job = %job.job_id)).await?;
+        Ok(match driven {
+            Driven::Image(image) => Step::Settle(self.store_image(job, image).await?),
+            Driven::Moderated(reason) => Step::Settle(Outcome::Moderated(reason)),
+            Driven::Failed(reason) => Step::Settle(Outcome::Failed(reason)),
+            Driven::TimedOut(reason) => Step::Settle(Outcome::TimedOut(reason)),
+            Driven::Stopped => Step::Abandon,
+        })
     }
 
     /// Stores the delivered image (owner = the run's user) and its WebP thumbnail.
-    async fn store_image(
-        &self,
-        job: &ClaimedJob,
-        bytes: Bytes,
-        content_type: &str,
-        width: u32,
-        height: u32,
-    ) -> anyhow::Result<Outcome> {
-        let ext = match content_type {
+    async fn store_image(&self, job: &ClaimedJob, image: Image) -> anyhow::Result<Outcome> {
+        let Image { bytes, content_type, width, height } = image;
+        let ext = match content_type.as_str() {
             "image/png" => "png",
             "image/webp" => "webp",
             _ => "jpg",
@@ -308,7 +218,7 @@ impl Engine {
             &self.store,
             &image_key,
             bytes,
-            content_type,
+            &content_type,
             Some((width, height)),
             Some(job.user_id),
         )
@@ -387,40 +297,45 @@ enum Step {
     Abandon,
 }
 
-struct Stop<'a> {
-    shutdown: &'a CancellationToken,
-    lost: &'a CancellationToken,
+/// What the worker records while a job is driven, each write fenced by the job's lease: the new
+/// provider task (before its first poll, so a restarted worker resumes it) and the progress.
+/// A write that finds the lease gone stops the drive.
+struct JobHooks<'a> {
+    pool: &'a PgPool,
+    job: &'a ClaimedJob,
+    /// The provider implementation that accepted the task (`sandbox`, `bfl`).
+    provider_impl: &'static str,
 }
 
-impl Stop<'_> {
-    /// Sleeps; `false` when the worker must stop instead.
-    async fn sleep(&self, duration: Duration) -> bool {
-        tokio::select! {
-            _ = self.shutdown.cancelled() => false,
-            _ = self.lost.cancelled() => false,
-            _ = tokio::time::sleep(duration) => true,
-        }
+impl DriveHooks for JobHooks<'_> {
+    async fn submitted(&mut self, submission: &Submission) -> anyhow::Result<bool> {
+        Ok(super::record_submission(self.pool, self.job, self.provider_impl, submission).await?)
+    }
+
+    async fn progress(&mut self, progress: f32) -> anyhow::Result<bool> {
+        Ok(super::record_progress(self.pool, self.job, progress).await?)
     }
 }
 
-/// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s … capped at 15 s.
-fn backoff(failures: u32) -> Duration {
-    let base = 500u64.saturating_mul(1 << failures.saturating_sub(1).min(5)).min(15_000);
-    let jitter = rand::random::<u64>() % (base / 4 + 1);
-    Duration::from_millis(base + jitter)
+/// The job's deadline (wall clock, from the database) on tokio's clock, which the driver uses.
+fn tokio_deadline(deadline: OffsetDateTime) -> tokio::time::Instant {
+    let left = (deadline - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    tokio::time::Instant::now() + left.unsigned_abs()
 }
 
 /// Starts `options.workers` workers (none when 0) and the listener that wakes them. They stop
 /// when `shutdown` is cancelled: running jobs are given back to the queue, never left half-settled.
 pub fn spawn_workers(
-    state: &AppState,
+    pool: PgPool,
+    store: Store,
+    providers: Providers,
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     if options.workers == 0 {
         return Vec::new();
     }
-    let engine = Engine::from_state(state, options);
+    let engine = Engine::new(pool, store, providers, options);
     let mut tasks = vec![tokio::spawn(engine.clone().listen(shutdown.clone()))];
     for id in 0..engine.options.workers {
         tasks.push(tokio::spawn(engine.clone().work(id, shutdown.clone())));
@@ -432,13 +347,6 @@ pub fn spawn_workers(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) >= Duration::from_millis(500) && backoff(1) < Duration::from_millis(700));
-        assert!(backoff(3) >= Duration::from_millis(2000));
-        assert!(backoff(30) <= Duration::from_millis(15_000 + 3_751));
-    }
 
     #[test]
     fn saturated_providers_are_skipped() {

@@ -1,7 +1,8 @@
 //! Image providers behind one trait: the embedded `sandbox` renderer (the default, offline) and
 //! real APIs such as Black Forest Labs (`bfl`). A provider turns a [`GenerationRequest`] into a
 //! task ([`Submission`]) that is persisted before polling, so a restarted worker resumes the same
-//! task instead of paying for a second one; polling ends in image bytes or a reason.
+//! task instead of paying for a second one; polling ends in image bytes or a reason. [`drive`]
+//! runs that whole exchange for the job worker and the showcase images alike.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 
 pub mod bfl;
+pub mod driver;
 pub mod sandbox;
 
 pub use bfl::BflProvider;
+pub use driver::{Drive, DriveHooks, DriveLimits, Driven, NoHooks, drive};
 pub use sandbox::SandboxProvider;
 
 /// Resolution modes offered in the catalog.

@@ -243,6 +243,41 @@ async fn a_showcase_image_that_keeps_failing_is_shown_as_unavailable_and_retried
 }
 
 #[tokio::test]
+async fn a_showcase_generation_stopped_by_shutdown_gives_its_claim_back() {
+    // A slow sandbox: the generations the page starts are still polling when the process stops.
+    let app = TestApp::spawn_with(|c| c.sandbox_latency = Duration::from_secs(120)).await;
+    let (status, _) = app.page(SEED).await;
+    assert_eq!(status, StatusCode::OK);
+    showcase_row_until(&app, "flux-2", |status, attempts| status == "pending" && attempts == 1).await;
+
+    app.state.shutdown.cancel();
+    // Given back: claimable at once, and the interrupted attempt does not count.
+    let (status, attempts) = showcase_row_until(&app, "flux-2", |_, attempts| attempts == 0).await;
+    assert_eq!(status, "pending");
+    let claimable: bool = sqlx::query_scalar(
+        "SELECT claimed_at = '-infinity' FROM showcase_image WHERE use_case_slug = 'portrait' AND model_slug = 'flux-2'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("claimed_at");
+    assert!(claimable, "attempts {attempts}");
+
+    // Another process (a fast sandbox here) takes it over without waiting for the claim to go stale.
+    let deps = faceoff::catalog::showcase::ShowcaseDeps::new(
+        app.pool.clone(),
+        app.state.store.clone(),
+        faceoff::providers::Providers::from_config(&crate::helpers::test_config()).expect("providers"),
+    );
+    let catalog = app.state.catalog.current();
+    let (use_case, model) = (catalog.use_case("portrait").expect("use case"), catalog.model("flux-2").expect("model"));
+    faceoff::catalog::showcase::generate(&deps, use_case, model, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("generate");
+    let (status, attempts) = showcase_row_until(&app, "flux-2", |_, _| true).await;
+    assert_eq!((status.as_str(), attempts), ("ready", 1));
+}
+
+#[tokio::test]
 async fn a_configured_catalog_file_is_the_one_loaded_at_start() {
     let dir = std::env::temp_dir().join(format!("faceoff-catalog-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -35,7 +35,13 @@ impl Drop for Workers {
 
 fn start_workers(app: &TestApp) -> Workers {
     let token = CancellationToken::new();
-    jobs::spawn_workers(&app.state, fast_options(2), token.clone());
+    jobs::spawn_workers(
+        app.pool.clone(),
+        app.state.store.clone(),
+        app.state.providers.clone(),
+        fast_options(2),
+        token.clone(),
+    );
     Workers(token)
 }
 
@@ -266,7 +272,7 @@ async fn a_dead_workers_job_is_picked_up_again_and_a_late_worker_cannot_settle_i
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     // Worker B picks the expired job up again and finishes it.
-    let engine = Engine::from_state(&app.state, fast_options(1));
+    let engine = Engine::new(app.pool.clone(), app.state.store.clone(), app.state.providers.clone(), fast_options(1));
     let shutdown = CancellationToken::new();
     let again = jobs::claim(&app.pool, Duration::from_secs(30), &[]).await.expect("claim").expect("reclaimed");
     assert_eq!(again.job_id, dead.job_id);
@@ -309,7 +315,7 @@ async fn a_resumed_job_reuses_its_recorded_provider_task() {
     };
     assert!(jobs::record_submission(&app.pool, &first, "sandbox", &submission).await.expect("record"));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let engine = Engine::from_state(&app.state, fast_options(1));
+    let engine = Engine::new(app.pool.clone(), app.state.store.clone(), app.state.providers.clone(), fast_options(1));
     // Two jobs are claimable now (the other one never ran); take both, keep the resumed one.
     let a = jobs::claim(&app.pool, Duration::from_secs(30), &[]).await.expect("claim").expect("job");
     let b = jobs::claim(&app.pool, Duration::from_secs(30), &[]).await.expect("claim").expect("job");
@@ -645,7 +651,13 @@ async fn workers_stop_cleanly_and_give_running_jobs_back() {
     let user = app.create_user("stop@example.com", 100).await;
     let run_id = direct_run(&app, &user, "stop-1").await;
     let token = CancellationToken::new();
-    let tasks = jobs::spawn_workers(&app.state, fast_options(2), token.clone());
+    let tasks = jobs::spawn_workers(
+        app.pool.clone(),
+        app.state.store.clone(),
+        app.state.providers.clone(),
+        fast_options(2),
+        token.clone(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");

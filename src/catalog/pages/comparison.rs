@@ -219,7 +219,7 @@ async fn showcase_block(
     use_case: Option<&UseCase>,
 ) -> Option<ShowcaseBlock> {
     let uc = use_case.or_else(|| catalog.use_cases().first())?;
-    let images = state.showcases.images(state, uc, &[a, b]).await;
+    let images = state.showcases.images(uc, &[a, b]).await;
     let sandbox = images.iter().filter_map(Showcase::image).any(ShowcaseImage::is_sandbox);
     Some(ShowcaseBlock {
         use_case_name: uc.name.clone(),

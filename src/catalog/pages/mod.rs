@@ -388,7 +388,7 @@ pub async fn featured_comparisons(state: &AppState, limit: usize) -> Vec<Feature
         ) else {
             continue;
         };
-        let images = state.showcases.images(state, uc, &[a, b]).await;
+        let images = state.showcases.images(uc, &[a, b]).await;
         out.push(FeaturedComparison {
             href: pair_path(&a.slug, &b.slug, Some(&uc.slug)),
             title: c.title.clone(),
