@@ -15,7 +15,11 @@ use std::{
 use std::sync::Arc;
 
 use faceoff::{AppState, config::Config, server};
-use reqwest::{StatusCode, cookie::Jar, redirect::Policy};
+use reqwest::{
+    StatusCode,
+    cookie::{CookieStore, Jar},
+    redirect::Policy,
+};
 use scraper::{Html, Selector};
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio_util::sync::CancellationToken;
@@ -275,6 +279,116 @@ impl TestApp {
         self.sign_in_as(&user).await;
         user
     }
+}
+
+/// One simulated person's browser: its own cookie jar (session and CSRF cookies), no automatic
+/// redirects (tests assert them), and forms submitted the way a browser does: with the CSRF
+/// token of the page the form is on.
+#[derive(Clone)]
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub jar: Arc<Jar>,
+    base: String,
+}
+
+impl Browser {
+    pub fn new(addr: SocketAddr) -> Browser {
+        let (client, jar) = new_client();
+        Browser { client, jar, base: format!("http://{addr}") }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// GETs a page and parses it; asserts it is HTML.
+    pub async fn page(&self, path: &str) -> (StatusCode, Page) {
+        let response = self.get(path).await;
+        let status = response.status();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let body = response.text().await.expect("body");
+        assert!(content_type.starts_with("text/html"), "{path}: expected HTML, got {content_type}: {body}");
+        (status, Page::parse(&body))
+    }
+
+    /// POSTs `form` as it is (no token added): for forged or malformed submissions.
+    pub async fn post_raw(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client.post(self.url(path)).form(form).send().await.expect("POST")
+    }
+
+    /// The CSRF token of the form posting to `action` on the page at `path` (any form when
+    /// `action` is `None`).
+    pub async fn token(&self, path: &str, action: Option<&str>) -> String {
+        let (_, page) = self.page(path).await;
+        let selector = match action {
+            Some(action) => format!("form[action=\"{action}\"] input[name=csrf_token]"),
+            None => "input[name=csrf_token]".to_string(),
+        };
+        page.attr(&selector, "value").unwrap_or_else(|| panic!("{path} has no form with a csrf_token ({selector})"))
+    }
+
+    /// Submits the form posting to `action` found on the page at `page`, with `fields` and the
+    /// page's CSRF token, as a browser would.
+    pub async fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let token = self.token(page, Some(action)).await;
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        form.push(("csrf_token", &token));
+        self.post_raw(action, &form).await
+    }
+
+    /// Signs up through the sign-up form.
+    pub async fn sign_up(&self, email: &str, password: &str) -> reqwest::Response {
+        self.submit("/signup", "/signup", &[("email", email), ("password", password)]).await
+    }
+
+    /// Logs in through the log-in form; asserts it worked.
+    pub async fn sign_in(&self, user: &TestUser) {
+        let response = self.log_in(&user.email, &user.password).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "log-in of {} failed", user.email);
+    }
+
+    /// Submits the log-in form (whatever the outcome).
+    pub async fn log_in(&self, email: &str, password: &str) -> reqwest::Response {
+        self.submit("/login", "/login", &[("email", email), ("password", password)]).await
+    }
+
+    /// The value of this browser's cookie `name`, if it has one.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let url: reqwest::Url = self.url("/").parse().expect("url");
+        let header = self.jar.cookies(&url)?;
+        header.to_str().ok()?.split("; ").find_map(|c| c.strip_prefix(&format!("{name}="))).map(str::to_string)
+    }
+
+    /// Whether the header shows a signed-in user.
+    pub async fn is_signed_in(&self) -> bool {
+        let (_, page) = self.page("/").await;
+        page.count("[data-testid=balance]") == 1
+    }
+}
+
+impl TestApp {
+    /// A new browser with no cookies.
+    pub fn browser(&self) -> Browser {
+        Browser::new(self.addr)
+    }
+
+    /// Checks every ledger invariant (`ledger::check_invariants`) and fails the test with the
+    /// violations.
+    pub async fn assert_invariants(&self) {
+        assert_ledger_invariants(&self.pool).await;
+    }
+}
+
+/// See [`TestApp::assert_invariants`]; for tests that have a pool but no app.
+pub async fn assert_ledger_invariants(pool: &PgPool) {
+    let mut conn = pool.acquire().await.expect("connection");
+    let report = faceoff::ledger::check_invariants(&mut conn).await.expect("check");
+    assert!(report.is_ok(), "ledger invariants violated: {:?}", report.violations);
 }
 
 /// A client that keeps cookies and does not follow redirects (tests assert them).
