@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    ledger::{self, LedgerError, Refs},
+    ledger::{self, HoldStatus, LedgerError, Refs},
     providers::{Mode, Submission},
 };
 
@@ -477,7 +477,7 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
             match ledger::post(&mut tx, job.hold_id, job.price, &memo, refs).await {
                 Ok(_) => (JobStatus::Delivered, None, job.price),
                 // The hold outlived its deadline and was voided by the sweeper: the image is free.
-                Err(LedgerError::AlreadyResolved { status, .. }) if status == "voided" => {
+                Err(LedgerError::AlreadyResolved { status: HoldStatus::Voided, .. }) => {
                     (JobStatus::Delivered, Some("delivered after the hold expired; not charged".to_string()), 0)
                 }
                 Err(err) => return Err(err.into()),
@@ -487,7 +487,7 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
             let memo = format!("{name}: not charged ({})", short(why));
             match ledger::void(&mut tx, job.hold_id, &memo, refs).await {
                 Ok(_) => {}
-                Err(LedgerError::AlreadyResolved { status, .. }) if status == "voided" => {}
+                Err(LedgerError::AlreadyResolved { status: HoldStatus::Voided, .. }) => {}
                 Err(err) => return Err(err.into()),
             }
             (outcome.status(), Some(why.clone()), 0)
