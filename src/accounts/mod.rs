@@ -18,7 +18,10 @@ pub mod session_store;
 /// Session key holding the signed-in user's id.
 pub const SESSION_USER_KEY: &str = "user_id";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A user's `role` column (`app_user_role_check`). sqlx decodes the text directly; another value
+/// is a decode error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Role {
     User,
     Admin,
@@ -64,42 +67,36 @@ impl Role {
         }
     }
 
+    /// Lenient (anything but "admin" is a user): kept only for [`current_user`], which is being
+    /// rewritten separately and should decode `role` as [`Role`] instead; then this goes.
     fn parse(s: &str) -> Self {
         if s == "admin" { Role::Admin } else { Role::User }
     }
 }
 
 /// A user row as the log-in and admin code need it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
+    #[sqlx(rename = "user_id")]
     pub id: Uuid,
     pub email: String,
     pub role: Role,
     pub password_hash: String,
 }
 
-fn user_from_row(row: (Uuid, String, String, String)) -> User {
-    let (id, email, role, password_hash) = row;
-    User { id, email, role: Role::parse(&role), password_hash }
-}
-
 /// The user with this email (trimmed, compared case-insensitively), if any.
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Option<User>, sqlx::Error> {
-    let row: Option<(Uuid, String, String, String)> =
-        sqlx::query_as("SELECT user_id, email, role, password_hash FROM app_user WHERE lower(email) = lower($1)")
-            .bind(email.trim())
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(user_from_row))
+    sqlx::query_as("SELECT user_id, email, role, password_hash FROM app_user WHERE lower(email) = lower($1)")
+        .bind(email.trim())
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn find_by_id(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    let row: Option<(Uuid, String, String, String)> =
-        sqlx::query_as("SELECT user_id, email, role, password_hash FROM app_user WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(user_from_row))
+    sqlx::query_as("SELECT user_id, email, role, password_hash FROM app_user WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn set_password_hash(db: impl PgExecutor<'_>, user_id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
@@ -115,7 +112,7 @@ pub async fn set_password_hash(db: impl PgExecutor<'_>, user_id: Uuid, hash: &st
 pub async fn set_role(db: impl PgExecutor<'_>, email: &str, role: Role) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar("UPDATE app_user SET role = $2 WHERE lower(email) = lower($1) RETURNING user_id")
         .bind(email.trim())
-        .bind(role.as_str())
+        .bind(role)
         .fetch_optional(db)
         .await
 }
@@ -172,7 +169,7 @@ pub async fn create_user(
         .bind(user_id)
         .bind(email)
         .bind(password_hash)
-        .bind(role.as_str())
+        .bind(role)
         .execute(&mut *tx)
         .await;
     match inserted {

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, types::Json};
 
 use super::{CHANNEL, Catalog, CatalogProvider, Comparison, Faq, Mode, Model, UseCase, Variant, file};
 
@@ -112,7 +112,7 @@ async fn write(conn: &mut PgConnection, catalog: &Catalog) -> Result<(), sqlx::E
                 )
                 .bind(&m.slug)
                 .bind(&v.slug)
-                .bind(mode.as_str())
+                .bind(mode)
                 .bind(credits)
                 .execute(&mut *conn)
                 .await?;
@@ -144,7 +144,6 @@ async fn write(conn: &mut PgConnection, catalog: &Catalog) -> Result<(), sqlx::E
 
     sqlx::query("UPDATE comparison_content SET active = false WHERE active").execute(&mut *conn).await?;
     for c in &catalog.comparisons {
-        let faq = serde_json::to_value(&c.faq).unwrap_or_default();
         sqlx::query(
             "INSERT INTO comparison_content (model_a, model_b, use_case_slug, title, intro, strengths_a,
                  strengths_b, verdict, faq, active)
@@ -161,11 +160,17 @@ async fn write(conn: &mut PgConnection, catalog: &Catalog) -> Result<(), sqlx::E
         .bind(&c.strengths_a)
         .bind(&c.strengths_b)
         .bind(&c.verdict)
-        .bind(faq)
+        .bind(Json(&c.faq))
         .execute(&mut *conn)
         .await?;
     }
     Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct ProviderRow {
+    slug: String,
+    name: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -192,6 +197,25 @@ struct VariantRow {
     is_default: bool,
 }
 
+/// `mode` decodes as [`Mode`]: a mode the code does not know is an error, not a skipped price.
+#[derive(sqlx::FromRow)]
+struct PriceRow {
+    model_slug: String,
+    variant_slug: String,
+    mode: Mode,
+    credits: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct UseCaseRow {
+    slug: String,
+    name: String,
+    description: String,
+    subcategories: Vec<String>,
+    showcase_prompt: String,
+    showcase_aspect_ratio: String,
+}
+
 #[derive(sqlx::FromRow)]
 struct ComparisonRow {
     model_a: String,
@@ -202,14 +226,15 @@ struct ComparisonRow {
     strengths_a: Vec<String>,
     strengths_b: Vec<String>,
     verdict: String,
-    faq: serde_json::Value,
+    /// A malformed `faq` is a decode error, not an empty list.
+    faq: Json<Vec<Faq>>,
 }
 
 /// Reads the active catalog (in display order).
 #[tracing::instrument(skip_all)]
 pub async fn fetch(pool: &PgPool) -> anyhow::Result<Catalog> {
     let mut conn = pool.acquire().await?;
-    let providers: Vec<(String, String)> =
+    let providers: Vec<ProviderRow> =
         sqlx::query_as("SELECT slug, name FROM catalog_provider WHERE active ORDER BY display_order, slug")
             .fetch_all(&mut *conn)
             .await?;
@@ -227,11 +252,11 @@ pub async fn fetch(pool: &PgPool) -> anyhow::Result<Catalog> {
     )
     .fetch_all(&mut *conn)
     .await?;
-    let prices: Vec<(String, String, String, i64)> =
+    let prices: Vec<PriceRow> =
         sqlx::query_as("SELECT model_slug, variant_slug, mode, credits FROM variant_price ORDER BY mode")
             .fetch_all(&mut *conn)
             .await?;
-    let use_cases: Vec<(String, String, String, Vec<String>, String, String)> = sqlx::query_as(
+    let use_cases: Vec<UseCaseRow> = sqlx::query_as(
         "SELECT slug, name, description, subcategories, showcase_prompt, showcase_aspect_ratio
          FROM use_case WHERE active ORDER BY display_order, slug",
     )
@@ -258,8 +283,8 @@ pub async fn fetch(pool: &PgPool) -> anyhow::Result<Catalog> {
                     is_default: v.is_default,
                     prices: prices
                         .iter()
-                        .filter(|(model, variant, _, _)| *model == m.slug && *variant == v.slug)
-                        .filter_map(|(_, _, mode, credits)| Some((Mode::parse(mode)?, *credits)))
+                        .filter(|p| p.model_slug == m.slug && p.variant_slug == v.slug)
+                        .map(|p| (p.mode, p.credits))
                         .collect(),
                 })
                 .collect();
@@ -283,13 +308,13 @@ pub async fn fetch(pool: &PgPool) -> anyhow::Result<Catalog> {
         .collect();
     let use_cases = use_cases
         .into_iter()
-        .map(|(slug, name, description, subcategories, showcase_prompt, showcase_aspect_ratio)| UseCase {
-            slug,
-            name,
-            subcategories,
-            description,
-            showcase_prompt,
-            showcase_aspect_ratio,
+        .map(|u| UseCase {
+            slug: u.slug,
+            name: u.name,
+            subcategories: u.subcategories,
+            description: u.description,
+            showcase_prompt: u.showcase_prompt,
+            showcase_aspect_ratio: u.showcase_aspect_ratio,
         })
         .collect();
     let comparisons = comparisons
@@ -303,11 +328,11 @@ pub async fn fetch(pool: &PgPool) -> anyhow::Result<Catalog> {
             strengths_a: c.strengths_a,
             strengths_b: c.strengths_b,
             verdict: c.verdict,
-            faq: serde_json::from_value::<Vec<Faq>>(c.faq).unwrap_or_default(),
+            faq: c.faq.0,
         })
         .collect();
     Ok(Catalog {
-        providers: providers.into_iter().map(|(slug, name)| CatalogProvider { slug, name }).collect(),
+        providers: providers.into_iter().map(|p| CatalogProvider { slug: p.slug, name: p.name }).collect(),
         models,
         use_cases,
         comparisons,

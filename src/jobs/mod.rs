@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    ledger::{self, LedgerError, Refs},
+    ledger::{self, HoldStatus, LedgerError, Refs},
     providers::{Mode, Submission},
 };
 
@@ -37,8 +37,11 @@ pub const JOB_DEADLINE: Duration = Duration::from_secs(10 * 60);
 /// Holds outlive their job's deadline by this much, so the hold sweeper never races a worker.
 pub const HOLD_GRACE: Duration = Duration::from_secs(20 * 60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A job's `status` column (`generation_job_status_check`). sqlx decodes the text directly; a
+/// value not listed here is a decode error, never a default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
     Running,
@@ -49,17 +52,7 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub fn parse(s: &str) -> JobStatus {
-        match s {
-            "running" => JobStatus::Running,
-            "delivered" => JobStatus::Delivered,
-            "failed" => JobStatus::Failed,
-            "moderated" => JobStatus::Moderated,
-            "timed_out" => JobStatus::TimedOut,
-            _ => JobStatus::Queued,
-        }
-    }
-
+    /// The database (and JSON) spelling, e.g. for metrics labels and `data-status`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
@@ -169,8 +162,7 @@ pub struct Job {
     pub height: i32,
     pub price: i64,
     pub hold_id: i64,
-    #[sqlx(try_from = "String")]
-    pub status: JobStatusText,
+    pub status: JobStatus,
     pub attempts: i32,
     pub progress: Option<f32>,
     pub reason: Option<String>,
@@ -184,19 +176,9 @@ pub struct Job {
     pub created_at: OffsetDateTime,
 }
 
-/// `status` as read from the database (a small wrapper so `FromRow` can convert it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobStatusText(pub JobStatus);
-
-impl From<String> for JobStatusText {
-    fn from(s: String) -> Self {
-        JobStatusText(JobStatus::parse(&s))
-    }
-}
-
 impl Job {
     pub fn status(&self) -> JobStatus {
-        self.status.0
+        self.status
     }
 
     /// How long the generation took, from the first claim to the result.
@@ -285,14 +267,14 @@ pub struct ClaimedJob {
     pub submission: Option<sqlx::types::Json<Submission>>,
     pub prompt: String,
     pub seed: i64,
-    pub mode: String,
+    pub mode: Mode,
     pub aspect_ratio: String,
     pub reference_key: Option<String>,
 }
 
 impl ClaimedJob {
     pub fn mode(&self) -> Mode {
-        Mode::parse(&self.mode).unwrap_or(Mode::TwoK)
+        self.mode
     }
 
     pub fn display_name(&self) -> String {
@@ -477,7 +459,7 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
             match ledger::post(&mut tx, job.hold_id, job.price, &memo, refs).await {
                 Ok(_) => (JobStatus::Delivered, None, job.price),
                 // The hold outlived its deadline and was voided by the sweeper: the image is free.
-                Err(LedgerError::AlreadyResolved { status, .. }) if status == "voided" => {
+                Err(LedgerError::AlreadyResolved { status: HoldStatus::Voided, .. }) => {
                     (JobStatus::Delivered, Some("delivered after the hold expired; not charged".to_string()), 0)
                 }
                 Err(err) => return Err(err.into()),
@@ -487,7 +469,7 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
             let memo = format!("{name}: not charged ({})", short(why));
             match ledger::void(&mut tx, job.hold_id, &memo, refs).await {
                 Ok(_) => {}
-                Err(LedgerError::AlreadyResolved { status, .. }) if status == "voided" => {}
+                Err(LedgerError::AlreadyResolved { status: HoldStatus::Voided, .. }) => {}
                 Err(err) => return Err(err.into()),
             }
             (outcome.status(), Some(why.clone()), 0)
@@ -508,7 +490,7 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
     )
     .bind(job.job_id)
     .bind(job.lease_token)
-    .bind(status.as_str())
+    .bind(status)
     .bind(reason)
     .bind(image_key)
     .bind(thumb_key)

@@ -4,13 +4,13 @@ use sqlx::{FromRow, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::LedgerError;
+use super::{HoldStatus, Kind, LedgerError};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct HistoryLine {
     pub entry_id: i64,
     pub created_at: OffsetDateTime,
-    pub kind: String,
+    pub kind: Kind,
     pub memo: String,
     /// Signed: positive credits arrive, negative leave.
     pub amount: i64,
@@ -18,24 +18,25 @@ pub struct HistoryLine {
     pub run_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
     pub payment_id: Option<Uuid>,
-    /// For a hold line: pending, posted or voided.
-    pub hold_status: Option<String>,
+    /// For a hold line (the transfer that reserved it): where the hold stands now.
+    pub hold_status: Option<HoldStatus>,
 }
 
 impl HistoryLine {
     /// What the line was, in words.
     pub fn label(&self) -> &'static str {
-        match self.kind.as_str() {
-            "signup_bonus" => "Sign-up bonus",
-            "hold" => match self.hold_status.as_deref() {
-                Some("pending") => "Run (reserved)",
-                Some("voided") => "Run (reserved, then refunded)",
-                _ => "Run",
+        match self.kind {
+            Kind::SignupBonus => "Sign-up bonus",
+            Kind::Hold => match self.hold_status {
+                Some(HoldStatus::Pending) => "Run (reserved)",
+                Some(HoldStatus::Voided) => "Run (reserved, then refunded)",
+                Some(HoldStatus::Posted) | None => "Run",
             },
-            "hold_release" => "Refund",
-            "topup" => "Top-up",
-            "adjustment" => "Adjustment",
-            _ => "Other",
+            Kind::HoldRelease => "Refund",
+            Kind::Topup => "Top-up",
+            Kind::Adjustment => "Adjustment",
+            // Posting moves credits from pending_holds to revenue: never a line on a wallet.
+            Kind::HoldPost => "Other",
         }
     }
 }

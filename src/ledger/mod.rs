@@ -16,7 +16,7 @@
 //! Concurrency: a transfer locks only the user wallets it touches (system accounts cache no
 //! balance, so they are no hot row), in account-id order; a hold's resolution locks the hold.
 
-use sqlx::{PgConnection, PgExecutor, Row};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -48,8 +48,10 @@ impl System {
     }
 }
 
-/// What a transfer is, for the user's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a transfer is, for the user's history: the `kind` column of `ledger_transfer`
+/// (`ledger_transfer_kind_check`). sqlx decodes the text directly; another value is a decode error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Kind {
     SignupBonus,
     Hold,
@@ -91,8 +93,8 @@ pub enum LedgerError {
     InvalidAmount(i64),
     #[error("hold {0} not found")]
     HoldNotFound(HoldId),
-    #[error("hold {hold_id} is already {status}")]
-    AlreadyResolved { hold_id: HoldId, status: String },
+    #[error("hold {hold_id} is already {}", .status.as_str())]
+    AlreadyResolved { hold_id: HoldId, status: HoldStatus },
     #[error("cannot post {amount} credits against a hold of {held}")]
     ExceedsHold { amount: i64, held: i64 },
     #[error("no wallet for user {0}")]
@@ -186,7 +188,7 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
     .bind(new.debit)
     .bind(new.credit)
     .bind(new.amount)
-    .bind(new.kind.as_str())
+    .bind(new.kind)
     .bind(new.memo)
     .bind(new.refs.hold_id)
     .bind(new.refs.run_id)
@@ -197,26 +199,18 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
 
     let Some(transfer_id) = inserted else {
         sp.rollback().await?;
-        let existing = sqlx::query(
+        let existing: ExistingTransfer = sqlx::query_as(
             "SELECT transfer_id, debit_account_id, credit_account_id, amount, kind FROM ledger_transfer WHERE idempotency_key = $1",
         )
         .bind(new.key)
         .fetch_one(&mut *db)
         .await?;
-        let (debit, credit, amount): (i64, i64, i64) =
-            (existing.get("debit_account_id"), existing.get("credit_account_id"), existing.get("amount"));
-        let kind: String = existing.get("kind");
-        if (debit, credit, amount) != (new.debit, new.credit, new.amount) || kind != new.kind.as_str() {
+        let ExistingTransfer { transfer_id, debit_account_id: debit, credit_account_id: credit, amount, kind } =
+            existing;
+        if (debit, credit, amount, kind) != (new.debit, new.credit, new.amount, new.kind) {
             return Err(LedgerError::KeyConflict(new.key.to_string()));
         }
-        return Ok(Transfer {
-            transfer_id: existing.get("transfer_id"),
-            key: new.key.to_string(),
-            debit,
-            credit,
-            amount,
-            replayed: true,
-        });
+        return Ok(Transfer { transfer_id, key: new.key.to_string(), debit, credit, amount, replayed: true });
     };
 
     // Only user wallets cache a balance (and are locked); system accounts are never updated,
@@ -266,6 +260,16 @@ pub async fn transfer(db: &mut PgConnection, new: NewTransfer<'_>) -> Result<Tra
     })
 }
 
+/// The transfer already recorded under an idempotency key, to compare with a replayed request.
+#[derive(Debug, FromRow)]
+struct ExistingTransfer {
+    transfer_id: i64,
+    debit_account_id: AccountId,
+    credit_account_id: AccountId,
+    amount: i64,
+    kind: Kind,
+}
+
 /// Adds `delta` to a wallet's cached balance, never below zero (also a CHECK). Returns the new
 /// balance, or `Err(have)` when the wallet cannot cover it. The fast path is one conditional
 /// UPDATE; when it refuses, the decision is re-made under the row lock, so the balance reported
@@ -311,8 +315,16 @@ pub struct Balance {
     pub held: i64,
 }
 
+/// A user's wallet as [`balance`] reads it. The wallet's `balance` is never NULL (user
+/// accounts always cache one: `ledger_account_owner_check`), so a NULL is a decode error.
+#[derive(Debug, FromRow)]
+struct BalanceRow {
+    balance: i64,
+    held: i64,
+}
+
 pub async fn balance(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Balance, LedgerError> {
-    let row = sqlx::query(
+    let row: BalanceRow = sqlx::query_as(
         "SELECT a.balance,
                 COALESCE((SELECT sum(h.amount) FROM ledger_hold h WHERE h.account_id = a.account_id AND h.status = 'pending'), 0)::bigint AS held
          FROM ledger_account a WHERE a.user_id = $1",
@@ -321,10 +333,10 @@ pub async fn balance(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Balance, 
     .fetch_optional(db)
     .await?
     .ok_or(LedgerError::NoWallet(user_id))?;
-    Ok(Balance { available: row.get::<Option<i64>, _>("balance").unwrap_or(0), held: row.get("held") })
+    Ok(Balance { available: row.balance, held: row.held })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Hold {
     pub hold_id: HoldId,
     pub account_id: AccountId,
@@ -334,7 +346,10 @@ pub struct Hold {
     pub deadline: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A hold's `status` column (`ledger_hold_resolution_check`). sqlx decodes the text directly;
+/// another value is a decode error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum HoldStatus {
     Pending,
     Posted,
@@ -342,13 +357,6 @@ pub enum HoldStatus {
 }
 
 impl HoldStatus {
-    fn parse(s: &str) -> Self {
-        match s {
-            "posted" => HoldStatus::Posted,
-            "voided" => HoldStatus::Voided,
-            _ => HoldStatus::Pending,
-        }
-    }
     pub fn as_str(self) -> &'static str {
         match self {
             HoldStatus::Pending => "pending",
@@ -360,21 +368,13 @@ impl HoldStatus {
 
 const HOLD_COLUMNS: &str = "hold_id, account_id, amount, status, posted_amount, deadline";
 
-fn hold_from_row(row: &sqlx::postgres::PgRow) -> Hold {
-    Hold {
-        hold_id: row.get("hold_id"),
-        account_id: row.get("account_id"),
-        amount: row.get("amount"),
-        status: HoldStatus::parse(row.get::<&str, _>("status")),
-        posted_amount: row.get("posted_amount"),
-        deadline: row.get("deadline"),
-    }
-}
-
 pub async fn get_hold(db: impl PgExecutor<'_>, hold_id: HoldId) -> Result<Hold, LedgerError> {
     let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE hold_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hold_id).fetch_optional(db).await?;
-    row.as_ref().map(hold_from_row).ok_or(LedgerError::HoldNotFound(hold_id))
+    sqlx::query_as::<_, Hold>(sqlx::AssertSqlSafe(sql))
+        .bind(hold_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(LedgerError::HoldNotFound(hold_id))
 }
 
 /// Reserves `amount` credits of a user's wallet until `deadline`. Replaying `key` returns the
@@ -405,7 +405,7 @@ pub async fn reserve(
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING {HOLD_COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let inserted: Option<Hold> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(wallet)
         .bind(amount)
         .bind(key)
@@ -413,12 +413,11 @@ pub async fn reserve(
         .bind(deadline)
         .fetch_optional(&mut *tx)
         .await?;
-    let hold = match row {
-        Some(row) => hold_from_row(&row),
+    let hold = match inserted {
+        Some(hold) => hold,
         None => {
             let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE idempotency_key = $1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_one(&mut *tx).await?;
-            hold_from_row(&row)
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key).fetch_one(&mut *tx).await?
         }
     };
     tx.commit().await?;
@@ -469,8 +468,11 @@ async fn resolve(
     // The row lock makes concurrent resolutions of one hold take turns; the status check (and the
     // table's trigger) lets exactly one of them win.
     let sql = format!("SELECT {HOLD_COLUMNS} FROM ledger_hold WHERE hold_id = $1 FOR UPDATE");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hold_id).fetch_optional(&mut *tx).await?;
-    let hold = row.as_ref().map(hold_from_row).ok_or(LedgerError::HoldNotFound(hold_id))?;
+    let hold: Hold = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(hold_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(LedgerError::HoldNotFound(hold_id))?;
     if hold.status != HoldStatus::Pending {
         let same = match how {
             Resolution::Post(amount) => hold.status == HoldStatus::Posted && hold.posted_amount == Some(amount),
@@ -480,7 +482,7 @@ async fn resolve(
         return if same {
             Ok((hold, false))
         } else {
-            Err(LedgerError::AlreadyResolved { hold_id, status: hold.status.as_str().into() })
+            Err(LedgerError::AlreadyResolved { hold_id, status: hold.status })
         };
     }
     let (charge, status) = match how {
@@ -488,8 +490,8 @@ async fn resolve(
             tx.rollback().await?;
             return Err(LedgerError::ExceedsHold { amount, held: hold.amount });
         }
-        Resolution::Post(amount) => (amount, "posted"),
-        Resolution::Void => (0, "voided"),
+        Resolution::Post(amount) => (amount, HoldStatus::Posted),
+        Resolution::Void => (0, HoldStatus::Voided),
     };
     let holds = system_account(&mut *tx, System::PendingHolds).await?;
     let refs = Refs { hold_id: Some(hold_id), ..refs };
@@ -524,7 +526,7 @@ async fn resolve(
          WHERE hold_id = $1 AND status = 'pending'
          RETURNING {HOLD_COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let resolved: Hold = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(hold_id)
         .bind(status)
         .bind(matches!(how, Resolution::Post(_)).then_some(charge))
@@ -532,7 +534,7 @@ async fn resolve(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok((hold_from_row(&row), true))
+    Ok((resolved, true))
 }
 
 /// Voids pending holds whose deadline has passed; returns how many this call voided (a hold
@@ -646,9 +648,14 @@ async fn invariants_in(db: &mut PgConnection) -> Result<InvariantReport, LedgerE
         report.violations.push(format!("cached balances that differ from their entries: {drift:?}"));
     }
     // The pending_holds account holds exactly the pending holds.
-    let (in_holds, pending): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE((SELECT sum(e.amount) FROM ledger_entry e JOIN ledger_account a USING (account_id) WHERE a.code = 'pending_holds'), 0)::bigint,
-                COALESCE((SELECT sum(amount) FROM ledger_hold WHERE status = 'pending'), 0)::bigint",
+    #[derive(FromRow)]
+    struct HoldTotals {
+        in_holds: i64,
+        pending: i64,
+    }
+    let HoldTotals { in_holds, pending } = sqlx::query_as(
+        "SELECT COALESCE((SELECT sum(e.amount) FROM ledger_entry e JOIN ledger_account a USING (account_id) WHERE a.code = 'pending_holds'), 0)::bigint AS in_holds,
+                COALESCE((SELECT sum(amount) FROM ledger_hold WHERE status = 'pending'), 0)::bigint AS pending",
     )
     .fetch_one(&mut *db)
     .await?;

@@ -68,7 +68,10 @@ impl Payments {
 }
 
 /// A payment's state: `pending` until the provider reports it paid, failed, or the buyer cancels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The `status` column (`payment_status_check`); sqlx decodes the text directly, and another
+/// value is a decode error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Status {
     Pending,
     Paid,
@@ -77,14 +80,6 @@ pub enum Status {
 }
 
 impl Status {
-    fn parse(s: &str) -> Self {
-        match s {
-            "paid" => Status::Paid,
-            "failed" => Status::Failed,
-            "canceled" => Status::Canceled,
-            _ => Status::Pending,
-        }
-    }
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -113,25 +108,6 @@ impl Status {
 }
 
 #[derive(Debug, Clone, FromRow)]
-struct PaymentRow {
-    payment_id: Uuid,
-    user_id: Uuid,
-    pack_slug: String,
-    pack_name: String,
-    credits: i64,
-    amount_cents: i64,
-    currency: String,
-    provider: String,
-    status: String,
-    checkout_session_id: Option<String>,
-    checkout_url: Option<String>,
-    transfer_id: Option<i64>,
-    failure_reason: Option<String>,
-    paid_at: Option<OffsetDateTime>,
-    created_at: OffsetDateTime,
-}
-
-#[derive(Debug, Clone)]
 pub struct Payment {
     pub payment_id: Uuid,
     pub user_id: Uuid,
@@ -148,28 +124,6 @@ pub struct Payment {
     pub failure_reason: Option<String>,
     pub paid_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
-}
-
-impl From<PaymentRow> for Payment {
-    fn from(r: PaymentRow) -> Self {
-        Payment {
-            payment_id: r.payment_id,
-            user_id: r.user_id,
-            pack_slug: r.pack_slug,
-            pack_name: r.pack_name,
-            credits: r.credits,
-            amount_cents: r.amount_cents,
-            currency: r.currency,
-            provider: r.provider,
-            status: Status::parse(&r.status),
-            checkout_session_id: r.checkout_session_id,
-            checkout_url: r.checkout_url,
-            transfer_id: r.transfer_id,
-            failure_reason: r.failure_reason,
-            paid_at: r.paid_at,
-            created_at: r.created_at,
-        }
-    }
 }
 
 impl Payment {
@@ -196,7 +150,7 @@ pub async fn create_payment(
         "INSERT INTO payment (payment_id, user_id, pack_slug, pack_name, credits, amount_cents, currency, provider)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {PAYMENT_COLUMNS}"
     );
-    let row: PaymentRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(Uuid::now_v7())
         .bind(user_id)
         .bind(&pack.slug)
@@ -206,14 +160,12 @@ pub async fn create_payment(
         .bind(currency)
         .bind(provider)
         .fetch_one(db)
-        .await?;
-    Ok(row.into())
+        .await
 }
 
 pub async fn get_payment(db: impl PgExecutor<'_>, payment_id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payment WHERE payment_id = $1");
-    let row: Option<PaymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(payment_id).fetch_optional(db).await?;
-    Ok(row.map(Into::into))
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(payment_id).fetch_optional(db).await
 }
 
 /// A payment of `user_id` (another user's payment is `None`, as if it did not exist).
@@ -227,8 +179,7 @@ pub async fn get_user_payment(
 
 async fn lock_payment(db: &mut PgConnection, payment_id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payment WHERE payment_id = $1 FOR UPDATE");
-    let row: Option<PaymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(payment_id).fetch_optional(db).await?;
-    Ok(row.map(Into::into))
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(payment_id).fetch_optional(db).await
 }
 
 /// The most recent payments of a user, newest first.
@@ -236,9 +187,7 @@ pub async fn user_payments(db: impl PgExecutor<'_>, user_id: Uuid, limit: i64) -
     let sql = format!(
         "SELECT {PAYMENT_COLUMNS} FROM payment WHERE user_id = $1 ORDER BY created_at DESC, payment_id DESC LIMIT $2"
     );
-    let rows: Vec<PaymentRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(limit).fetch_all(db).await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(limit).fetch_all(db).await
 }
 
 /// Stores the provider's Checkout Session for a pending payment.

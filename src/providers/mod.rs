@@ -20,12 +20,17 @@ pub use bfl::BflProvider;
 pub use driver::{Drive, DriveHooks, DriveLimits, Driven, NoHooks, drive};
 pub use sandbox::SandboxProvider;
 
-/// Resolution modes offered in the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Resolution modes offered in the catalog. Also the `mode` columns of `variant_price` and
+/// `generation_run` (CHECK `IN ('2k', '4k')`), which sqlx decodes directly: another value there is
+/// a decode error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text")]
 pub enum Mode {
     #[serde(rename = "2k")]
+    #[sqlx(rename = "2k")]
     TwoK,
     #[serde(rename = "4k")]
+    #[sqlx(rename = "4k")]
     FourK,
 }
 

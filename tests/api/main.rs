@@ -8,4 +8,5 @@ mod ledger;
 mod media;
 mod pages;
 mod payments;
+mod rows;
 mod runs;

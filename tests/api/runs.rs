@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use faceoff::{
     jobs::{self, Engine, Outcome, Settled, WorkerOptions},
-    ledger,
+    ledger::{self, HoldStatus, Kind},
     runs::create::{RunInput, create_run, validate},
 };
 use reqwest::{StatusCode, multipart};
@@ -217,12 +217,16 @@ async fn a_failed_model_is_not_charged_and_the_history_explains_both_lines() {
     let for_job = |job: Uuid| history.iter().filter(|l| l.job_id == Some(job)).collect::<Vec<_>>();
     let ultra_lines = for_job(ultra.job_id);
     assert!(
-        ultra_lines.iter().any(|l| l.kind == "hold" && l.amount == -16 && l.hold_status.as_deref() == Some("voided"))
+        ultra_lines
+            .iter()
+            .any(|l| l.kind == Kind::Hold && l.amount == -16 && l.hold_status == Some(HoldStatus::Voided))
     );
-    assert!(ultra_lines.iter().any(|l| l.kind == "hold_release" && l.amount == 16 && l.memo.contains("not charged")));
+    assert!(
+        ultra_lines.iter().any(|l| l.kind == Kind::HoldRelease && l.amount == 16 && l.memo.contains("not charged"))
+    );
     let flux_lines = for_job(flux2.job_id);
     assert!(
-        flux_lines.iter().any(|l| l.kind == "hold" && l.amount == -22 && l.hold_status.as_deref() == Some("posted"))
+        flux_lines.iter().any(|l| l.kind == Kind::Hold && l.amount == -22 && l.hold_status == Some(HoldStatus::Posted))
     );
     assert!(flux_lines.iter().all(|l| l.run_id == Some(run_id)));
     assert_invariants(&app).await;
