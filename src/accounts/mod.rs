@@ -66,12 +66,6 @@ impl Role {
             Role::Admin => "admin",
         }
     }
-
-    /// Lenient (anything but "admin" is a user): kept only for [`current_user`], which is being
-    /// rewritten separately and should decode `role` as [`Role`] instead; then this goes.
-    fn parse(s: &str) -> Self {
-        if s == "admin" { Role::Admin } else { Role::User }
-    }
 }
 
 /// A user row as the log-in and admin code need it.
