@@ -58,6 +58,8 @@ pub struct Config {
     /// `FACEOFF_CLIENT_IP_HEADER`: behind a reverse proxy, the header it writes the client's
     /// address to (`X-Forwarded-For`, `X-Real-IP`); rate limits count per that address.
     pub client_ip_header: Option<axum::http::HeaderName>,
+    /// How often a live run page reloads its run even without a notification (a safety net).
+    pub live_refresh: Duration,
 }
 
 /// A configuration error: which variable, what it held, what was expected.
@@ -174,6 +176,7 @@ impl Config {
             db_wait: Duration::from_secs(db_wait_secs),
             catalog_file: env.non_empty("FACEOFF_CATALOG_FILE").map(PathBuf::from),
             client_ip_header,
+            live_refresh: Duration::from_secs(10),
         })
     }
 

@@ -436,8 +436,16 @@ pub async fn listen<F, Fut>(
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        message = listener.recv() => match message {
-                            Ok(notification) => on_event(Some(notification.payload().to_string())).await,
+                        // `try_recv`, not `recv`: `recv` reconnects silently, and the
+                        // notifications sent meanwhile would be lost without anyone knowing.
+                        message = listener.try_recv() => match message {
+                            Ok(Some(notification)) => on_event(Some(notification.payload().to_string())).await,
+                            // The connection was lost and is back (sqlx reconnects and listens
+                            // again before answering): whatever was sent meanwhile is lost.
+                            Ok(None) => {
+                                tracing::warn!("{what}: the connection was lost; reconnected");
+                                on_event(None).await;
+                            }
                             Err(err) => {
                                 tracing::warn!("{what}: lost the connection: {err}");
                                 break;

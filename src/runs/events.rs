@@ -1,6 +1,8 @@
 //! Live run updates: one `LISTEN` connection per app instance (started on first use) fans the
 //! job notifications out to the SSE streams of `/runs/{id}/events`, so updates from workers in
-//! any process reach browsers connected to any instance.
+//! any process reach browsers connected to any instance. Notifications sent while the listener
+//! was (re)connecting are lost to it: after every (re)connection it tells every stream to
+//! reload ([`RunSignal::Resync`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -11,16 +13,25 @@ use uuid::Uuid;
 
 use crate::jobs::CHANNEL_UPDATED;
 
-/// The fan-out of job notifications (run ids) to live streams.
+/// What the listener tells the live streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunSignal {
+    /// A job of this run changed.
+    Changed(Uuid),
+    /// Anything may have changed (the listener reconnected): every stream reloads.
+    Resync,
+}
+
+/// The fan-out of job notifications to live streams.
 #[derive(Clone, Default)]
 pub struct RunEvents {
-    sender: Arc<OnceLock<broadcast::Sender<Uuid>>>,
+    sender: Arc<OnceLock<broadcast::Sender<RunSignal>>>,
 }
 
 impl RunEvents {
-    /// A receiver of run ids whose jobs changed; starts the listener on first use. The
-    /// listener stops with `shutdown`.
-    pub fn subscribe(&self, pool: &PgPool, shutdown: &CancellationToken) -> broadcast::Receiver<Uuid> {
+    /// A receiver of [`RunSignal`]s; starts the listener on first use. The listener stops with
+    /// `shutdown`.
+    pub fn subscribe(&self, pool: &PgPool, shutdown: &CancellationToken) -> broadcast::Receiver<RunSignal> {
         let sender = self.sender.get_or_init(|| {
             let (sender, _) = broadcast::channel(1024);
             tokio::spawn(listen(pool.clone(), sender.clone(), shutdown.clone()));
@@ -30,11 +41,16 @@ impl RunEvents {
     }
 }
 
-async fn listen(pool: PgPool, sender: broadcast::Sender<Uuid>, shutdown: CancellationToken) {
+async fn listen(pool: PgPool, sender: broadcast::Sender<RunSignal>, shutdown: CancellationToken) {
     crate::db::listen(&pool, CHANNEL_UPDATED, "run events listener", &shutdown, |payload| {
-        if let Some(run_id) = payload.and_then(|p| p.parse::<Uuid>().ok()) {
-            // No receivers is fine: nobody is watching this run.
-            let _ = sender.send(run_id);
+        let signal = match payload {
+            // (Re)connected: notifications may have been missed meanwhile.
+            None => Some(RunSignal::Resync),
+            Some(payload) => payload.parse::<Uuid>().ok().map(RunSignal::Changed),
+        };
+        if let Some(signal) = signal {
+            // No receivers is fine: nobody is watching.
+            let _ = sender.send(signal);
         }
         std::future::ready(())
     })

@@ -1,7 +1,7 @@
 //! The studio (`GET /studio`, `POST /runs`), the run page with its live stream
 //! (`GET /runs/{id}`, `GET /runs/{id}/events`) and the history (`GET /runs`).
 
-use std::{convert::Infallible, time::Duration};
+use std::convert::Infallible;
 
 use axum::{
     extract::{DefaultBodyLimit, Path, RawQuery, State},
@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::{
     Run, RunView,
     create::{self, CreateError, FieldErrors, RunInput},
+    events::RunSignal,
 };
 use crate::{
     catalog::{Catalog, Mode},
@@ -301,7 +302,10 @@ async fn run_page(
 }
 
 /// `GET /runs/{id}/events`: the run's state now, then after every change, until every job is
-/// settled (event `done`) or the server shuts down.
+/// settled (event `done`) or the server shuts down. Besides the notifications of this run, the
+/// stream reloads on a fixed period (`Config::live_refresh`, a safety net that other runs'
+/// notifications do not postpone) and when the listener reconnected (notifications may have
+/// been lost meanwhile).
 async fn run_events(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -309,54 +313,66 @@ async fn run_events(
 ) -> Result<Response> {
     let run = owned_run(&state, user.id, &id).await?;
     let rx = state.run_events.subscribe(&state.pool, &state.shutdown);
-    struct Stream {
-        rx: tokio::sync::broadcast::Receiver<Uuid>,
-        state: AppState,
-        run: Run,
-        first: bool,
-        finished: bool,
-    }
-    let initial = Stream { rx, state: state.clone(), run, first: true, finished: false };
-    let stream = futures::stream::unfold(initial, |mut s| async move {
-        if s.finished || s.state.shutdown.is_cancelled() {
+    let period = state.config.live_refresh;
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let initial = LiveRun { rx, refresh, state: state.clone(), run, first: true, finished: false };
+    let stream = futures::stream::unfold(initial, |mut live| async move {
+        let view = live.next_view().await?;
+        let name = if view.is_pending() { "run" } else { "done" };
+        live.finished = !view.is_pending();
+        let event = Event::default().event(name).json_data(&view).unwrap_or_else(|_| Event::default().comment("x"));
+        Some((Ok::<_, Infallible>(event), live))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// The state of one live stream.
+struct LiveRun {
+    rx: tokio::sync::broadcast::Receiver<RunSignal>,
+    refresh: tokio::time::Interval,
+    state: AppState,
+    run: Run,
+    first: bool,
+    finished: bool,
+}
+
+impl LiveRun {
+    /// Waits for a reason to reload (none the first time), then loads the run's view; `None`
+    /// ends the stream.
+    async fn next_view(&mut self) -> Option<RunView> {
+        if self.finished || self.state.shutdown.is_cancelled() {
             return None;
         }
-        if !s.first {
+        if !std::mem::take(&mut self.first) {
             loop {
                 tokio::select! {
-                    _ = s.state.shutdown.cancelled() => return None,
-                    message = s.rx.recv() => match message {
-                        Ok(run_id) if run_id == s.run.run_id => break,
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(_)) => break,
+                    _ = self.state.shutdown.cancelled() => return None,
+                    _ = self.refresh.tick() => break,
+                    message = self.rx.recv() => match message {
+                        Ok(RunSignal::Changed(run_id)) if run_id == self.run.run_id => break,
+                        Ok(RunSignal::Changed(_)) => continue,
+                        Ok(RunSignal::Resync) | Err(RecvError::Lagged(_)) => break,
                         Err(RecvError::Closed) => return None,
                     },
-                    // A safety net should a notification be lost.
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => break,
                 }
             }
         }
-        s.first = false;
         // In a task of its own: a browser closing the stream must not cancel a query half-way
-        // (see `web::run_to_completion`).
-        let (pool, run) = (s.state.pool.clone(), s.run.clone());
-        let loaded = tokio::spawn(async move { RunView::load(&pool, &run).await })
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|view| view.map_err(anyhow::Error::from));
-        let view = match loaded {
-            Ok(view) => view,
+        // (see `app::run_to_completion`).
+        let (pool, run) = (self.state.pool.clone(), self.run.clone());
+        match tokio::spawn(async move { RunView::load(&pool, &run).await }).await {
+            Ok(Ok(view)) => Some(view),
+            Ok(Err(err)) => {
+                tracing::warn!("run events: {err}");
+                None
+            }
             Err(err) => {
                 tracing::warn!("run events: {err}");
-                return None;
+                None
             }
-        };
-        let name = if view.is_pending() { "run" } else { "done" };
-        s.finished = !view.is_pending();
-        let event = Event::default().event(name).json_data(&view).unwrap_or_else(|_| Event::default().comment("x"));
-        Some((Ok::<_, Infallible>(event), s))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+        }
+    }
 }
 
 pub struct HistoryItem {

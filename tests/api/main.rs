@@ -5,6 +5,7 @@ mod catalog;
 mod foundation;
 mod helpers;
 mod ledger;
+mod live;
 mod media;
 mod pages;
 mod payments;
