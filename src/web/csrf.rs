@@ -274,6 +274,16 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
+        let is_multipart = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+        if !is_multipart {
+            // No form of ours: it carries no token.
+            verify(&mut parts, state, "").await?;
+            return Err(AppError::UnsupportedMediaType);
+        }
         let mut multipart = Multipart::from_request(Request::from_parts(parts.clone(), body), state)
             .await
             .map_err(|rejection| AppError::rejected(rejection.status(), rejection.body_text()))?;

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod catalog;
+mod edge;
 mod foundation;
 mod helpers;
 mod ledger;
