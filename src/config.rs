@@ -232,6 +232,13 @@ fn parse_http_url(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
     }
 }
 
+/// `name` relative to the working directory if it exists there, else next to `Cargo.toml`
+/// (so `cargo run` and tests work from any directory).
+pub fn locate_dir(name: &str) -> PathBuf {
+    let local = PathBuf::from(name);
+    if local.is_dir() { local } else { std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name) }
+}
+
 /// `path` made absolute against the current directory (without touching the file system).
 pub fn absolute(path: &std::path::Path) -> PathBuf {
     if path.is_absolute() {

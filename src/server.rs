@@ -7,12 +7,12 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog, config::Config, db, jobs, ledger, state::AppState, web};
+use crate::{catalog, config::Config, db, jobs, ledger, state::AppState};
 
 /// The catalog file loaded at every start and by `faceoff catalog load` without a path:
 /// `FACEOFF_CATALOG_FILE`, else `catalog/catalog.toml` next to the assets.
 pub fn catalog_path(config: &Config) -> PathBuf {
-    config.catalog_file.clone().unwrap_or_else(|| web::assets::locate_dir("catalog").join("catalog.toml"))
+    config.catalog_file.clone().unwrap_or_else(|| crate::config::locate_dir("catalog").join("catalog.toml"))
 }
 
 /// Migrates the database and loads the seed data (idempotent; run at every start). The catalog

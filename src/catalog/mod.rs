@@ -215,7 +215,7 @@ pub struct Faq {
     pub answer: String,
 }
 
-/// Shared, refreshable handle to the current catalog snapshot, held in `AppState`.
+/// Shared, refreshable handle to the current catalog snapshot (held in the application state).
 #[derive(Clone, Default)]
 pub struct CatalogHandle {
     inner: Arc<RwLock<Arc<Catalog>>>,

@@ -58,7 +58,7 @@ const MAX_PRICE_CENTS: i64 = 10_000_000;
 impl Packs {
     /// Loads `catalog/packs.toml` (next to the working directory, else next to the crate).
     pub fn load() -> anyhow::Result<Packs> {
-        let path = crate::web::assets::locate_dir("catalog").join("packs.toml");
+        let path = crate::config::locate_dir("catalog").join("packs.toml");
         Ok(Self::load_file(&path)?)
     }
 

@@ -27,7 +27,7 @@ impl Assets {
     /// Finds the assets directory (`./assets`, else the one next to the crate's manifest) and
     /// hashes its files.
     pub fn load() -> anyhow::Result<Self> {
-        let dir = locate_dir("assets");
+        let dir = crate::config::locate_dir("assets");
         let mut hashes = HashMap::new();
         hash_dir(&dir, &dir, &mut hashes)?;
         Ok(Assets { dir, hashes })
@@ -49,12 +49,6 @@ impl Assets {
     }
 }
 
-/// `name` relative to the working directory if it exists there, else next to `Cargo.toml`
-/// (so `cargo run` and tests work from any directory).
-pub fn locate_dir(name: &str) -> PathBuf {
-    let local = PathBuf::from(name);
-    if local.is_dir() { local } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(name) }
-}
 
 fn hash_dir(root: &Path, dir: &Path, out: &mut HashMap<String, String>) -> anyhow::Result<()> {
     let entries = match std::fs::read_dir(dir) {

@@ -1,6 +1,7 @@
 //! Integration tests: the real app over HTTP against a fresh PostgreSQL database per test.
 
 mod accounts;
+mod architecture;
 mod catalog;
 mod edge;
 mod foundation;
