@@ -126,7 +126,7 @@ async fn run() -> anyhow::Result<()> {
     let options = db_server.options.clone().database(&name);
     let pool = faceoff::db::pool(&options, 20);
 
-    let static_path: PathBuf = faceoff::web::assets::locate_dir("assets").join(STATIC_NAME);
+    let static_path: PathBuf = faceoff::config::locate_dir("assets").join(STATIC_NAME);
     let result = async {
         server::prepare_database(&pool, &config).await?;
         let state = AppState::new(pool.clone(), config).await?;

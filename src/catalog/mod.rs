@@ -126,6 +126,11 @@ pub struct Model {
 }
 
 impl Model {
+    /// A choice of this model and `variant`.
+    pub fn choice(&self, variant: &Variant) -> ModelChoice {
+        ModelChoice::new(self, variant)
+    }
+
     pub fn default_variant(&self) -> &Variant {
         // Validation guarantees exactly one default; fall back to the first variant anyway.
         self.variants.iter().find(|v| v.is_default).unwrap_or(&self.variants[0])
@@ -175,6 +180,42 @@ pub struct Variant {
 impl Variant {
     pub fn price(&self, mode: Mode) -> Option<i64> {
         self.prices.iter().find(|(m, _)| *m == mode).map(|(_, p)| *p)
+    }
+}
+
+/// One model choice, a model and one of its variants, named the same way everywhere: the studio,
+/// the run pages, ledger memos and the API. The default variant goes by the model's name alone
+/// ("Flux 2", `flux-2`); the others add theirs ("Flux 2 (Klein 9B)", `flux-2:klein-9b`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChoice {
+    pub model_slug: String,
+    pub model_name: String,
+    pub variant_slug: String,
+    pub variant_name: String,
+    /// The model's default variant (the catalog's flag, recorded with each job).
+    pub is_default: bool,
+}
+
+impl ModelChoice {
+    pub fn new(model: &Model, variant: &Variant) -> Self {
+        ModelChoice {
+            model_slug: model.slug.clone(),
+            model_name: model.name.clone(),
+            variant_slug: variant.slug.clone(),
+            variant_name: variant.name.clone(),
+            is_default: variant.is_default,
+        }
+    }
+
+    /// `flux-2` for the default variant, `flux-2:klein-9b` otherwise (what the studio form and
+    /// the API accept).
+    pub fn value(&self) -> String {
+        if self.is_default { self.model_slug.clone() } else { format!("{}:{}", self.model_slug, self.variant_slug) }
+    }
+
+    /// "Flux 2" for the default variant, "Flux 2 (Klein 9B)" otherwise.
+    pub fn label(&self) -> String {
+        if self.is_default { self.model_name.clone() } else { format!("{} ({})", self.model_name, self.variant_name) }
     }
 }
 
@@ -274,5 +315,20 @@ impl CatalogHandle {
             })
             .await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_choice_is_named_from_the_default_flag() {
+        let catalog = file::parse(CATALOG_TOML).expect("catalog");
+        let flux = catalog.model("flux-2").expect("flux-2");
+        let standard = flux.choice(flux.default_variant());
+        assert_eq!((standard.value().as_str(), standard.label().as_str()), ("flux-2", "Flux 2"));
+        let klein = flux.choice(flux.variant("klein-9b").expect("klein"));
+        assert_eq!((klein.value().as_str(), klein.label().as_str()), ("flux-2:klein-9b", "Flux 2 (Klein 9B)"));
     }
 }

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    catalog::ModelChoice,
     ledger::{self, HoldStatus, LedgerError, Refs},
     providers::{Mode, Submission},
 };
@@ -64,30 +65,8 @@ impl JobStatus {
         }
     }
 
-    /// What users see.
-    pub fn label(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "Queued",
-            JobStatus::Running => "Generating",
-            JobStatus::Delivered => "Done",
-            JobStatus::Failed => "Failed",
-            JobStatus::Moderated => "Blocked",
-            JobStatus::TimedOut => "Timed out",
-        }
-    }
-
     pub fn is_settled(self) -> bool {
         !matches!(self, JobStatus::Queued | JobStatus::Running)
-    }
-
-    /// The sentence shown to the user for an unsuccessful job (never charged).
-    pub fn not_charged_message(self) -> Option<&'static str> {
-        match self {
-            JobStatus::Moderated => Some("The provider's safety filter blocked this prompt — you were not charged."),
-            JobStatus::Failed => Some("The model could not generate this image — you were not charged."),
-            JobStatus::TimedOut => Some("The model did not deliver in time — you were not charged."),
-            _ => None,
-        }
     }
 }
 
@@ -97,10 +76,7 @@ pub struct NewJob {
     pub job_id: Uuid,
     pub run_id: Uuid,
     pub position: i16,
-    pub model_slug: String,
-    pub model_name: String,
-    pub variant_slug: String,
-    pub variant_name: String,
+    pub choice: ModelChoice,
     pub provider: String,
     pub endpoint: String,
     pub width: u32,
@@ -113,16 +89,17 @@ pub struct NewJob {
 pub async fn insert(db: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO generation_job (job_id, run_id, position, model_slug, model_name, variant_slug, variant_name,
-                                     provider, endpoint, width, height, price, hold_id, deadline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                                     variant_is_default, provider, endpoint, width, height, price, hold_id, deadline)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(job.job_id)
     .bind(job.run_id)
     .bind(job.position)
-    .bind(&job.model_slug)
-    .bind(&job.model_name)
-    .bind(&job.variant_slug)
-    .bind(&job.variant_name)
+    .bind(&job.choice.model_slug)
+    .bind(&job.choice.model_name)
+    .bind(&job.choice.variant_slug)
+    .bind(&job.choice.variant_name)
+    .bind(job.choice.is_default)
     .bind(&job.provider)
     .bind(&job.endpoint)
     .bind(job.width as i32)
@@ -157,6 +134,7 @@ pub struct Job {
     pub model_name: String,
     pub variant_slug: String,
     pub variant_name: String,
+    pub variant_is_default: bool,
     pub provider: String,
     pub width: i32,
     pub height: i32,
@@ -188,18 +166,6 @@ impl Job {
         Some(Duration::from_millis(d.whole_milliseconds().max(0) as u64))
     }
 
-    /// "2.4 s", "1 min 5 s".
-    pub fn duration_label(&self) -> Option<String> {
-        self.duration().map(|d| {
-            let secs = d.as_secs_f64();
-            if secs < 60.0 {
-                format!("{secs:.1} s")
-            } else {
-                format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60)
-            }
-        })
-    }
-
     pub fn image_url(&self) -> Option<String> {
         self.image_key.as_ref().map(|k| format!("/media/{k}"))
     }
@@ -208,12 +174,14 @@ impl Job {
         self.thumb_key.as_ref().or(self.image_key.as_ref()).map(|k| format!("/media/{k}"))
     }
 
-    /// The display name with the variant, e.g. "Flux 2 (Klein 9B)".
-    pub fn display_name(&self) -> String {
-        if self.variant_slug == "standard" {
-            self.model_name.clone()
-        } else {
-            format!("{} ({})", self.model_name, self.variant_name)
+    /// The model and variant of the job.
+    pub fn choice(&self) -> ModelChoice {
+        ModelChoice {
+            model_slug: self.model_slug.clone(),
+            model_name: self.model_name.clone(),
+            variant_slug: self.variant_slug.clone(),
+            variant_name: self.variant_name.clone(),
+            is_default: self.variant_is_default,
         }
     }
 
@@ -228,7 +196,7 @@ impl Job {
 }
 
 const JOB_COLUMNS: &str =
-    "job_id, run_id, position, model_slug, model_name, variant_slug, variant_name, provider, width,
+    "job_id, run_id, position, model_slug, model_name, variant_slug, variant_name, variant_is_default, provider, width,
     height, price, hold_id, status, attempts, progress, reason, image_key, thumb_key, image_width, image_height,
     charged, started_at, finished_at, created_at";
 
@@ -254,6 +222,7 @@ pub struct ClaimedJob {
     pub model_name: String,
     pub variant_slug: String,
     pub variant_name: String,
+    pub variant_is_default: bool,
     pub provider: String,
     pub endpoint: String,
     pub width: i32,
@@ -277,11 +246,14 @@ impl ClaimedJob {
         self.mode
     }
 
-    pub fn display_name(&self) -> String {
-        if self.variant_slug == "standard" {
-            self.model_name.clone()
-        } else {
-            format!("{} ({})", self.model_name, self.variant_name)
+    /// The model and variant of the job.
+    pub fn choice(&self) -> ModelChoice {
+        ModelChoice {
+            model_slug: self.model_slug.clone(),
+            model_name: self.model_name.clone(),
+            variant_slug: self.variant_slug.clone(),
+            variant_name: self.variant_name.clone(),
+            is_default: self.variant_is_default,
         }
     }
 }
@@ -316,7 +288,8 @@ pub async fn claim(
     .await?;
     let Some(job_id) = claimed else { return Ok(None) };
     let job = sqlx::query_as::<_, ClaimedJob>(
-        "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name, j.provider,
+        "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,
+                j.variant_is_default, j.provider,
                 j.endpoint, j.width, j.height, j.price, j.hold_id, j.deadline, j.attempts, j.lease_token,
                 j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key
          FROM generation_job j JOIN generation_run r USING (run_id)
@@ -452,7 +425,7 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
         return Ok(Settled::LostLease);
     }
     let refs = Refs { run_id: Some(job.run_id), job_id: Some(job.job_id), ..Refs::default() };
-    let name = job.display_name();
+    let name = job.choice().label();
     let (status, reason, charged) = match outcome {
         Outcome::Delivered { .. } => {
             let memo = format!("{name}: image delivered");

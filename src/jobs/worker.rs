@@ -166,7 +166,7 @@ impl Engine {
         let request = GenerationRequest {
             endpoint: job_endpoint(job),
             model: job.model_slug.clone(),
-            model_name: job.display_name(),
+            model_name: job.choice().label(),
             prompt: job.prompt.clone(),
             seed: job.seed as u32,
             mode: job.mode(),

@@ -143,7 +143,7 @@ async fn quote(State(state): State<AppState>, user: ApiUser, Json(body): Json<Qu
             .map(|l| QuoteLineJson {
                 model: l.model.slug.clone(),
                 variant: l.variant.slug.clone(),
-                name: l.display_name(),
+                name: l.choice().label(),
                 price: l.price,
             })
             .collect(),

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    catalog::{Catalog, Mode, Model, Variant},
+    catalog::{Catalog, Mode, Model, ModelChoice, Variant},
     jobs::{self, HOLD_GRACE, JOB_DEADLINE, NewJob},
     ledger::{self, LedgerError, Refs},
     providers::dimensions,
@@ -80,21 +80,8 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// `flux-2` for the default variant, `flux-2:klein-9b` otherwise.
-    pub fn value(&self) -> String {
-        if self.variant.is_default {
-            self.model.slug.clone()
-        } else {
-            format!("{}:{}", self.model.slug, self.variant.slug)
-        }
-    }
-
-    pub fn display_name(&self) -> String {
-        if self.model.variants.len() > 1 {
-            format!("{} ({})", self.model.name, self.variant.name)
-        } else {
-            self.model.name.clone()
-        }
+    pub fn choice(&self) -> ModelChoice {
+        self.model.choice(&self.variant)
     }
 }
 
@@ -363,10 +350,6 @@ pub async fn create_run(
     }
     let run_id = Uuid::now_v7();
     let reference_key = format!("runs/{run_id}/reference.jpg");
-    if let Some(reference) = &run.reference {
-        // The bytes go to the object store first; the record joins the transaction.
-        store.put(&reference_key, reference.bytes.clone()).await?;
-    }
 
     let mut tx = crate::db::begin(pool).await?;
     let balance = ledger::balance(&mut *tx, user_id).await?;
@@ -417,7 +400,8 @@ pub async fn create_run(
     let (width, height) = dimensions(&run.aspect_ratio, run.mode).unwrap_or((1024, 1024));
     for (position, selection) in run.selections.iter().enumerate() {
         let job_id = Uuid::now_v7();
-        let memo = format!("Run: {} ({}), {}", selection.display_name(), run.mode.label(), short_prompt(&run.prompt));
+        let choice = selection.choice();
+        let memo = format!("Run: {} ({}), {}", choice.label(), run.mode.label(), short_prompt(&run.prompt));
         let hold = match ledger::reserve(
             &mut tx,
             user_id,
@@ -443,10 +427,7 @@ pub async fn create_run(
                 job_id,
                 run_id,
                 position: position as i16,
-                model_slug: selection.model.slug.clone(),
-                model_name: selection.model.name.clone(),
-                variant_slug: selection.variant.slug.clone(),
-                variant_name: selection.variant.name.clone(),
+                choice,
                 provider: selection.model.provider.clone(),
                 endpoint: selection.variant.endpoint.clone(),
                 width,

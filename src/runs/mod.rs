@@ -1,5 +1,8 @@
-//! Runs: one prompt sent to 2–4 models, the studio form, the run pages and their live updates,
-//! the run history, and the JSON API (`/api/v1`) with personal API keys.
+//! Runs: one prompt sent to 2–4 models. Creating them ([`create`]: validation, pricing, the
+//! reference image, the run with its jobs and holds), reading them, and the views the pages, the
+//! live stream and the API show (with the user-facing words for job states). The studio, run
+//! pages, live updates and history are in [`pages`]; the JSON API in [`api`]; the fan-out of
+//! job notifications to live pages in [`events`].
 
 use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
@@ -81,6 +84,8 @@ pub struct JobView {
     pub id: Uuid,
     pub model: String,
     pub variant: String,
+    /// `model` or `model:variant`, as the studio form and the API take it.
+    pub choice: String,
     pub name: String,
     pub status: JobStatus,
     pub status_label: &'static str,
@@ -102,24 +107,26 @@ pub struct JobView {
 impl JobView {
     pub fn from_job(job: &Job) -> JobView {
         let status = job.status();
+        let choice = job.choice();
         JobView {
             id: job.job_id,
             model: job.model_slug.clone(),
             variant: job.variant_slug.clone(),
-            name: job.display_name(),
+            choice: choice.value(),
+            name: choice.label(),
             status,
-            status_label: status.label(),
+            status_label: status_label(status),
             progress: job.percent(),
             price: job.price,
             charged: job.charged,
             reason: job.reason.clone(),
-            message: status.not_charged_message(),
+            message: not_charged_message(status),
             image_url: job.image_url(),
             thumb_url: job.thumb_url(),
             width: job.image_width,
             height: job.image_height,
             duration_ms: job.duration().map(|d| d.as_millis() as u64),
-            duration_label: job.duration_label(),
+            duration_label: job.duration().map(duration_label),
         }
     }
 
@@ -143,6 +150,34 @@ impl JobView {
             _ => "badge-bad",
         }
     }
+}
+
+/// What users see for a job's status.
+pub fn status_label(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Queued => "Queued",
+        JobStatus::Running => "Generating",
+        JobStatus::Delivered => "Done",
+        JobStatus::Failed => "Failed",
+        JobStatus::Moderated => "Blocked",
+        JobStatus::TimedOut => "Timed out",
+    }
+}
+
+/// The sentence shown to the user for an unsuccessful job (never charged).
+pub fn not_charged_message(status: JobStatus) -> Option<&'static str> {
+    match status {
+        JobStatus::Moderated => Some("The provider's safety filter blocked this prompt — you were not charged."),
+        JobStatus::Failed => Some("The model could not generate this image — you were not charged."),
+        JobStatus::TimedOut => Some("The model did not deliver in time — you were not charged."),
+        _ => None,
+    }
+}
+
+/// "2.4 s", "1 min 5 s".
+pub fn duration_label(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 { format!("{secs:.1} s") } else { format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60) }
 }
 
 impl RunView {

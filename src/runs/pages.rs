@@ -86,24 +86,16 @@ impl StudioPage {
     fn build(layout: Layout, catalog: &Catalog, input: &RunInput, errors: FieldErrors) -> StudioPage {
         let mut ignored = FieldErrors::default();
         let chosen = create::resolve_models(catalog, &input.models, &mut ignored);
-        let chosen_values: Vec<String> = chosen
-            .iter()
-            .map(|(m, v)| if v.is_default { m.slug.clone() } else { format!("{}:{}", m.slug, v.slug) })
-            .collect();
+        let chosen_values: Vec<String> = chosen.iter().map(|(m, v)| m.choice(v).value()).collect();
         let mut options = Vec::new();
         for model in catalog.models() {
             for variant in &model.variants {
-                let value =
-                    if variant.is_default { model.slug.clone() } else { format!("{}:{}", model.slug, variant.slug) };
-                let label = if model.variants.len() > 1 {
-                    format!("{} — {}", model.name, variant.name)
-                } else {
-                    model.name.clone()
-                };
+                let choice = model.choice(variant);
+                let value = choice.value();
                 options.push(ModelOption {
                     checked: chosen_values.contains(&value),
                     value,
-                    label,
+                    label: choice.label(),
                     provider: model.provider_name.clone(),
                     price_2k: variant.price(Mode::TwoK).map(|p| p.to_string()).unwrap_or_default(),
                     price_4k: variant.price(Mode::FourK).map(|p| p.to_string()).unwrap_or_default(),
@@ -121,10 +113,7 @@ impl StudioPage {
         };
         let lines: Vec<QuoteLine> = chosen
             .iter()
-            .filter_map(|(m, v)| {
-                let name = if m.variants.len() > 1 { format!("{} ({})", m.name, v.name) } else { m.name.clone() };
-                v.price(mode).map(|price| QuoteLine { name, price })
-            })
+            .filter_map(|(m, v)| v.price(mode).map(|price| QuoteLine { name: m.choice(v).label(), price }))
             .collect();
         let total = lines.iter().map(|l| l.price).sum();
         let available = layout.available();
@@ -291,12 +280,7 @@ async fn run_page(
 ) -> Result<Response> {
     let run = owned_run(&state, user.id, &id).await?;
     let view = RunView::load(&state.pool, &run).await?;
-    let models_param = view
-        .jobs
-        .iter()
-        .map(|j| if j.variant == "standard" { j.model.clone() } else { format!("{}:{}", j.model, j.variant) })
-        .collect::<Vec<_>>()
-        .join(",");
+    let models_param = view.jobs.iter().map(|j| j.choice.as_str()).collect::<Vec<_>>().join(",");
     let prompt_param = url::form_urlencoded::byte_serialize(run.prompt.as_bytes()).collect();
     Ok(render(&RunPage { layout, has_reference: run.reference_key.is_some(), run: view, models_param, prompt_param }))
 }

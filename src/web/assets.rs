@@ -49,7 +49,6 @@ impl Assets {
     }
 }
 
-
 fn hash_dir(root: &Path, dir: &Path, out: &mut HashMap<String, String>) -> anyhow::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,

@@ -79,10 +79,8 @@ fn the_edge_toolkit_knows_no_route_file_and_no_application() {
     let mut files = Vec::new();
     rust_files(&src().join("web"), &mut files);
     let mut forbidden = vec!["crate::app", "crate::state", "AppState", "crate::server"];
-    let route_modules: Vec<String> = DOMAINS
-        .iter()
-        .flat_map(|d| ["routes", "pages", "api"].map(|m| format!("{d}::{m}")))
-        .collect();
+    let route_modules: Vec<String> =
+        DOMAINS.iter().flat_map(|d| ["routes", "pages", "api"].map(|m| format!("{d}::{m}"))).collect();
     forbidden.extend(route_modules.iter().map(String::as_str));
     let found = violations(&files, &forbidden);
     assert!(found.is_empty(), "web importing what sits above it:\n{}", found.join("\n"));

@@ -1,0 +1,1 @@
+ALTER TABLE generation_job DROP COLUMN variant_is_default;
