@@ -7,7 +7,9 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog, config::Config, db, jobs, ledger, state::AppState};
+use tower_sessions::session_store::ExpiredDeletion;
+
+use crate::{accounts::session_store::PgSessionStore, catalog, config::Config, db, jobs, ledger, state::AppState};
 
 /// The catalog file loaded at every start and by `faceoff catalog load` without a path:
 /// `FACEOFF_CATALOG_FILE`, else `catalog/catalog.toml` next to the assets.
@@ -165,6 +167,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
         showcases.generate_all(&catalog.current(), &showcase_shutdown).await;
     }));
     let pool = state.pool.clone();
+    let sessions = PgSessionStore::new(state.pool.clone());
     let auth_limits = state.auth_limits.clone();
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -176,7 +179,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             if let Err(err) = ledger::sweep_expired(&pool).await {
                 tracing::warn!("hold sweeper: {err}");
             }
-            if let Err(err) = sqlx::query("DELETE FROM session WHERE expiry_date < now()").execute(&pool).await {
+            if let Err(err) = sessions.delete_expired().await {
                 tracing::warn!("session cleanup: {err}");
             }
             auth_limits.retain_recent();

@@ -65,16 +65,15 @@ async fn write(conn: &mut PgConnection, catalog: &Catalog) -> Result<(), sqlx::E
     sqlx::query("UPDATE model_variant SET active = false WHERE active").execute(&mut *conn).await?;
     sqlx::query("DELETE FROM variant_price").execute(&mut *conn).await?;
     for (i, m) in catalog.models.iter().enumerate() {
-        let modes: Vec<&str> = m.modes().iter().map(|mode| mode.as_str()).collect();
         sqlx::query(
             "INSERT INTO catalog_model (slug, name, provider_slug, description, subcategories, capabilities,
-                 image_to_image, max_megapixels, nsfw_rating, aspect_ratios, modes, display_order, active)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, true)
+                 image_to_image, max_megapixels, nsfw_rating, aspect_ratios, display_order, active)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true)
              ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name, provider_slug = EXCLUDED.provider_slug,
                  description = EXCLUDED.description, subcategories = EXCLUDED.subcategories,
                  capabilities = EXCLUDED.capabilities, image_to_image = EXCLUDED.image_to_image,
                  max_megapixels = EXCLUDED.max_megapixels, nsfw_rating = EXCLUDED.nsfw_rating,
-                 aspect_ratios = EXCLUDED.aspect_ratios, modes = EXCLUDED.modes,
+                 aspect_ratios = EXCLUDED.aspect_ratios,
                  display_order = EXCLUDED.display_order, active = true",
         )
         .bind(&m.slug)
@@ -87,7 +86,6 @@ async fn write(conn: &mut PgConnection, catalog: &Catalog) -> Result<(), sqlx::E
         .bind(m.max_megapixels)
         .bind(&m.nsfw_rating)
         .bind(&m.aspect_ratios)
-        .bind(&modes)
         .bind(i as i32)
         .execute(&mut *conn)
         .await?;

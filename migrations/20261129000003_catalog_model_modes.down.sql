@@ -1,0 +1,1 @@
+ALTER TABLE catalog_model ADD COLUMN modes text[] NOT NULL DEFAULT '{}';
