@@ -25,7 +25,7 @@ pub mod routes;
 pub mod webhook;
 
 pub use packs::{Pack, Packs};
-pub use provider::{CheckoutProvider, SessionObject};
+pub use provider::{CheckoutProvider, ProviderKind, SessionObject};
 
 /// Everything payments need at run time (held in the application state).
 #[derive(Clone)]
@@ -63,7 +63,7 @@ impl Payments {
     }
 
     pub fn is_sandbox(&self) -> bool {
-        self.provider.name() == provider::SANDBOX
+        self.provider.kind() == ProviderKind::Sandbox
     }
 }
 
@@ -116,7 +116,7 @@ pub struct Payment {
     pub credits: i64,
     pub amount_cents: i64,
     pub currency: String,
-    pub provider: String,
+    pub provider: ProviderKind,
     pub status: Status,
     pub checkout_session_id: Option<String>,
     pub checkout_url: Option<String>,
@@ -144,7 +144,7 @@ pub async fn create_payment(
     user_id: Uuid,
     pack: &Pack,
     currency: &str,
-    provider: &str,
+    provider: ProviderKind,
 ) -> Result<Payment, sqlx::Error> {
     let sql = format!(
         "INSERT INTO payment (payment_id, user_id, pack_slug, pack_name, credits, amount_cents, currency, provider)

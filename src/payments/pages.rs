@@ -14,11 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     ledger::{self, HistoryLine},
-    payments::{
-        self, Fulfilment, Payment, Status,
-        provider::{self, CheckoutRequest},
-        webhook,
-    },
+    payments::{self, Fulfilment, Payment, ProviderKind, Status, provider::CheckoutRequest, webhook},
     state::AppState,
     web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, csrf::NoFields, render},
 };
@@ -125,8 +121,8 @@ struct PaymentView {
 
 impl PaymentView {
     fn new(p: &Payment) -> Self {
-        let resume = match (p.status, p.provider.as_str()) {
-            (Status::Pending, provider::SANDBOX) => Some(format!("/credits/checkout/sandbox/{}", p.payment_id)),
+        let resume = match (p.status, p.provider) {
+            (Status::Pending, ProviderKind::Sandbox) => Some(format!("/credits/checkout/sandbox/{}", p.payment_id)),
             (Status::Pending, _) => p.checkout_url.clone().filter(|u| u.starts_with("https://")),
             _ => None,
         };
@@ -298,7 +294,7 @@ async fn checkout(
     };
     let provider = state.payments.provider.clone();
     let currency = state.payments.packs.currency.clone();
-    let payment = payments::create_payment(&state.pool, user.id, &pack, &currency, provider.name()).await?;
+    let payment = payments::create_payment(&state.pool, user.id, &pack, &currency, provider.kind()).await?;
     let page = format!("/credits/payments/{}", payment.payment_id);
     let request = CheckoutRequest {
         payment_id: payment.payment_id,
@@ -312,7 +308,7 @@ async fn checkout(
     match provider.create_session(&request).await {
         Ok(session) => {
             payments::attach_session(&state.pool, payment.payment_id, &session.id, &session.url).await?;
-            tracing::info!(payment_id = %payment.payment_id, pack = %pack.slug, provider = provider.name(), "checkout started");
+            tracing::info!(payment_id = %payment.payment_id, pack = %pack.slug, provider = provider.kind().as_str(), "checkout started");
             Ok(Redirect::to(&session.url).into_response())
         }
         Err(err) => {
@@ -332,7 +328,7 @@ fn parse_id(raw: &str) -> Result<Uuid> {
 async fn own_sandbox_payment(state: &AppState, user_id: Uuid, raw_id: &str) -> Result<Payment> {
     let payment = payments::get_user_payment(&state.pool, user_id, parse_id(raw_id)?)
         .await?
-        .filter(|p| p.provider == provider::SANDBOX)
+        .filter(|p| p.provider == ProviderKind::Sandbox)
         .ok_or_else(|| AppError::NotFound("we could not find that checkout".into()))?;
     Ok(payment)
 }
@@ -455,7 +451,7 @@ async fn payment_page(
         payments::mark_canceled(&state.pool, user_id, payment_id).await?;
     } else if let Some(session_id) = query.session_id.as_deref()
         && payment.status != Status::Paid
-        && payment.provider == state.payments.provider.name()
+        && payment.provider == state.payments.provider.kind()
         && payment.checkout_session_id.as_deref() == Some(session_id)
     {
         // Stripe's success page: ask Stripe, and fulfil now rather than wait for the webhook.
@@ -481,7 +477,7 @@ async fn payment_page(
     let page = PaymentPage {
         payment: PaymentView::new(&payment),
         payment_id,
-        provider: if payment.provider == provider::SANDBOX { "Sandbox (test mode)".into() } else { "Stripe".into() },
+        provider: payment.provider.label().into(),
         paid_at: payment.paid_at.map(format_datetime),
         failure_reason: payment.failure_reason.clone(),
         confirming: confirming && payment.status == Status::Pending,

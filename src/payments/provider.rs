@@ -10,8 +10,30 @@ use uuid::Uuid;
 
 use crate::{config::Secret, payments::Pack};
 
-pub const STRIPE: &str = "stripe";
-pub const SANDBOX: &str = "sandbox";
+/// Which checkout a payment went through (the `payment.provider` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum ProviderKind {
+    Stripe,
+    Sandbox,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Stripe => "stripe",
+            ProviderKind::Sandbox => "sandbox",
+        }
+    }
+
+    /// What buyers see.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProviderKind::Stripe => "Stripe",
+            ProviderKind::Sandbox => "Sandbox (test mode)",
+        }
+    }
+}
 
 /// What a checkout is for, and where the buyer returns to.
 #[derive(Debug, Clone)]
@@ -67,8 +89,8 @@ pub enum ProviderError {
 
 #[async_trait::async_trait]
 pub trait CheckoutProvider: Send + Sync {
-    /// `stripe` or `sandbox` (stored on each payment).
-    fn name(&self) -> &'static str;
+    /// Which provider this is (stored on each payment).
+    fn kind(&self) -> ProviderKind;
 
     /// Creates the checkout for a recorded pending payment.
     async fn create_session(&self, request: &CheckoutRequest<'_>) -> Result<CheckoutSession, ProviderError>;
@@ -83,8 +105,8 @@ pub struct Sandbox;
 
 #[async_trait::async_trait]
 impl CheckoutProvider for Sandbox {
-    fn name(&self) -> &'static str {
-        SANDBOX
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Sandbox
     }
 
     async fn create_session(&self, request: &CheckoutRequest<'_>) -> Result<CheckoutSession, ProviderError> {
@@ -159,8 +181,8 @@ pub fn session_form(request: &CheckoutRequest<'_>) -> Vec<(&'static str, String)
 
 #[async_trait::async_trait]
 impl CheckoutProvider for Stripe {
-    fn name(&self) -> &'static str {
-        STRIPE
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Stripe
     }
 
     async fn create_session(&self, request: &CheckoutRequest<'_>) -> Result<CheckoutSession, ProviderError> {

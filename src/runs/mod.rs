@@ -9,7 +9,10 @@ use sqlx::{FromRow, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::jobs::{self, Job, JobStatus};
+use crate::{
+    catalog::Mode,
+    jobs::{self, Job, JobStatus},
+};
 
 pub mod api;
 pub mod create;
@@ -25,7 +28,7 @@ pub struct Run {
     pub run_id: Uuid,
     pub user_id: Uuid,
     pub prompt: String,
-    pub mode: String,
+    pub mode: Mode,
     pub aspect_ratio: String,
     pub seed: i64,
     pub reference_key: Option<String>,
@@ -65,7 +68,7 @@ pub struct RunView {
     /// `pending` while any job is queued or running, then `done`.
     pub status: &'static str,
     pub prompt: String,
-    pub mode: String,
+    pub mode: Mode,
     pub aspect_ratio: String,
     pub seed: i64,
     pub total_price: i64,
@@ -192,7 +195,7 @@ impl RunView {
             url: format!("/runs/{}", run.run_id),
             status: if pending { "pending" } else { "done" },
             prompt: run.prompt.clone(),
-            mode: run.mode.clone(),
+            mode: run.mode,
             aspect_ratio: run.aspect_ratio.clone(),
             seed: run.seed,
             total_price: run.total_price,

@@ -452,11 +452,14 @@ async fn an_unknown_payment_status_fails_the_payment_reads() {
     let user = user_with(&pool, 0).await;
     let pack =
         Pack { slug: "starter".into(), name: "Starter".into(), credits: 100, price_cents: 500, description: "".into() };
-    let payment = payments::create_payment(&pool, user, &pack, "usd", "sandbox").await.expect("create");
+    let payment =
+        payments::create_payment(&pool, user, &pack, "usd", payments::ProviderKind::Sandbox).await.expect("create");
     assert_eq!(payment.status, Status::Pending);
-    let failed = payments::create_payment(&pool, user, &pack, "usd", "sandbox").await.expect("create");
+    let failed =
+        payments::create_payment(&pool, user, &pack, "usd", payments::ProviderKind::Sandbox).await.expect("create");
     assert!(payments::mark_failed(&pool, failed.payment_id, "declined").await.expect("fail"));
-    let canceled = payments::create_payment(&pool, user, &pack, "usd", "sandbox").await.expect("create");
+    let canceled =
+        payments::create_payment(&pool, user, &pack, "usd", payments::ProviderKind::Sandbox).await.expect("create");
     assert!(payments::mark_canceled(&pool, user, canceled.payment_id).await.expect("cancel"));
     for (id, status) in [(failed.payment_id, Status::Failed), (canceled.payment_id, Status::Canceled)] {
         let read = payments::get_payment(&pool, id).await.expect("get").expect("payment");
