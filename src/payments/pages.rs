@@ -320,13 +320,9 @@ async fn checkout(
     }
 }
 
-fn parse_id(raw: &str) -> Result<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| AppError::not_found())
-}
-
 /// A sandbox payment of the signed-in user, or 404.
 async fn own_sandbox_payment(state: &AppState, user_id: Uuid, raw_id: &str) -> Result<Payment> {
-    let payment = payments::get_user_payment(&state.pool, user_id, parse_id(raw_id)?)
+    let payment = payments::get_user_payment(&state.pool, user_id, AppError::parse_id(raw_id, "checkout")?)
         .await?
         .filter(|p| p.provider == ProviderKind::Sandbox)
         .ok_or_else(|| AppError::NotFound("we could not find that checkout".into()))?;
@@ -441,7 +437,7 @@ async fn payment_page(
     Query(query): Query<ReturnQuery>,
 ) -> Result<Response> {
     let user_id = user.id;
-    let payment_id = parse_id(&raw_id)?;
+    let payment_id = AppError::parse_id(&raw_id, "payment")?;
     let not_found = || AppError::NotFound("we could not find that payment".into());
     let mut payment = payments::get_user_payment(&state.pool, user_id, payment_id).await?.ok_or_else(not_found)?;
     let mut confirming = false;

@@ -133,7 +133,7 @@ struct QuoteJson {
 async fn quote(State(state): State<AppState>, user: ApiUser, Json(body): Json<QuoteBody>) -> Result<Json<QuoteJson>> {
     let catalog = state.catalog.current();
     let mode = body.mode.unwrap_or_else(|| "2k".into());
-    let quote = create::quote(&catalog, &body.models, &mode).map_err(|e| AppError::Unprocessable(e.summary()))?;
+    let quote = create::quote(&catalog, &body.models, &mode)?;
     let available = ledger::balance(&state.pool, user.user_id).await?.available;
     Ok(Json(QuoteJson {
         mode,
@@ -202,7 +202,7 @@ async fn create_run(
         seed: body.seed.map(|s| s.to_string()).unwrap_or_default(),
     };
     let catalog = state.catalog.current();
-    let valid = create::validate(&catalog, &input, reference).map_err(|e| AppError::Unprocessable(e.summary()))?;
+    let valid = create::validate(&catalog, &input, reference)?;
     let created = create::create_run(&state.pool, &state.store, user.user_id, &valid, &key).await?;
     let run = super::find_owned(&state.pool, created.run_id, user.user_id).await?.ok_or_else(AppError::not_found)?;
     let view = RunView::load(&state.pool, &run).await?;
@@ -213,9 +213,10 @@ async fn create_run(
 
 /// `GET /api/v1/runs/{id}`: the run and its jobs (404 for other users' runs).
 async fn get_run(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> Result<Json<RunView>> {
-    let not_found = || AppError::NotFound("no such run".into());
-    let run_id: Uuid = id.parse().map_err(|_| not_found())?;
-    let run = super::find_owned(&state.pool, run_id, user.user_id).await?.ok_or_else(not_found)?;
+    let run_id = AppError::parse_id(&id, "run")?;
+    let run = super::find_owned(&state.pool, run_id, user.user_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("we could not find that run".into()))?;
     Ok(Json(RunView::load(&state.pool, &run).await?))
 }
 
@@ -226,9 +227,9 @@ async fn job_image(
     user: ApiUser,
     Path((id, job_id)): Path<(String, String)>,
 ) -> Result<Response> {
-    let not_found = || AppError::NotFound("no such image".into());
-    let run_id: Uuid = id.parse().map_err(|_| not_found())?;
-    let job_id: Uuid = job_id.parse().map_err(|_| not_found())?;
+    let not_found = || AppError::NotFound("we could not find that image".into());
+    let run_id = AppError::parse_id(&id, "image")?;
+    let job_id = AppError::parse_id(&job_id, "image")?;
     let run = super::find_owned(&state.pool, run_id, user.user_id).await?.ok_or_else(not_found)?;
     let jobs = crate::jobs::for_run(&state.pool, run.run_id).await?;
     let key = jobs.into_iter().find(|j| j.job_id == job_id).and_then(|j| j.image_key).ok_or_else(not_found)?;

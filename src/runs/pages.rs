@@ -250,12 +250,8 @@ async fn submit(
     }
 }
 
-fn parse_id(raw: &str) -> Result<Uuid> {
-    raw.parse().map_err(|_| AppError::NotFound("we could not find that run".into()))
-}
-
 async fn owned_run(state: &AppState, user_id: Uuid, raw_id: &str) -> Result<Run> {
-    let run_id = parse_id(raw_id)?;
+    let run_id = AppError::parse_id(raw_id, "run")?;
     super::find_owned(&state.pool, run_id, user_id)
         .await?
         .ok_or_else(|| AppError::NotFound("we could not find that run".into()))

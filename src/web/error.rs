@@ -23,7 +23,7 @@ use crate::{
     config::Config,
     ledger::LedgerError,
     payments::webhook::WebhookError,
-    runs::CreateError,
+    runs::{CreateError, create::FieldErrors},
     web::{
         assets::Assets,
         auth::{Viewer, ViewerSlot},
@@ -68,6 +68,12 @@ pub enum AppError {
 impl AppError {
     pub fn not_found() -> Self {
         AppError::NotFound("we could not find that page".into())
+    }
+
+    /// The id in a path (`/runs/{id}`): anything that is not an id names nothing, so it is a 404
+    /// ("we could not find that `what`"), like an id that does not exist or is someone else's.
+    pub fn parse_id(raw: &str, what: &str) -> Result<uuid::Uuid, AppError> {
+        raw.trim().parse().map_err(|_| AppError::NotFound(format!("we could not find that {what}")))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -174,6 +180,12 @@ impl From<WebhookError> for AppError {
             WebhookError::Ledger(err) => err.into(),
             WebhookError::Db(err) => err.into(),
         }
+    }
+}
+
+impl From<FieldErrors> for AppError {
+    fn from(errors: FieldErrors) -> Self {
+        AppError::Unprocessable(errors.summary())
     }
 }
 

@@ -86,10 +86,9 @@ async fn keys_post(
 ) -> Result<Response> {
     match form.action.as_str() {
         "revoke" => {
-            let not_found = || AppError::NotFound("no such API key".into());
-            let id: Uuid = form.api_key_id.trim().parse().map_err(|_| not_found())?;
+            let id = AppError::parse_id(&form.api_key_id, "API key")?;
             if !api_keys::revoke(&state.pool, user.id, id).await? {
-                return Err(not_found());
+                return Err(AppError::NotFound("we could not find that API key".into()));
             }
             Ok(Redirect::to("/account/api-keys").into_response())
         }
