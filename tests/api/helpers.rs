@@ -132,8 +132,6 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The default browser: what `get`, `page` and `signed_in_user` use.
     pub browser: Browser,
-    pub client: reqwest::Client,
-    pub jar: Arc<Jar>,
     pub pool: PgPool,
     pub state: AppState,
     shutdown: CancellationToken,
@@ -171,8 +169,7 @@ impl TestApp {
                 .expect("server");
         });
         let browser = Browser::new(addr);
-        let (client, jar) = (browser.client.clone(), browser.jar.clone());
-        TestApp { addr, browser, client, jar, pool, state, shutdown, server: Some(server), db }
+        TestApp { addr, browser, pool, state, shutdown, server: Some(server), db }
     }
 
     /// Stops the server gracefully (in-flight requests finish) and waits for it.
@@ -194,8 +191,6 @@ impl TestApp {
         let TestApp { db, pool, .. } = self;
         let mut app = Self::start(db, pool, config).await;
         app.browser = Browser { base: app.browser.base.clone(), ..browser };
-        app.client = app.browser.client.clone();
-        app.jar = app.browser.jar.clone();
         app
     }
 
@@ -211,16 +206,6 @@ impl TestApp {
     /// GETs a page with the default browser and parses it; asserts it is HTML.
     pub async fn page(&self, path: &str) -> (StatusCode, Page) {
         self.browser.page(path).await
-    }
-
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.client.post(self.url(path)).form(form).send().await.expect("POST")
-    }
-
-    /// The CSRF token from the first form on `path`.
-    pub async fn csrf_token(&self, path: &str) -> String {
-        let (_, page) = self.page(path).await;
-        page.attr("input[name=csrf_token]", "value").unwrap_or_else(|| panic!("{path} has no csrf_token field"))
     }
 }
 
@@ -255,21 +240,6 @@ impl TestApp {
             .expect("create user");
         tx.commit().await.expect("commit");
         TestUser { id, email: email.to_string(), password }
-    }
-
-    /// Signs this app's client in as `user` by writing a session row and its cookie (the way
-    /// the log-in form would end), without going through the log-in form.
-    pub async fn sign_in_as(&self, user: &TestUser) {
-        let id = tower_sessions::session::Id::default();
-        let data = serde_json::json!({ faceoff::accounts::SESSION_USER_KEY: user.id });
-        sqlx::query("INSERT INTO session (id, data, expiry_date) VALUES ($1, $2, now() + interval '1 day')")
-            .bind(id.to_string())
-            .bind(data)
-            .execute(&self.pool)
-            .await
-            .expect("insert session");
-        let url: reqwest::Url = self.url("/").parse().expect("url");
-        self.jar.add_cookie_str(&format!("faceoff_session={id}; Path=/"), &url);
     }
 
     /// Creates a user with `credits` credits and signs the default browser in as them, through
