@@ -9,73 +9,9 @@ use faceoff::{
     },
     ledger,
 };
-use reqwest::{Client, StatusCode, cookie::CookieStore};
+use reqwest::StatusCode;
 
-use crate::helpers::{Page, TestApp, new_client};
-
-const PASSWORD: &str = "correct horse battery staple";
-
-/// GETs `path` with `client` and returns the CSRF token of its first form.
-async fn token(app: &TestApp, client: &Client, path: &str) -> String {
-    let body = client.get(app.url(path)).send().await.expect("GET").text().await.expect("body");
-    Page::parse(&body).attr("input[name=csrf_token]", "value").unwrap_or_else(|| panic!("{path}: no csrf_token"))
-}
-
-async fn post(app: &TestApp, client: &Client, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-    client.post(app.url(path)).form(form).send().await.expect("POST")
-}
-
-async fn signup_with(app: &TestApp, client: &Client, email: &str, password: &str) -> reqwest::Response {
-    let csrf = token(app, client, "/signup").await;
-    post(app, client, "/signup", &[("email", email), ("password", password), ("csrf_token", &csrf)]).await
-}
-
-async fn login_with(app: &TestApp, client: &Client, email: &str, password: &str) -> reqwest::Response {
-    let csrf = token(app, client, "/login").await;
-    post(app, client, "/login", &[("email", email), ("password", password), ("csrf_token", &csrf)]).await
-}
-
-fn location(response: &reqwest::Response) -> String {
-    response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-}
-
-async fn page_of(response: reqwest::Response) -> Page {
-    Page::parse(&response.text().await.expect("body"))
-}
-
-/// Is `client` signed in? (`/account` answers 200 when it is, and redirects to log in when not.)
-async fn signed_in(app: &TestApp, client: &Client) -> bool {
-    let response = client.get(app.url("/account")).send().await.expect("GET /account");
-    match response.status() {
-        StatusCode::OK => true,
-        StatusCode::SEE_OTHER => {
-            assert!(location(&response).starts_with("/login"), "{}", location(&response));
-            false
-        }
-        other => panic!("/account answered {other}"),
-    }
-}
-
-/// The session cookie's value in `jar`.
-fn session_cookie(app: &TestApp, jar: &reqwest::cookie::Jar) -> String {
-    let url: reqwest::Url = app.url("/").parse().expect("url");
-    let header = jar.cookies(&url).expect("cookies");
-    header
-        .to_str()
-        .expect("ascii")
-        .split("; ")
-        .find_map(|c| c.strip_prefix("faceoff_session="))
-        .expect("a session cookie")
-        .to_string()
-}
-
-/// A new browser that presents `cookie` as its session.
-fn browser_with_cookie(app: &TestApp, cookie: &str) -> Client {
-    let (client, jar) = new_client();
-    let url: reqwest::Url = app.url("/").parse().expect("url");
-    jar.add_cookie_str(&format!("faceoff_session={cookie}; Path=/"), &url);
-    client
-}
+use crate::helpers::{Form, Page, TEST_PASSWORD as PASSWORD, TestApp, location};
 
 async fn user_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM app_user").fetch_one(&app.pool).await.expect("count")
@@ -90,7 +26,7 @@ async fn signup_signs_in_grants_the_bonus_and_records_it() {
     assert_eq!(page.attr(".auth-switch a", "href").as_deref(), Some("/login"), "links to log-in");
     assert_eq!(page.count("form[action=\"/signup\"] input[name=email]"), 1);
 
-    let response = signup_with(&app, &app.client, "  New.Person@Example.com ", PASSWORD).await;
+    let response = app.browser.sign_up("  New.Person@Example.com ", PASSWORD).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/");
     let cookie =
@@ -120,12 +56,12 @@ async fn signup_signs_in_grants_the_bonus_and_records_it() {
 #[tokio::test]
 async fn signup_refuses_a_taken_email_and_bad_input_keeping_what_was_typed() {
     let app = TestApp::spawn().await;
-    assert_eq!(signup_with(&app, &app.client, "ann@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.browser.sign_up("ann@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
 
-    let (other, _) = new_client();
-    let response = signup_with(&app, &other, "  ANN@Example.COM  ", "another password").await;
+    let other = app.browser();
+    let response = other.sign_up("  ANN@Example.COM  ", "another password").await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = page_of(response).await;
+    let page = Page::from_response(response).await;
     page.assert_well_formed("signup with errors");
     assert!(page.text("#email-error").is_some_and(|e| e.contains("already exists")), "{:?}", page.text("#email-error"));
     assert_eq!(page.attr("input[name=email]", "value").as_deref(), Some("ANN@Example.COM"));
@@ -133,18 +69,18 @@ async fn signup_refuses_a_taken_email_and_bad_input_keeping_what_was_typed() {
     assert!(!page.source.contains("another password"));
     assert_eq!(user_count(&app).await, 1);
 
-    let response = signup_with(&app, &other, "bob@example.com", "short").await;
+    let response = other.sign_up("bob@example.com", "short").await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = page_of(response).await;
+    let page = Page::from_response(response).await;
     assert!(page.text("#password-error").is_some_and(|e| e.contains("at least 8")));
     assert_eq!(page.attr("input[name=email]", "value").as_deref(), Some("bob@example.com"));
-    let response = signup_with(&app, &other, "bob@example.com", &"x".repeat(129)).await;
-    assert!(page_of(response).await.text("#password-error").is_some_and(|e| e.contains("at most 128")));
-    let response = signup_with(&app, &other, "not-an-email", PASSWORD).await;
+    let response = other.sign_up("bob@example.com", &"x".repeat(129)).await;
+    assert!(Page::from_response(response).await.text("#password-error").is_some_and(|e| e.contains("at most 128")));
+    let response = other.sign_up("not-an-email", PASSWORD).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(page_of(response).await.text("#email-error").is_some());
+    assert!(Page::from_response(response).await.text("#email-error").is_some());
     assert_eq!(user_count(&app).await, 1);
-    assert!(!signed_in(&app, &other).await);
+    assert!(!other.is_signed_in().await);
 }
 
 #[tokio::test]
@@ -156,51 +92,40 @@ async fn login_failures_say_the_same_thing_and_next_is_followed_only_locally() {
     assert_eq!(page.attr(".auth-switch a", "href").as_deref(), Some("/signup?next=%2Fstudio%3Fmodels%3Dflux-2"));
     assert_eq!(page.attr("input[name=next]", "value").as_deref(), Some("/studio?models=flux-2"));
 
-    let (creator, _) = new_client();
-    signup_with(&app, &creator, "carol@example.com", PASSWORD).await;
+    app.browser().sign_up("carol@example.com", PASSWORD).await;
 
-    let wrong_password = login_with(&app, &app.client, "carol@example.com", "not the password").await;
+    let wrong_password = app.browser.log_in("carol@example.com", "not the password").await;
     assert_eq!(wrong_password.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let wrong_password = page_of(wrong_password).await;
-    let unknown = login_with(&app, &app.client, "nobody@example.com", "not the password").await;
+    let wrong_password = Page::from_response(wrong_password).await;
+    let unknown = app.browser.log_in("nobody@example.com", "not the password").await;
     assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let unknown = page_of(unknown).await;
+    let unknown = Page::from_response(unknown).await;
     for page in [&wrong_password, &unknown] {
         page.assert_well_formed("login with errors");
         assert_eq!(page.text("#password-error").as_deref(), Some("invalid email or password"));
     }
     assert_eq!(unknown.attr("input[name=email]", "value").as_deref(), Some("nobody@example.com"));
-    assert!(!signed_in(&app, &app.client).await);
+    assert!(!app.browser.is_signed_in().await);
 
     // A local next is followed (303), with the email in any case and with spaces.
-    let csrf = token(&app, &app.client, "/login").await;
-    let response = post(
-        &app,
-        &app.client,
-        "/login",
-        &[
-            ("email", " CAROL@example.com "),
-            ("password", PASSWORD),
-            ("csrf_token", &csrf),
-            ("next", "/studio?models=flux-2"),
-        ],
-    )
-    .await;
+    let response = app
+        .browser
+        .submit(
+            "/login",
+            "/login",
+            &[("email", " CAROL@example.com "), ("password", PASSWORD), ("next", "/studio?models=flux-2")],
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/studio?models=flux-2");
-    assert!(signed_in(&app, &app.client).await);
+    assert!(app.browser.is_signed_in().await);
 
     // Another site is never a destination.
     for evil in ["//evil.example/x", "https://evil.example/", "/\\evil.example"] {
-        let (client, _) = new_client();
-        let csrf = token(&app, &client, "/login").await;
-        let response = post(
-            &app,
-            &client,
-            "/login",
-            &[("email", "carol@example.com"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", evil)],
-        )
-        .await;
+        let response = app
+            .browser()
+            .submit("/login", "/login", &[("email", "carol@example.com"), ("password", PASSWORD), ("next", evil)])
+            .await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&response), "/", "next={evil}");
     }
@@ -209,93 +134,111 @@ async fn login_failures_say_the_same_thing_and_next_is_followed_only_locally() {
 #[tokio::test]
 async fn forms_without_a_valid_csrf_token_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
-    let _ = token(&app, &app.client, "/signup").await;
+    // The browser has loaded the sign-up form (and has its CSRF cookie), but sends no token or
+    // a wrong one.
+    let _ = app.browser.token("/signup", Some("/signup")).await;
     for form in [
         vec![("email", "eve@example.com"), ("password", PASSWORD)],
         vec![("email", "eve@example.com"), ("password", PASSWORD), ("csrf_token", "forged")],
     ] {
-        let response = post(&app, &app.client, "/signup", &form).await;
+        let response = app.browser.post_raw("/signup", &form).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        let page = page_of(response).await;
+        let page = Page::from_response(response).await;
         page.assert_well_formed("csrf failure");
         assert!(page.text("main").is_some_and(|t| t.contains("expired")), "{:?}", page.text("main"));
     }
     assert_eq!(user_count(&app).await, 0);
 
     // Log-in, log-out and the account forms too.
-    signup_with(&app, &app.client, "eve@example.com", PASSWORD).await;
-    let response = post(&app, &app.client, "/logout", &[]).await;
+    app.browser.sign_up("eve@example.com", PASSWORD).await;
+    let response = app.browser.post_raw("/logout", &[]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(signed_in(&app, &app.client).await, "a forged log-out does not sign out");
-    let response = post(
-        &app,
-        &app.client,
-        "/account/password",
-        &[("current_password", PASSWORD), ("new_password", "a brand new password"), ("csrf_token", "nope")],
-    )
-    .await;
+    assert!(app.browser.is_signed_in().await, "a forged log-out does not sign out");
+    let response = app
+        .browser
+        .post_raw(
+            "/account/password",
+            &[("current_password", PASSWORD), ("new_password", "a brand new password"), ("csrf_token", "nope")],
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let (other, _) = new_client();
-    assert_eq!(login_with(&app, &other, "eve@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
-    let response = post(&app, &app.client, "/account/sign-out-everywhere", &[("csrf_token", "")]).await;
+    let other = app.browser();
+    assert_eq!(other.log_in("eve@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    let response = app.browser.post_raw("/account/sign-out-everywhere", &[("csrf_token", "")]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(signed_in(&app, &other).await);
-    let (third, _) = new_client();
-    let response = post(&app, &third, "/login", &[("email", "eve@example.com"), ("password", PASSWORD)]).await;
+    assert!(other.is_signed_in().await);
+    let third = app.browser();
+    let response = third.post_raw("/login", &[("email", "eve@example.com"), ("password", PASSWORD)]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(!signed_in(&app, &third).await);
+    assert!(!third.is_signed_in().await);
+}
+
+#[tokio::test]
+async fn a_token_is_good_only_in_the_browser_that_loaded_it_and_only_for_who_it_was_shown_to() {
+    let app = TestApp::spawn().await;
+    app.create_user("kit@example.com", 100).await;
+    let credentials = [("email", "kit@example.com"), ("password", PASSWORD)];
+
+    // A log-in form loaded by another browser: its token does not verify with this browser's
+    // CSRF cookie.
+    let elsewhere = app.browser().form("/login", "/login").await;
+    let victim = app.browser();
+    let own = victim.form("/login", "/login").await;
+    assert!(victim.cookie("faceoff_csrf").is_some(), "loading a form sets the CSRF cookie");
+    assert_eq!(elsewhere.submit(&victim, &credentials).await.status(), StatusCode::FORBIDDEN);
+    assert!(!victim.is_signed_in().await);
+
+    // The browser's own token, shown to a visitor, is worthless once that visitor has logged in.
+    assert_eq!(own.submit(&victim, &credentials).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(victim.post_raw("/logout", &[("csrf_token", &own.token)]).await.status(), StatusCode::FORBIDDEN);
+    assert!(victim.is_signed_in().await);
+    let response = victim.submit("/", "/logout", &[]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "a token shown to the signed-in user works");
+    assert!(!victim.is_signed_in().await);
 }
 
 #[tokio::test]
 async fn login_and_signup_are_rate_limited() {
     let app = TestApp::spawn().await;
-    let csrf = token(&app, &app.client, "/login").await;
+    let login = app.browser.form("/login", "/login").await;
     for i in 0..10 {
         let email = format!("guess{i}@example.com");
-        let response = post(
-            &app,
-            &app.client,
-            "/login",
-            &[("email", &email), ("password", "wrong password"), ("csrf_token", &csrf)],
-        )
-        .await;
+        let response = login.submit(&app.browser, &[("email", &email), ("password", "wrong password")]).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "attempt {i}");
     }
-    let response =
-        post(&app, &app.client, "/login", &[("email", "guess@example.com"), ("password", "x"), ("csrf_token", &csrf)])
-            .await;
+    let response = login.submit(&app.browser, &[("email", "guess@example.com"), ("password", "x")]).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 =
         response.headers()["retry-after"].to_str().expect("ascii").parse().expect("Retry-After in seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
-    let page = page_of(response).await;
+    let page = Page::from_response(response).await;
     page.assert_well_formed("429");
     assert!(page.text("main").is_some_and(|t| t.contains("try again in")), "{:?}", page.text("main"));
 
     // Sign-up has its own budget, and it runs out the same way.
-    let csrf = token(&app, &app.client, "/signup").await;
+    let signup = app.browser.form("/signup", "/signup").await;
     let mut statuses = Vec::new();
     for i in 0..11 {
         let email = format!("new{i}@example.com");
-        let response =
-            post(&app, &app.client, "/signup", &[("email", &email), ("password", "short"), ("csrf_token", &csrf)])
-                .await;
+        let response = signup.submit(&app.browser, &[("email", &email), ("password", "short")]).await;
         statuses.push(response.status());
     }
     assert!(statuses[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{statuses:?}");
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
 }
 
-/// Ten failed log-ins from `forwarded` (as the proxy reports it), then the eleventh's status.
-async fn eleventh_login_from(app: &TestApp, csrf: &str, forwarded: &str, round: &str) -> Vec<StatusCode> {
+/// Ten failed log-ins from `forwarded` (as the proxy reports it), then the eleventh's status;
+/// all through the log-in form of the default browser.
+async fn eleventh_login_from(app: &TestApp, forwarded: &str, round: &str) -> Vec<StatusCode> {
+    let (browser, login) = (&app.browser, app.browser.form("/login", "/login").await);
     let mut statuses = Vec::new();
     for i in 0..11 {
         let email = format!("{round}{i}@example.com");
-        let response = app
+        let response = browser
             .client
-            .post(app.url("/login"))
+            .post(browser.url(&login.action))
             .header("x-forwarded-for", forwarded)
-            .form(&[("email", email.as_str()), ("password", "wrong password"), ("csrf_token", csrf)])
+            .form(&[("email", email.as_str()), ("password", "wrong password"), ("csrf_token", &login.token)])
             .send()
             .await
             .expect("POST /login");
@@ -307,15 +250,14 @@ async fn eleventh_login_from(app: &TestApp, csrf: &str, forwarded: &str, round: 
 #[tokio::test]
 async fn behind_a_proxy_the_limit_counts_the_address_the_proxy_reports() {
     let app = TestApp::spawn_with(|c| c.client_ip_header = Some(HeaderName::from_static("x-forwarded-for"))).await;
-    let csrf = token(&app, &app.client, "/login").await;
     // All requests come from 127.0.0.1; the proxy says they are two different clients. A client
     // cannot escape by prepending addresses: only the proxy's (last) entry counts.
-    let first = eleventh_login_from(&app, &csrf, "198.51.100.1, 203.0.113.7", "a").await;
+    let first = eleventh_login_from(&app, "198.51.100.1, 203.0.113.7", "a").await;
     assert!(first[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{first:?}");
     assert_eq!(first[10], StatusCode::TOO_MANY_REQUESTS);
-    let spoofed = eleventh_login_from(&app, &csrf, "192.0.2.99, 203.0.113.7", "b").await;
+    let spoofed = eleventh_login_from(&app, "192.0.2.99, 203.0.113.7", "b").await;
     assert!(spoofed.iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{spoofed:?}");
-    let other = eleventh_login_from(&app, &csrf, "203.0.113.8", "c").await;
+    let other = eleventh_login_from(&app, "203.0.113.8", "c").await;
     assert!(other[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{other:?}");
     assert_eq!(other[10], StatusCode::TOO_MANY_REQUESTS);
 }
@@ -323,20 +265,19 @@ async fn behind_a_proxy_the_limit_counts_the_address_the_proxy_reports() {
 #[tokio::test]
 async fn without_a_configured_proxy_forwarded_headers_are_ignored() {
     let app = TestApp::spawn().await;
-    let csrf = token(&app, &app.client, "/login").await;
-    let first = eleventh_login_from(&app, &csrf, "203.0.113.7", "a").await;
+    let first = eleventh_login_from(&app, "203.0.113.7", "a").await;
     assert_eq!(first[10], StatusCode::TOO_MANY_REQUESTS, "{first:?}");
     // A new forwarded address buys nothing: the peer (127.0.0.1) is what counts.
-    let second = eleventh_login_from(&app, &csrf, "203.0.113.8", "b").await;
+    let second = eleventh_login_from(&app, "203.0.113.8", "b").await;
     assert_eq!(second[0], StatusCode::TOO_MANY_REQUESTS, "{second:?}");
 }
 
 #[tokio::test]
 async fn sessions_survive_a_restart_and_are_rotated_at_login() {
     let app = TestApp::spawn().await;
-    signup_with(&app, &app.client, "dave@example.com", PASSWORD).await;
+    app.browser.sign_up("dave@example.com", PASSWORD).await;
     let app = app.restart().await;
-    assert!(signed_in(&app, &app.client).await, "the session outlived the process");
+    assert!(app.browser.is_signed_in().await, "the session outlived the process");
     let (_, home) = app.page("/").await;
     assert_eq!(home.text("[data-testid=balance]").as_deref(), Some("100"));
 
@@ -348,43 +289,36 @@ async fn sessions_survive_a_restart_and_are_rotated_at_login() {
         .execute(&app.pool)
         .await
         .expect("planted session");
-    let (victim, victim_jar) = new_client();
-    let url: reqwest::Url = app.url("/").parse().expect("url");
-    victim_jar.add_cookie_str(&format!("faceoff_session={planted}; Path=/"), &url);
-    let csrf = token(&app, &victim, "/login").await;
-    let before = session_cookie(&app, &victim_jar);
+    let victim = app.browser();
+    victim.add_cookie("faceoff_session", &planted);
+    let login = victim.form("/login", "/login").await;
+    let before = victim.cookie("faceoff_session").expect("a session cookie");
     assert_eq!(before, planted);
-    let response =
-        post(&app, &victim, "/login", &[("email", "dave@example.com"), ("password", PASSWORD), ("csrf_token", &csrf)])
-            .await;
+    let response = login.submit(&victim, &[("email", "dave@example.com"), ("password", PASSWORD)]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let after = session_cookie(&app, &victim_jar);
+    let after = victim.cookie("faceoff_session").expect("a session cookie");
     assert_ne!(before, after, "log-in issues a new session id");
-    assert!(signed_in(&app, &victim).await);
+    assert!(victim.is_signed_in().await);
     // ...and it is worth nothing after the log-in.
-    let attacker = browser_with_cookie(&app, &before);
-    assert!(!signed_in(&app, &attacker).await);
-    let (_, page) = {
-        let response = attacker.get(app.url("/")).send().await.expect("GET");
-        (response.status(), page_of(response).await)
-    };
-    assert_eq!(page.count("[data-testid=balance]"), 0);
+    let attacker = app.browser();
+    attacker.add_cookie("faceoff_session", &before);
+    assert!(!attacker.is_signed_in().await);
+    assert_eq!(attacker.get("/account").await.status(), StatusCode::SEE_OTHER, "/account sends it to log in");
 }
 
 #[tokio::test]
 async fn logout_ends_the_session_on_the_server() {
     let app = TestApp::spawn().await;
-    signup_with(&app, &app.client, "erin@example.com", PASSWORD).await;
-    let cookie = session_cookie(&app, &app.jar);
-    let (_, home) = app.page("/").await;
-    let csrf = home.attr("form[action=\"/logout\"] input[name=csrf_token]", "value").expect("log-out form");
-    let response = post(&app, &app.client, "/logout", &[("csrf_token", &csrf)]).await;
+    app.browser.sign_up("erin@example.com", PASSWORD).await;
+    let cookie = app.browser.cookie("faceoff_session").expect("a session cookie");
+    let response = app.browser.submit("/", "/logout", &[]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/");
-    assert!(!signed_in(&app, &app.client).await);
+    assert!(!app.browser.is_signed_in().await);
     // The old cookie, replayed, is not a session any more.
-    let replay = browser_with_cookie(&app, &cookie);
-    assert!(!signed_in(&app, &replay).await);
+    let replay = app.browser();
+    replay.add_cookie("faceoff_session", &cookie);
+    assert!(!replay.is_signed_in().await);
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM session WHERE id = $1")
         .bind(&cookie)
         .fetch_one(&app.pool)
@@ -396,70 +330,51 @@ async fn logout_ends_the_session_on_the_server() {
 #[tokio::test]
 async fn changing_the_password_signs_out_other_sessions() {
     let app = TestApp::spawn().await;
-    signup_with(&app, &app.client, "fay@example.com", PASSWORD).await;
-    let (laptop, _) = new_client();
-    login_with(&app, &laptop, "fay@example.com", PASSWORD).await;
-    assert!(signed_in(&app, &laptop).await);
+    app.browser.sign_up("fay@example.com", PASSWORD).await;
+    let laptop = app.browser();
+    laptop.log_in("fay@example.com", PASSWORD).await;
+    assert!(laptop.is_signed_in().await);
 
-    let csrf = token(&app, &app.client, "/account").await;
-    let response = post(
-        &app,
-        &app.client,
-        "/account/password",
-        &[("current_password", "not it at all"), ("new_password", "a brand new password"), ("csrf_token", &csrf)],
-    )
-    .await;
+    let browser = &app.browser;
+    let change = |current: &'static str, new: &'static str| async move {
+        browser.submit("/account", "/account/password", &[("current_password", current), ("new_password", new)]).await
+    };
+    let response = change("not it at all", "a brand new password").await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = page_of(response).await;
+    let page = Page::from_response(response).await;
     page.assert_well_formed("account with errors");
     assert!(page.text("#current_password-error").is_some());
-    let response = post(
-        &app,
-        &app.client,
-        "/account/password",
-        &[("current_password", PASSWORD), ("new_password", "short"), ("csrf_token", &csrf)],
-    )
-    .await;
+    let response = change(PASSWORD, "short").await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(page_of(response).await.text("#new_password-error").is_some());
-    assert!(signed_in(&app, &laptop).await, "failed changes change nothing");
+    assert!(Page::from_response(response).await.text("#new_password-error").is_some());
+    assert!(laptop.is_signed_in().await, "failed changes change nothing");
 
-    let response = post(
-        &app,
-        &app.client,
-        "/account/password",
-        &[("current_password", PASSWORD), ("new_password", "a brand new password"), ("csrf_token", &csrf)],
-    )
-    .await;
+    let response = change(PASSWORD, "a brand new password").await;
     assert_eq!(response.status(), StatusCode::OK);
-    let page = page_of(response).await;
+    let page = Page::from_response(response).await;
     assert!(page.text(".notice").is_some_and(|t| t.contains("password was changed")));
-    assert!(signed_in(&app, &app.client).await, "this browser stays signed in");
-    assert!(!signed_in(&app, &laptop).await, "other sessions end");
-    let (fresh, _) = new_client();
-    assert_eq!(login_with(&app, &fresh, "fay@example.com", PASSWORD).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        login_with(&app, &fresh, "fay@example.com", "a brand new password").await.status(),
-        StatusCode::SEE_OTHER
-    );
+    assert!(app.browser.is_signed_in().await, "this browser stays signed in");
+    assert!(!laptop.is_signed_in().await, "other sessions end");
+    let fresh = app.browser();
+    assert_eq!(fresh.log_in("fay@example.com", PASSWORD).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fresh.log_in("fay@example.com", "a brand new password").await.status(), StatusCode::SEE_OTHER);
 }
 
 #[tokio::test]
 async fn sign_out_everywhere_ends_every_session() {
     let app = TestApp::spawn().await;
-    signup_with(&app, &app.client, "gus@example.com", PASSWORD).await;
-    let (phone, _) = new_client();
-    login_with(&app, &phone, "gus@example.com", PASSWORD).await;
-    let (bystander, _) = new_client();
-    signup_with(&app, &bystander, "hal@example.com", PASSWORD).await;
+    app.browser.sign_up("gus@example.com", PASSWORD).await;
+    let phone = app.browser();
+    phone.log_in("gus@example.com", PASSWORD).await;
+    let bystander = app.browser();
+    bystander.sign_up("hal@example.com", PASSWORD).await;
 
-    let csrf = token(&app, &app.client, "/account").await;
-    let response = post(&app, &app.client, "/account/sign-out-everywhere", &[("csrf_token", &csrf)]).await;
+    let response = app.browser.submit("/account", "/account/sign-out-everywhere", &[]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/login?notice=signed-out-everywhere");
-    assert!(!signed_in(&app, &app.client).await);
-    assert!(!signed_in(&app, &phone).await);
-    assert!(signed_in(&app, &bystander).await, "other users keep their sessions");
+    assert!(!app.browser.is_signed_in().await);
+    assert!(!phone.is_signed_in().await);
+    assert!(bystander.is_signed_in().await, "other users keep their sessions");
     let (_, page) = app.page("/login?notice=signed-out-everywhere").await;
     page.assert_well_formed("login with a notice");
     assert!(page.text(".notice").is_some_and(|t| t.contains("signed out on every device")));
@@ -471,26 +386,20 @@ async fn signup_goes_on_to_next_when_it_is_local() {
     let (_, page) = app.page("/signup?next=/studio%3Fmodels%3Dflux-2").await;
     page.assert_well_formed("signup with next");
     assert_eq!(page.attr(".auth-switch a", "href").as_deref(), Some("/login?next=%2Fstudio%3Fmodels%3Dflux-2"));
-    let csrf = page.attr("input[name=csrf_token]", "value").expect("csrf");
-    let next = page.attr("input[name=next]", "value").expect("next carried by the form");
-    let response = post(
-        &app,
-        &app.client,
-        "/signup",
-        &[("email", "lee@example.com"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", &next)],
-    )
-    .await;
+    let signup = Form::on(&page, "/signup");
+    let next = page.attr("form[action=\"/signup\"] input[name=next]", "value").expect("next carried by the form");
+    let response =
+        signup.submit(&app.browser, &[("email", "lee@example.com"), ("password", PASSWORD), ("next", &next)]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/studio?models=flux-2");
-    let (other, _) = new_client();
-    let csrf = token(&app, &other, "/signup").await;
-    let response = post(
-        &app,
-        &other,
-        "/signup",
-        &[("email", "may@example.com"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", "//evil.example")],
-    )
-    .await;
+    let response = app
+        .browser()
+        .submit(
+            "/signup",
+            "/signup",
+            &[("email", "may@example.com"), ("password", PASSWORD), ("next", "//evil.example")],
+        )
+        .await;
     assert_eq!(location(&response), "/");
 }
 
@@ -508,24 +417,24 @@ async fn the_admin_page_is_for_admins_and_adjusts_credits_through_the_ledger() {
     assert_eq!(app.get("/admin").await.status(), StatusCode::SEE_OTHER, "anonymous: log in first");
     let customer = app.create_user("ida@example.com", 100).await;
 
-    let (user_browser, _) = new_client();
-    signup_with(&app, &user_browser, "jo@example.com", PASSWORD).await;
-    let response = user_browser.get(app.url("/admin")).send().await.expect("GET");
+    let user_browser = app.browser();
+    user_browser.sign_up("jo@example.com", PASSWORD).await;
+    let response = user_browser.get("/admin").await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    page_of(response).await.assert_well_formed("admin 403");
-    let csrf = token(&app, &user_browser, "/account").await;
-    let response = post(
-        &app,
-        &user_browser,
-        "/admin/adjust",
-        &[("email", "ida@example.com"), ("amount", "1000"), ("reason", "free money"), ("csrf_token", &csrf)],
-    )
-    .await;
+    Page::from_response(response).await.assert_well_formed("admin 403");
+    // A plain user who crafts the admin's form, with a valid token of their own, is refused.
+    let csrf = user_browser.token("/account", None).await;
+    let response = user_browser
+        .post_raw(
+            "/admin/adjust",
+            &[("email", "ida@example.com"), ("amount", "1000"), ("reason", "free money"), ("csrf_token", &csrf)],
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
     let admin_user = app.create_user("admin@example.com", 0).await;
     admin::promote(&app.pool, "ADMIN@example.com").await.expect("promote");
-    app.sign_in_as(&admin_user).await;
+    app.browser.sign_in(&admin_user).await;
     let (status, page) = app.page("/admin").await;
     assert_eq!(status, StatusCode::OK);
     page.assert_well_formed("admin");
@@ -533,7 +442,7 @@ async fn the_admin_page_is_for_admins_and_adjusts_credits_through_the_ledger() {
     assert_eq!(status, StatusCode::OK);
     page.assert_well_formed("admin with a user");
     assert_eq!(page.text("[data-testid=admin-available]").as_deref(), Some("100"));
-    let csrf = page.attr("form[action=\"/admin/adjust\"] input[name=csrf_token]", "value").expect("form");
+    let adjust = Form::on(&page, "/admin/adjust");
     let key = page.attr("input[name=idempotency_key]", "value").expect("key");
     let (status, page) = app.page("/admin?email=nobody%40example.com").await;
     assert_eq!(status, StatusCode::OK);
@@ -545,15 +454,14 @@ async fn the_admin_page_is_for_admins_and_adjusts_credits_through_the_ledger() {
         ("amount", "50"),
         ("reason", "Apology for the outage"),
         ("idempotency_key", &key),
-        ("csrf_token", &csrf),
     ];
-    let response = post(&app, &app.client, "/admin/adjust", &form).await;
+    let response = adjust.submit(&app.browser, &form).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let page = page_of(response).await;
+    let page = Page::from_response(response).await;
     page.assert_well_formed("admin after adjusting");
     assert!(page.text("[data-testid=admin-notice]").is_some_and(|t| t.contains("Added 50 credits")));
     assert_eq!(page.text("[data-testid=admin-available]").as_deref(), Some("150"));
-    assert_eq!(post(&app, &app.client, "/admin/adjust", &form).await.status(), StatusCode::OK);
+    assert_eq!(adjust.submit(&app.browser, &form).await.status(), StatusCode::OK);
     assert_eq!(ledger::balance(&app.pool, customer.id).await.expect("b").available, 150);
     let history = ledger::history(&app.pool, customer.id, 10, 0).await.expect("history");
     assert_eq!(
@@ -566,32 +474,21 @@ async fn the_admin_page_is_for_admins_and_adjusts_credits_through_the_ledger() {
     for (amount, reason, field) in
         [("10", "  ", "#reason-error"), ("ten", "why", "#amount-error"), ("-151", "clawback", "#amount-error")]
     {
-        let form = [
-            ("email", "ida@example.com"),
-            ("amount", amount),
-            ("reason", reason),
-            ("idempotency_key", "k-bad"),
-            ("csrf_token", &csrf),
-        ];
-        let response = post(&app, &app.client, "/admin/adjust", &form).await;
+        let form = [("email", "ida@example.com"), ("amount", amount), ("reason", reason), ("idempotency_key", "k-bad")];
+        let response = adjust.submit(&app.browser, &form).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{amount} {reason:?}");
-        let page = page_of(response).await;
+        let page = Page::from_response(response).await;
         page.assert_well_formed("admin with errors");
         assert!(page.text(field).is_some(), "{field} for {amount} {reason:?}");
         assert_eq!(page.attr("input[name=amount]", "value").as_deref(), Some(amount));
     }
     // A removal within the balance works.
-    let form = [
-        ("email", "ida@example.com"),
-        ("amount", "-150"),
-        ("reason", "Chargeback"),
-        ("idempotency_key", "k-remove"),
-        ("csrf_token", &csrf),
-    ];
-    assert_eq!(post(&app, &app.client, "/admin/adjust", &form).await.status(), StatusCode::OK);
+    let form =
+        [("email", "ida@example.com"), ("amount", "-150"), ("reason", "Chargeback"), ("idempotency_key", "k-remove")];
+    assert_eq!(adjust.submit(&app.browser, &form).await.status(), StatusCode::OK);
     assert_eq!(ledger::balance(&app.pool, customer.id).await.expect("b").available, 0);
+    app.assert_invariants().await;
     let mut conn = app.pool.acquire().await.expect("conn");
-    assert!(ledger::check_invariants(&mut conn).await.expect("check").is_ok());
     assert_eq!(ledger::system_balance(&mut *conn, ledger::System::Adjustments).await.expect("adj"), 100);
 }
 
@@ -632,6 +529,5 @@ async fn the_cli_grant_adjusts_credits_and_never_goes_below_zero() {
         [("adjustment", -125, "Clawback"), ("adjustment", 25, "Contest prize"), ("signup_bonus", 100, "Sign-up bonus")]
     );
     assert!(matches!(admin::promote(&app.pool, "nobody@example.com").await, Err(AdjustError::UnknownUser(_))));
-    let mut conn = app.pool.acquire().await.expect("conn");
-    assert!(ledger::check_invariants(&mut conn).await.expect("check").is_ok());
+    app.assert_invariants().await;
 }

@@ -49,9 +49,9 @@ async fn unknown_routes_and_wrong_methods_get_pages_in_the_layout() {
     assert_eq!(page.text("h1").as_deref(), Some("Page not found"));
     assert_eq!(page.count("nav[aria-label=Main]"), 1, "the error page uses the site layout");
 
-    let response = app.client.delete(app.url("/")).send().await.expect("DELETE");
+    let response = app.browser.client.delete(app.url("/")).send().await.expect("DELETE");
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let page = Page::parse(&response.text().await.expect("body"));
+    let page = Page::from_response(response).await;
     assert_eq!(page.count("nav[aria-label=Main]"), 1);
 }
 
@@ -71,6 +71,7 @@ async fn oversized_and_malformed_bodies_get_4xx_pages_never_500() {
     // 50 MB body.
     let big = vec![b'a'; 50 * 1024 * 1024];
     let response = app
+        .browser
         .client
         .post(app.url("/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -89,6 +90,7 @@ async fn oversized_and_malformed_bodies_get_4xx_pages_never_500() {
     }
     // Invalid UTF-8 in a form body.
     let response = app
+        .browser
         .client
         .post(app.url("/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -157,6 +159,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let request = app
+        .browser
         .client
         .post(app.url("/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -225,10 +228,9 @@ async fn a_request_whose_client_hangs_up_still_runs_to_completion() {
     use tower::ServiceExt;
 
     let app = TestApp::spawn().await;
-    let body = app.client.get(app.url("/signup")).send().await.expect("GET").text().await.expect("body");
-    let csrf = Page::parse(&body).attr("input[name=csrf_token]", "value").expect("csrf token");
+    let csrf = app.browser.token("/signup", Some("/signup")).await;
     let url = app.url("/signup").parse().expect("url");
-    let cookie = app.jar.cookies(&url).expect("session cookie");
+    let cookie = app.browser.jar.cookies(&url).expect("the CSRF cookie");
     let form = format!("email=gone%40example.com&password=correct+horse+battery&csrf_token={csrf}");
     let request = axum::http::Request::post("/signup")
         .header("content-type", "application/x-www-form-urlencoded")

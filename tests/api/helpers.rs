@@ -1,6 +1,7 @@
 //! The test harness: every test gets the real app, listening on `127.0.0.1:0`, over a fresh
 //! database of its own (created on the same server the app would use: `DATABASE_URL`, else the
-//! local default, else the private cluster), and a cookie-keeping HTTP client.
+//! local default, else the private cluster), and a [`Browser`] (`app.browser`) that `app.get`
+//! and `app.page` use; [`TestApp::browser`] makes one more per extra simulated person.
 
 #![allow(dead_code)]
 
@@ -129,8 +130,8 @@ pub fn test_config() -> Config {
 /// A running app over its own database.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub client: reqwest::Client,
-    pub jar: Arc<Jar>,
+    /// The default browser: what `get`, `page` and `signed_in_user` use.
+    pub browser: Browser,
     pub pool: PgPool,
     pub state: AppState,
     shutdown: CancellationToken,
@@ -167,8 +168,8 @@ impl TestApp {
                 .await
                 .expect("server");
         });
-        let (client, jar) = new_client();
-        TestApp { addr, client, jar, pool, state, shutdown, server: Some(server), db }
+        let browser = Browser::new(addr);
+        TestApp { addr, browser, pool, state, shutdown, server: Some(server), db }
     }
 
     /// Stops the server gracefully (in-flight requests finish) and waits for it.
@@ -182,15 +183,14 @@ impl TestApp {
     }
 
     /// Stops this server and starts a new one over the same database: a process restart.
-    /// The client (and its cookies) carries over.
+    /// The default browser (and its cookies) carries over; it talks to the new address.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
         let config = (*self.state.config).clone();
-        let (client, jar) = (self.client.clone(), self.jar.clone());
+        let browser = self.browser.clone();
         let TestApp { db, pool, .. } = self;
         let mut app = Self::start(db, pool, config).await;
-        app.client = client;
-        app.jar = jar;
+        app.browser = Browser { base: app.browser.base.clone(), ..browser };
         app
     }
 
@@ -198,29 +198,14 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// GETs `path` with the default browser.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("GET")
+        self.browser.get(path).await
     }
 
-    /// GETs a page and parses it; asserts it is HTML.
+    /// GETs a page with the default browser and parses it; asserts it is HTML.
     pub async fn page(&self, path: &str) -> (StatusCode, Page) {
-        let response = self.get(path).await;
-        let status = response.status();
-        let content_type =
-            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let body = response.text().await.expect("body");
-        assert!(content_type.starts_with("text/html"), "{path}: expected HTML, got {content_type}: {body}");
-        (status, Page::parse(&body))
-    }
-
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.client.post(self.url(path)).form(form).send().await.expect("POST")
-    }
-
-    /// The CSRF token from the first form on `path`.
-    pub async fn csrf_token(&self, path: &str) -> String {
-        let (_, page) = self.page(path).await;
-        page.attr("input[name=csrf_token]", "value").unwrap_or_else(|| panic!("{path} has no csrf_token field"))
+        self.browser.page(path).await
     }
 }
 
@@ -257,28 +242,37 @@ impl TestApp {
         TestUser { id, email: email.to_string(), password }
     }
 
-    /// Signs this app's client in as `user` by writing a session row and its cookie (the way
-    /// the log-in form would end), without going through the log-in form.
-    pub async fn sign_in_as(&self, user: &TestUser) {
-        let id = tower_sessions::session::Id::default();
-        let data = serde_json::json!({ faceoff::accounts::SESSION_USER_KEY: user.id });
-        sqlx::query("INSERT INTO session (id, data, expiry_date) VALUES ($1, $2, now() + interval '1 day')")
-            .bind(id.to_string())
-            .bind(data)
-            .execute(&self.pool)
-            .await
-            .expect("insert session");
-        let url: reqwest::Url = self.url("/").parse().expect("url");
-        self.jar.add_cookie_str(&format!("faceoff_session={id}; Path=/"), &url);
-    }
-
-    /// Creates a user with `credits` credits and signs the client in as them.
+    /// Creates a user with `credits` credits and signs the default browser in as them, through
+    /// the log-in form.
     pub async fn signed_in_user(&self, credits: i64) -> TestUser {
         let email = format!("user{}@example.com", NEXT_DB.fetch_add(1, Ordering::SeqCst));
         let user = self.create_user(&email, credits).await;
-        self.sign_in_as(&user).await;
+        self.browser.sign_in(&user).await;
         user
     }
+}
+
+/// A fresh database, migrated and seeded as the app would, without an app: for tests of the
+/// modules underneath.
+pub async fn migrated_db(max_connections: u32) -> (TestDb, PgPool) {
+    faceoff::telemetry::init_for_test();
+    let db = TestDb::create().await;
+    let pool = db.pool(max_connections);
+    server::prepare_database(&pool, &test_config()).await.expect("prepare test database");
+    (db, pool)
+}
+
+/// Creates a user with `credits` sign-up credits in `pool` (a random email, [`TEST_PASSWORD`]);
+/// returns their id. For tests that have a pool but no app.
+pub async fn user_with_credits(pool: &PgPool, credits: i64) -> uuid::Uuid {
+    let email = format!("{}@example.com", uuid::Uuid::new_v4());
+    let hash = test_password_hash().await;
+    let mut tx = faceoff::db::begin(pool).await.expect("begin");
+    let id = faceoff::accounts::create_user(&mut tx, &email, &hash, faceoff::accounts::Role::User, credits)
+        .await
+        .expect("create user");
+    tx.commit().await.expect("commit");
+    id
 }
 
 /// One simulated person's browser: its own cookie jar (session and CSRF cookies), no automatic
@@ -321,6 +315,18 @@ impl Browser {
         self.client.post(self.url(path)).form(form).send().await.expect("POST")
     }
 
+    /// POSTs a multipart form as it is (no token added): the caller puts in the fields the page's
+    /// form carries (see [`Form::on`]).
+    pub async fn post_multipart(&self, path: &str, form: reqwest::multipart::Form) -> reqwest::Response {
+        self.client.post(self.url(path)).multipart(form).send().await.expect("POST multipart")
+    }
+
+    /// The form posting to `action` on the page at `page`, as this browser loads it.
+    pub async fn form(&self, page: &str, action: &str) -> Form {
+        let (_, loaded) = self.page(page).await;
+        Form::on(&loaded, action)
+    }
+
     /// The CSRF token of the form posting to `action` on the page at `path` (any form when
     /// `action` is `None`).
     pub async fn token(&self, path: &str, action: Option<&str>) -> String {
@@ -335,10 +341,7 @@ impl Browser {
     /// Submits the form posting to `action` found on the page at `page`, with `fields` and the
     /// page's CSRF token, as a browser would.
     pub async fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        let token = self.token(page, Some(action)).await;
-        let mut form: Vec<(&str, &str)> = fields.to_vec();
-        form.push(("csrf_token", &token));
-        self.post_raw(action, &form).await
+        self.form(page, action).await.submit(self, fields).await
     }
 
     /// Signs up through the sign-up form.
@@ -364,6 +367,12 @@ impl Browser {
         header.to_str().ok()?.split("; ").find_map(|c| c.strip_prefix(&format!("{name}="))).map(str::to_string)
     }
 
+    /// Puts cookie `name` in this browser's jar, as if a server (or an attacker) had set it.
+    pub fn add_cookie(&self, name: &str, value: &str) {
+        let url: reqwest::Url = self.url("/").parse().expect("url");
+        self.jar.add_cookie_str(&format!("{name}={value}; Path=/"), &url);
+    }
+
     /// Whether the header shows a signed-in user.
     pub async fn is_signed_in(&self) -> bool {
         let (_, page) = self.page("/").await;
@@ -382,6 +391,36 @@ impl TestApp {
     pub async fn assert_invariants(&self) {
         assert_ledger_invariants(&self.pool).await;
     }
+}
+
+/// A form as a browser tab holds it after loading its page: where it posts and the CSRF token
+/// it was rendered with. Submitting it again later (a double click, the back button, a tab left
+/// open) sends that same token.
+#[derive(Debug, Clone)]
+pub struct Form {
+    pub action: String,
+    pub token: String,
+}
+
+impl Form {
+    /// The form posting to `action` on `page`; panics when the page has none.
+    pub fn on(page: &Page, action: &str) -> Form {
+        let selector = format!("form[action=\"{action}\"] input[name=csrf_token]");
+        let token = page.attr(&selector, "value").unwrap_or_else(|| panic!("no form posting to {action} ({selector})"));
+        Form { action: action.to_string(), token }
+    }
+
+    /// Submits this form from `browser` with `fields` and the form's token.
+    pub async fn submit(&self, browser: &Browser, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        form.push(("csrf_token", &self.token));
+        browser.post_raw(&self.action, &form).await
+    }
+}
+
+/// The `Location` header of a response ("" when it has none).
+pub fn location(response: &reqwest::Response) -> String {
+    response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 /// See [`TestApp::assert_invariants`]; for tests that have a pool but no app.
@@ -408,6 +447,11 @@ pub struct Page {
 impl Page {
     pub fn parse(source: &str) -> Page {
         Page { html: Html::parse_document(source), source: source.to_string() }
+    }
+
+    /// Reads and parses a response's body (whatever its status).
+    pub async fn from_response(response: reqwest::Response) -> Page {
+        Page::parse(&response.text().await.expect("body"))
     }
 
     fn selector(css: &str) -> Selector {

@@ -6,42 +6,13 @@ use std::{
     sync::Arc,
 };
 
-use faceoff::{
-    accounts::{self, Role},
-    ledger::{self, HoldId, HoldStatus, Kind, LedgerError, NewTransfer, Refs, System},
-    server,
-};
+use faceoff::ledger::{self, HoldId, HoldStatus, Kind, LedgerError, NewTransfer, Refs, System};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sqlx::PgPool;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, test_config};
-
-const FAKE_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q";
-
-async fn ledger_db(max_connections: u32) -> (TestDb, PgPool) {
-    faceoff::telemetry::init_for_test();
-    let db = TestDb::create().await;
-    let pool = db.pool(max_connections);
-    server::prepare_database(&pool, &test_config()).await.expect("prepare");
-    (db, pool)
-}
-
-async fn user_with(pool: &PgPool, credits: i64) -> Uuid {
-    let mut tx = faceoff::db::begin(pool).await.expect("begin");
-    let email = format!("{}@example.com", Uuid::new_v4());
-    let id = accounts::create_user(&mut tx, &email, FAKE_HASH, Role::User, credits).await.expect("create user");
-    tx.commit().await.expect("commit");
-    id
-}
-
-async fn assert_invariants(pool: &PgPool) {
-    let mut conn = pool.acquire().await.expect("conn");
-    let report = ledger::check_invariants(&mut conn).await.expect("check");
-    assert!(report.is_ok(), "ledger invariants violated: {:?}", report.violations);
-}
+use crate::helpers::{assert_ledger_invariants, migrated_db, user_with_credits};
 
 fn later() -> OffsetDateTime {
     OffsetDateTime::now_utc() + Duration::minutes(10)
@@ -49,8 +20,8 @@ fn later() -> OffsetDateTime {
 
 #[tokio::test]
 async fn two_hundred_concurrent_reserves_against_one_wallet() {
-    let (_db, pool) = ledger_db(32).await;
-    let user = user_with(&pool, 100).await;
+    let (_db, pool) = migrated_db(32).await;
+    let user = user_with_credits(&pool, 100).await;
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let pool = pool.clone();
@@ -78,13 +49,13 @@ async fn two_hundred_concurrent_reserves_against_one_wallet() {
     assert_eq!((ok, insufficient), (4, 196));
     let balance = ledger::balance(&pool, user).await.expect("balance");
     assert_eq!(balance, ledger::Balance { available: 12, held: 88 });
-    assert_invariants(&pool).await;
+    assert_ledger_invariants(&pool).await;
 }
 
 #[tokio::test]
 async fn transfers_are_idempotent_and_keys_cannot_be_reused_for_something_else() {
-    let (_db, pool) = ledger_db(5).await;
-    let user = user_with(&pool, 0).await;
+    let (_db, pool) = migrated_db(5).await;
+    let user = user_with_credits(&pool, 0).await;
     let mut conn = pool.acquire().await.expect("conn");
     let wallet = ledger::wallet(&mut *conn, user).await.expect("wallet");
     let sales = ledger::system_account(&mut *conn, System::TopupSales).await.expect("system");
@@ -125,13 +96,13 @@ async fn transfers_are_idempotent_and_keys_cannot_be_reused_for_something_else()
     assert!(ledger::transfer(&mut conn, signup).await.expect("grant again").replayed);
     assert_eq!(ledger::balance(&mut *conn, user).await.expect("balance").available, 600);
     drop(conn);
-    assert_invariants(&pool).await;
+    assert_ledger_invariants(&pool).await;
 }
 
 #[tokio::test]
 async fn a_failed_transfer_inside_a_transaction_leaves_it_usable() {
-    let (_db, pool) = ledger_db(5).await;
-    let user = user_with(&pool, 10).await;
+    let (_db, pool) = migrated_db(5).await;
+    let user = user_with_credits(&pool, 10).await;
     let mut tx = faceoff::db::begin(&pool).await.expect("begin");
     let err = ledger::reserve(&mut tx, user, 11, "too-much", later(), "run", Refs::default()).await.expect_err("short");
     assert_eq!(err.to_string(), "insufficient credits (need 11, have 10)");
@@ -139,13 +110,13 @@ async fn a_failed_transfer_inside_a_transaction_leaves_it_usable() {
     tx.commit().await.expect("commit");
     assert_eq!(ledger::balance(&pool, user).await.expect("balance"), ledger::Balance { available: 0, held: 10 });
     assert_eq!(ledger::get_hold(&pool, hold.hold_id).await.expect("hold").status, HoldStatus::Pending);
-    assert_invariants(&pool).await;
+    assert_ledger_invariants(&pool).await;
 }
 
 #[tokio::test]
 async fn holds_post_partially_void_fully_and_resolve_exactly_once() {
-    let (_db, pool) = ledger_db(10).await;
-    let user = user_with(&pool, 100).await;
+    let (_db, pool) = migrated_db(10).await;
+    let user = user_with_credits(&pool, 100).await;
     let mut conn = pool.acquire().await.expect("conn");
 
     // Replaying a reserve returns the original hold; the same key with another amount is an error.
@@ -203,13 +174,13 @@ async fn holds_post_partially_void_fully_and_resolve_exactly_once() {
     assert_eq!(ledger::balance(&mut *conn, user).await.expect("b").available, 78);
     assert_eq!(ledger::system_balance(&mut *conn, System::GenerationRevenue).await.expect("rev"), 22);
     drop(conn);
-    assert_invariants(&pool).await;
+    assert_ledger_invariants(&pool).await;
 }
 
 #[tokio::test]
 async fn concurrent_resolutions_of_one_hold_have_exactly_one_winner() {
-    let (_db, pool) = ledger_db(20).await;
-    let user = user_with(&pool, 1000).await;
+    let (_db, pool) = migrated_db(20).await;
+    let user = user_with_credits(&pool, 1000).await;
     for round in 0..20 {
         let mut conn = pool.acquire().await.expect("conn");
         let hold = ledger::reserve(&mut conn, user, 40, &format!("race:{round}"), later(), "run", Refs::default())
@@ -251,13 +222,13 @@ async fn concurrent_resolutions_of_one_hold_have_exactly_one_winner() {
             None => assert_eq!(final_hold.status, HoldStatus::Voided),
         }
     }
-    assert_invariants(&pool).await;
+    assert_ledger_invariants(&pool).await;
 }
 
 #[tokio::test]
 async fn the_sweeper_voids_holds_past_their_deadline() {
-    let (_db, pool) = ledger_db(5).await;
-    let user = user_with(&pool, 100).await;
+    let (_db, pool) = migrated_db(5).await;
+    let user = user_with_credits(&pool, 100).await;
     let mut conn = pool.acquire().await.expect("conn");
     let past = OffsetDateTime::now_utc() - Duration::seconds(1);
     let expired = ledger::reserve(&mut conn, user, 30, "old", past, "run", Refs::default()).await.expect("reserve");
@@ -274,13 +245,13 @@ async fn the_sweeper_voids_holds_past_their_deadline() {
     assert_eq!(ledger::balance(&pool, user).await.expect("b"), ledger::Balance { available: 70, held: 10 });
     let history = ledger::history(&pool, user, 20, 0).await.expect("history");
     assert!(history.iter().any(|l| l.label() == "Refund" && l.memo.contains("expired")), "{history:?}");
-    assert_invariants(&pool).await;
+    assert_ledger_invariants(&pool).await;
 }
 
 #[tokio::test]
 async fn the_database_refuses_what_the_ledger_forbids() {
-    let (_db, pool) = ledger_db(5).await;
-    let user = user_with(&pool, 100).await;
+    let (_db, pool) = migrated_db(5).await;
+    let user = user_with_credits(&pool, 100).await;
     let wallet: i64 = sqlx::query_scalar("SELECT account_id FROM ledger_account WHERE user_id = $1")
         .bind(user)
         .fetch_one(&pool)
@@ -343,7 +314,7 @@ async fn the_database_refuses_what_the_ledger_forbids() {
     );
     drop(conn);
     assert_eq!(ledger::balance(&pool, user).await.expect("b").available, 100);
-    assert_invariants(&pool).await;
+    assert_ledger_invariants(&pool).await;
 }
 
 // ---- the simulator ----
@@ -543,14 +514,14 @@ async fn simulated_concurrent_ledger_traffic_matches_the_model() {
     };
     println!("ledger simulation: FACEOFF_SIM_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let (_db, pool) = ledger_db(24).await;
+    let (_db, pool) = migrated_db(24).await;
     const USERS: usize = 4;
     const TASKS: usize = 8;
     const ROUNDS: usize = 12;
     let mut users = Vec::new();
     let mut model = Model::default();
     for _ in 0..USERS {
-        users.push(user_with(&pool, 60).await);
+        users.push(user_with_credits(&pool, 60).await);
         model.granted.push(60);
     }
 
@@ -669,7 +640,7 @@ async fn simulated_concurrent_ledger_traffic_matches_the_model() {
         let issued: i64 = model.grant_keys.values().sum();
         assert_eq!(ledger::system_balance(&mut *conn, System::Adjustments).await.expect("adj"), -issued);
         drop(conn);
-        assert_invariants(&pool).await;
+        assert_ledger_invariants(&pool).await;
     }
     let expired_voided = model.holds.values().filter(|h| h.2 && h.3 == Some(Resolution::Voided)).count() as u64;
     assert!(model.swept <= expired_voided, "swept {} > {expired_voided} expired holds voided", model.swept);

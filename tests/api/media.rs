@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, new_client};
+use crate::helpers::TestApp;
 
 fn jpeg() -> Bytes {
     let img = image::RgbImage::from_pixel(64, 48, image::Rgb([200, 40, 90]));
@@ -46,14 +46,14 @@ async fn private_media_is_only_for_its_owner() {
     assert!(response.headers()["cache-control"].to_str().unwrap_or("").starts_with("private"));
 
     // Anonymous: as if it did not exist.
-    let (anonymous, _) = new_client();
-    let response = anonymous.get(app.url("/media/runs/abc/one.jpg")).send().await.expect("GET");
+    let response = app.browser().get("/media/runs/abc/one.jpg").await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // Another user: the same.
     let other = app.create_user("other@example.com", 10).await;
-    app.sign_in_as(&other).await;
-    assert_eq!(app.get("/media/runs/abc/one.jpg").await.status(), StatusCode::NOT_FOUND);
+    let others = app.browser();
+    others.sign_in(&other).await;
+    assert_eq!(others.get("/media/runs/abc/one.jpg").await.status(), StatusCode::NOT_FOUND);
 }
 
 #[test]

@@ -14,13 +14,9 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use crate::helpers::{Page, TestApp, new_client};
+use crate::helpers::{Form, Page, TestApp, location, new_client};
 
 const SECRET: &str = "whsec_test_secret";
-
-fn location(response: &reqwest::Response) -> String {
-    response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-}
 
 async fn header_balance(app: &TestApp) -> i64 {
     let (status, page) = app.page("/credits").await;
@@ -30,12 +26,6 @@ async fn header_balance(app: &TestApp) -> i64 {
 
 async fn balance(app: &TestApp, user_id: Uuid) -> i64 {
     ledger::balance(&app.pool, user_id).await.expect("balance").available
-}
-
-async fn assert_invariants(app: &TestApp) {
-    let mut conn = app.pool.acquire().await.expect("conn");
-    let report = ledger::check_invariants(&mut conn).await.expect("check");
-    assert!(report.is_ok(), "{:?}", report.violations);
 }
 
 async fn topup_count(app: &TestApp, user_id: Uuid) -> i64 {
@@ -71,8 +61,7 @@ async fn event_count(app: &TestApp) -> i64 {
 
 /// Starts a checkout for `pack` on /credits; returns the payment id and the redirect target.
 async fn start_checkout(app: &TestApp, pack: &str) -> (Uuid, String) {
-    let token = app.csrf_token("/credits").await;
-    let response = app.post_form("/credits/checkout", &[("pack", pack), ("csrf_token", &token)]).await;
+    let response = app.browser.submit("/credits", "/credits/checkout", &[("pack", pack)]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "checkout redirects to the provider");
     let to = location(&response);
     let payment_id: Uuid = sqlx::query_scalar("SELECT payment_id FROM payment ORDER BY created_at DESC LIMIT 1")
@@ -82,20 +71,32 @@ async fn start_checkout(app: &TestApp, pack: &str) -> (Uuid, String) {
     (payment_id, to)
 }
 
-/// A Checkout Session object as Stripe sends it.
-fn session_object(session_id: &str, payment_id: Uuid, user_id: Uuid, payment_status: &str) -> Value {
-    json!({
-        "id": session_id,
-        "object": "checkout.session",
-        "mode": "payment",
-        "status": "complete",
-        "payment_status": payment_status,
-        "client_reference_id": payment_id.to_string(),
-        "amount_total": 1000,
-        "currency": "usd",
-        "metadata": {"payment_id": payment_id.to_string(), "user_id": user_id.to_string(), "pack": "standard-500"},
-        "url": null,
-    })
+/// The Checkout Session Stripe made for a payment (of the standard pack): `.json()` is the object
+/// as Stripe sends it, in webhook events and in answers to a session look-up.
+struct Checkout<'a> {
+    /// The Checkout Session's id.
+    session: &'a str,
+    payment: Uuid,
+    user: Uuid,
+    /// Whether Stripe reports it paid (`payment_status`).
+    paid: bool,
+}
+
+impl Checkout<'_> {
+    fn json(&self) -> Value {
+        json!({
+            "id": self.session,
+            "object": "checkout.session",
+            "mode": "payment",
+            "status": "complete",
+            "payment_status": if self.paid { "paid" } else { "unpaid" },
+            "client_reference_id": self.payment.to_string(),
+            "amount_total": 1000,
+            "currency": "usd",
+            "metadata": {"payment_id": self.payment.to_string(), "user_id": self.user.to_string(), "pack": "standard-500"},
+            "url": null,
+        })
+    }
 }
 
 fn event(event_id: &str, kind: &str, object: Value) -> Vec<u8> {
@@ -151,10 +152,10 @@ async fn buying_a_pack_in_the_sandbox_credits_it_once() {
     page.assert_well_formed("sandbox checkout");
     assert!(page.text("[data-testid=test-mode]").is_some_and(|t| t.contains("Test mode")));
     assert_eq!(page.text("[data-testid=credits]").as_deref(), Some("500"));
-    let token = page.attr("input[name=csrf_token]", "value").expect("csrf");
+    let pay = Form::on(&page, &format!("{to}/pay"));
 
     // Pay.
-    let response = app.post_form(&format!("{to}/pay"), &[("csrf_token", &token)]).await;
+    let response = pay.submit(&app.browser, &[]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), format!("/credits/payments/{payment_id}"));
     let (status, page) = app.page(&location(&response)).await;
@@ -178,18 +179,23 @@ async fn buying_a_pack_in_the_sandbox_credits_it_once() {
     let event_id: String =
         sqlx::query_scalar("SELECT event_id FROM stripe_event").fetch_one(&app.pool).await.expect("event");
     for id in [event_id.as_str(), "evt_second_delivery"] {
-        let body = event(id, "checkout.session.completed", session_object(&session_id, payment_id, user.id, "paid"));
+        let body = event(
+            id,
+            "checkout.session.completed",
+            Checkout { session: &session_id, payment: payment_id, user: user.id, paid: true }.json(),
+        );
         let response = post_webhook(&app, &body, &sign(&secret, now(), &body)).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     assert_eq!(header_balance(&app).await, 600);
     assert_eq!(topup_count(&app, user.id).await, 1);
 
-    // Paying again is a no-op that lands on the payment page.
-    let response = app.post_form(&format!("{to}/pay"), &[("csrf_token", &token)]).await;
+    // Paying again (the sandbox page still open in the tab) is a no-op that lands on the payment
+    // page.
+    let response = pay.submit(&app.browser, &[]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(balance(&app, user.id).await, 600);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -197,16 +203,18 @@ async fn canceling_the_sandbox_checkout_changes_no_balance() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(100).await;
     let (payment_id, to) = start_checkout(&app, "starter-200").await;
-    let token = app.csrf_token(&to).await;
-    let response = app.post_form(&format!("{to}/cancel"), &[("csrf_token", &token)]).await;
+    let (_, sandbox) = app.page(&to).await;
+    let (cancel, pay) = (Form::on(&sandbox, &format!("{to}/cancel")), Form::on(&sandbox, &format!("{to}/pay")));
+    let response = cancel.submit(&app.browser, &[]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(payment_status(&app, payment_id).await, "canceled");
     let (_, page) = app.page(&location(&response)).await;
     page.assert_well_formed("canceled payment");
     assert_eq!(page.text("[data-testid=payment-status]").as_deref(), Some("Canceled"));
 
-    // A canceled checkout cannot be paid any more, and the sandbox page sends you to its status.
-    let response = app.post_form(&format!("{to}/pay"), &[("csrf_token", &token)]).await;
+    // A canceled checkout cannot be paid any more (from the page still open), and the sandbox
+    // page sends you to its status.
+    let response = pay.submit(&app.browser, &[]).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     let response = app.get(&to).await;
     assert_eq!(location(&response), format!("/credits/payments/{payment_id}"));
@@ -216,24 +224,24 @@ async fn canceling_the_sandbox_checkout_changes_no_balance() {
     assert_eq!(page.text("tr[data-status=canceled] .badge").as_deref(), Some("Canceled"));
     assert_eq!(page.texts(".history-label"), ["Sign-up bonus"]);
     assert_eq!(topup_count(&app, user.id).await, 0);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
 async fn checkout_validates_the_pack_and_the_csrf_token() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(100).await;
-    let token = app.csrf_token("/credits").await;
 
-    let response = app.post_form("/credits/checkout", &[("pack", "mega-9000"), ("csrf_token", &token)]).await;
+    let response = app.browser.submit("/credits", "/credits/checkout", &[("pack", "mega-9000")]).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = Page::parse(&response.text().await.expect("body"));
+    let page = Page::from_response(response).await;
     page.assert_well_formed("checkout with an unknown pack");
     assert!(page.text("#pack-error").is_some_and(|t| t.contains("mega-9000")), "the error names the pack");
 
-    let response = app.post_form("/credits/checkout", &[("pack", "standard-500"), ("csrf_token", "forged")]).await;
+    let response =
+        app.browser.post_raw("/credits/checkout", &[("pack", "standard-500"), ("csrf_token", "forged")]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let response = app.post_form("/credits/checkout", &[("pack", "standard-500")]).await;
+    let response = app.browser.post_raw("/credits/checkout", &[("pack", "standard-500")]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
     let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payment").fetch_one(&app.pool).await.expect("count");
@@ -244,34 +252,36 @@ async fn checkout_validates_the_pack_and_the_csrf_token() {
 #[tokio::test]
 async fn credits_pages_belong_to_their_owner() {
     let app = TestApp::spawn().await;
-    let (anonymous, _) = new_client();
+    let anonymous = app.browser();
     for path in ["/credits", "/credits/history.csv"] {
-        let response = anonymous.get(app.url(path)).send().await.expect("GET");
+        let response = anonymous.get(path).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
         assert!(location(&response).starts_with("/login?next="), "{path}");
     }
 
     let alice = app.signed_in_user(100).await;
     let (payment_id, to) = start_checkout(&app, "pro-1200").await;
-    let response = anonymous.get(app.url(&to)).send().await.expect("GET");
+    let response = anonymous.get(&to).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "anonymous visitors are sent to log in");
 
     // Bob may not see or pay Alice's checkout.
     let bob = app.create_user("bob@example.com", 100).await;
-    app.sign_in_as(&bob).await;
-    let token = app.csrf_token("/credits").await;
+    let bobs = app.browser();
+    bobs.sign_in(&bob).await;
     for path in [to.clone(), format!("/credits/payments/{payment_id}"), "/credits/payments/not-a-uuid".into()] {
-        let (status, page) = app.page(&path).await;
+        let (status, page) = bobs.page(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         page.assert_well_formed("404");
     }
-    let response = app.post_form(&format!("{to}/pay"), &[("csrf_token", &token)]).await;
+    // Bob crafts the pay and cancel forms of Alice's checkout, with a valid token of his own.
+    let token = bobs.token("/credits", None).await;
+    let response = bobs.post_raw(&format!("{to}/pay"), &[("csrf_token", &token)]).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = app.post_form(&format!("{to}/cancel"), &[("csrf_token", &token)]).await;
+    let response = bobs.post_raw(&format!("{to}/cancel"), &[("csrf_token", &token)]).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(payment_status(&app, payment_id).await, "pending");
     assert_eq!((balance(&app, alice.id).await, balance(&app, bob.id).await), (100, 100));
-    let (_, page) = app.page("/credits").await;
+    let (_, page) = bobs.page("/credits").await;
     assert_eq!(page.count(".payments-table tbody tr"), 0, "Bob does not see Alice's payments");
 }
 
@@ -345,7 +355,7 @@ async fn redelivered_and_duplicate_events_credit_exactly_once() {
     let user = app.signed_in_user(100).await;
     let (payment_id, _) = start_checkout(&app, "standard-500").await;
     let session_id = session_of(&app, payment_id).await;
-    let object = session_object(&session_id, payment_id, user.id, "paid");
+    let object = Checkout { session: &session_id, payment: payment_id, user: user.id, paid: true }.json();
     let completed = event("evt_completed_1", "checkout.session.completed", object.clone());
     let succeeded = event("evt_async_ok_1", "checkout.session.async_payment_succeeded", object);
 
@@ -367,7 +377,7 @@ async fn redelivered_and_duplicate_events_credit_exactly_once() {
         .await
         .expect("key");
     assert_eq!(key, format!("checkout:{session_id}"));
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -376,12 +386,19 @@ async fn forged_stale_and_tampered_events_are_rejected() {
     let user = app.signed_in_user(100).await;
     let (payment_id, _) = start_checkout(&app, "standard-500").await;
     let session_id = session_of(&app, payment_id).await;
-    let body = event("evt_1", "checkout.session.completed", session_object(&session_id, payment_id, user.id, "paid"));
+    let body = event(
+        "evt_1",
+        "checkout.session.completed",
+        Checkout { session: &session_id, payment: payment_id, user: user.id, paid: true }.json(),
+    );
 
     let forged = sign("whsec_attacker", now(), &body);
     let stale = sign(SECRET, now() - TOLERANCE_SECS - 1, &body);
-    let mut tampered_body =
-        event("evt_1", "checkout.session.completed", session_object(&session_id, payment_id, user.id, "paid"));
+    let mut tampered_body = event(
+        "evt_1",
+        "checkout.session.completed",
+        Checkout { session: &session_id, payment: payment_id, user: user.id, paid: true }.json(),
+    );
     let signed_for_original = sign(SECRET, now(), &tampered_body);
     tampered_body = String::from_utf8(tampered_body).expect("utf8").replace("1000", "100").into_bytes();
     let cases: [(&str, &[u8], String); 5] = [
@@ -412,7 +429,7 @@ async fn forged_stale_and_tampered_events_are_rejected() {
     let response = post_webhook(&app, &body, &header).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(balance(&app, user.id).await, 600);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -430,11 +447,21 @@ async fn failed_expired_and_unknown_events() {
     let s1 = session_of(&app, first).await;
     let s2 = session_of(&app, second).await;
     assert_eq!(
-        deliver("evt_a", "checkout.session.async_payment_failed", session_object(&s1, first, user.id, "unpaid")).await,
+        deliver(
+            "evt_a",
+            "checkout.session.async_payment_failed",
+            Checkout { session: &s1, payment: first, user: user.id, paid: false }.json()
+        )
+        .await,
         StatusCode::OK
     );
     assert_eq!(
-        deliver("evt_b", "checkout.session.expired", session_object(&s2, second, user.id, "unpaid")).await,
+        deliver(
+            "evt_b",
+            "checkout.session.expired",
+            Checkout { session: &s2, payment: second, user: user.id, paid: false }.json()
+        )
+        .await,
         StatusCode::OK
     );
     assert_eq!(payment_status(&app, first).await, "failed");
@@ -443,7 +470,12 @@ async fn failed_expired_and_unknown_events() {
     let (third, _) = start_checkout(&app, "starter-200").await;
     let s3 = session_of(&app, third).await;
     assert_eq!(
-        deliver("evt_c", "checkout.session.completed", session_object(&s3, third, user.id, "unpaid")).await,
+        deliver(
+            "evt_c",
+            "checkout.session.completed",
+            Checkout { session: &s3, payment: third, user: user.id, paid: false }.json()
+        )
+        .await,
         StatusCode::OK
     );
     assert_eq!(payment_status(&app, third).await, "pending");
@@ -460,7 +492,7 @@ async fn failed_expired_and_unknown_events() {
     let (_, page) = app.page("/credits").await;
     assert_eq!(page.count("tr[data-status=failed]"), 2);
     assert_eq!(page.count("tr[data-status=pending]"), 1);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -518,18 +550,15 @@ async fn stripe_checkout_and_the_success_page_racing_the_webhook() {
     // The buyer pays; Stripe's success page and its webhook arrive at the same time.
     Mock::given(method("GET"))
         .and(path("/v1/checkout/sessions/cs_test_a1b2c3"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(session_object(
-            "cs_test_a1b2c3",
-            payment_id,
-            user.id,
-            "paid",
-        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            Checkout { session: "cs_test_a1b2c3", payment: payment_id, user: user.id, paid: true }.json(),
+        ))
         .mount(&stripe)
         .await;
     let body = event(
         "evt_live_1",
         "checkout.session.completed",
-        session_object("cs_test_a1b2c3", payment_id, user.id, "paid"),
+        Checkout { session: "cs_test_a1b2c3", payment: payment_id, user: user.id, paid: true }.json(),
     );
     let success = format!("/credits/payments/{payment_id}?session_id=cs_test_a1b2c3");
     let signature = sign(SECRET, now(), &body);
@@ -551,11 +580,12 @@ async fn stripe_checkout_and_the_success_page_racing_the_webhook() {
 
     assert_eq!(header_balance(&app).await, 600);
     assert_eq!(topup_count(&app, user.id).await, 1);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
     // With Stripe configured, the sandbox cannot complete anything.
-    let token = app.csrf_token("/credits").await;
+    // (No page offers that form here: it is crafted, with the browser's valid token.)
+    let token = app.browser.token("/credits", None).await;
     let response =
-        app.post_form(&format!("/credits/checkout/sandbox/{payment_id}/pay"), &[("csrf_token", &token)]).await;
+        app.browser.post_raw(&format!("/credits/checkout/sandbox/{payment_id}/pay"), &[("csrf_token", &token)]).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
@@ -581,12 +611,11 @@ async fn the_success_page_alone_fulfils_the_payment() {
     let (payment_id, _) = start_checkout(&app, "standard-500").await;
     Mock::given(method("GET"))
         .and(path("/v1/checkout/sessions/cs_test_page"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(session_object(
-            "cs_test_page",
-            payment_id,
-            user.id,
-            "paid",
-        )))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                Checkout { session: "cs_test_page", payment: payment_id, user: user.id, paid: true }.json(),
+            ),
+        )
         .expect(1)
         .mount(&stripe)
         .await;
@@ -598,13 +627,16 @@ async fn the_success_page_alone_fulfils_the_payment() {
     assert_eq!(header_balance(&app).await, 600);
 
     // The webhook arriving afterwards changes nothing.
-    let body =
-        event("evt_page_1", "checkout.session.completed", session_object("cs_test_page", payment_id, user.id, "paid"));
+    let body = event(
+        "evt_page_1",
+        "checkout.session.completed",
+        Checkout { session: "cs_test_page", payment: payment_id, user: user.id, paid: true }.json(),
+    );
     let response = post_webhook(&app, &body, &sign(SECRET, now(), &body)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header_balance(&app).await, 600);
     assert_eq!(topup_count(&app, user.id).await, 1);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -625,10 +657,9 @@ async fn stripe_refusing_the_checkout_fails_the_payment_cleanly() {
     })
     .await;
     let user = app.signed_in_user(100).await;
-    let token = app.csrf_token("/credits").await;
-    let response = app.post_form("/credits/checkout", &[("pack", "starter-200"), ("csrf_token", &token)]).await;
+    let response = app.browser.submit("/credits", "/credits/checkout", &[("pack", "starter-200")]).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let page = Page::parse(&response.text().await.expect("body"));
+    let page = Page::from_response(response).await;
     page.assert_well_formed("provider error");
     let status: String = sqlx::query_scalar("SELECT status FROM payment").fetch_one(&app.pool).await.expect("payment");
     assert_eq!(status, "failed");
@@ -659,12 +690,9 @@ async fn returning_from_stripe_unpaid_or_canceled() {
     // Stripe has not seen the payment yet: the success page says it is waiting.
     Mock::given(method("GET"))
         .and(path("/v1/checkout/sessions/cs_test_back"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(session_object(
-            "cs_test_back",
-            payment_id,
-            user.id,
-            "unpaid",
-        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            Checkout { session: "cs_test_back", payment: payment_id, user: user.id, paid: false }.json(),
+        ))
         .mount(&stripe)
         .await;
     let (status, page) = app.page(&format!("/credits/payments/{payment_id}?session_id=cs_test_back")).await;
@@ -686,11 +714,14 @@ async fn returning_from_stripe_unpaid_or_canceled() {
     assert_eq!(balance(&app, user.id).await, 100);
 
     // If Stripe later reports the session paid after all (another tab), the money is credited.
-    let body =
-        event("evt_late", "checkout.session.completed", session_object("cs_test_back", payment_id, user.id, "paid"));
+    let body = event(
+        "evt_late",
+        "checkout.session.completed",
+        Checkout { session: "cs_test_back", payment: payment_id, user: user.id, paid: true }.json(),
+    );
     let response = post_webhook(&app, &body, &sign(SECRET, now(), &body)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(payment_status(&app, payment_id).await, "paid");
     assert_eq!(balance(&app, user.id).await, 600);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }

@@ -13,16 +13,11 @@ use faceoff::{
     payments::{self, Pack, Status},
     providers::Mode,
     runs::create::{RunInput, create_run, validate},
-    server,
 };
 use sqlx::{PgPool, Postgres};
 use time::{Duration, OffsetDateTime};
-use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestDb, test_config};
-
-const FAKE_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q";
+use crate::helpers::{TestApp, migrated_db, user_with_credits};
 
 // The lists of variants below are checked for completeness by an exhaustive `match` each
 // (`*_text`): adding a variant breaks the build here until it is listed.
@@ -92,22 +87,6 @@ fn mode_text(m: Mode) -> &'static str {
     }
 }
 
-async fn migrated_db() -> (TestDb, PgPool) {
-    faceoff::telemetry::init_for_test();
-    let db = TestDb::create().await;
-    let pool = db.pool(4);
-    server::prepare_database(&pool, &test_config()).await.expect("prepare");
-    (db, pool)
-}
-
-async fn user_with(pool: &PgPool, credits: i64) -> Uuid {
-    let mut tx = faceoff::db::begin(pool).await.expect("begin");
-    let email = format!("{}@example.com", Uuid::new_v4());
-    let id = accounts::create_user(&mut tx, &email, FAKE_HASH, Role::User, credits).await.expect("create user");
-    tx.commit().await.expect("commit");
-    id
-}
-
 /// A status enum as sqlx sees it.
 trait DbEnum:
     for<'r> sqlx::Decode<'r, Postgres>
@@ -169,17 +148,13 @@ fn literals(definition: &str) -> Vec<String> {
     values
 }
 
-/// The single-column CHECK `constraint` on `table.column` accepts every variant (evaluated by
+/// The CHECK constraint on `column` (`"table.column"`; the constraint has PostgreSQL's default
+/// name for a column's CHECK, `table_column_check`) accepts every variant (evaluated by
 /// PostgreSQL on the bound enum), and every value it names decodes into a variant: the enum and
 /// the constraint list the same values.
-async fn assert_matches_check<E: DbEnum>(
-    pool: &PgPool,
-    table: &str,
-    column: &str,
-    constraint: &str,
-    variants: &[E],
-    text: fn(E) -> &'static str,
-) {
+async fn assert_matches_check<E: DbEnum>(pool: &PgPool, column: &str, variants: &[E], text: fn(E) -> &'static str) {
+    let (table, column) = column.split_once('.').unwrap_or_else(|| panic!("{column}: not table.column"));
+    let constraint = &format!("{table}_{column}_check");
     let definition = check_definition(pool, table, constraint).await;
     let expr = definition.strip_prefix("CHECK ").unwrap_or_else(|| panic!("not a CHECK: {definition}"));
     let sql = format!("SELECT {expr} FROM (SELECT $1::text AS {column}) AS candidate");
@@ -211,17 +186,9 @@ async fn assert_unknown_is_an_error<E: DbEnum>(pool: &PgPool, unknown: &str) {
 
 #[tokio::test]
 async fn job_statuses_round_trip_and_match_the_check_constraint() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     assert_round_trips(&pool, &JOB_STATUSES, job_status_text).await;
-    assert_matches_check(
-        &pool,
-        "generation_job",
-        "status",
-        "generation_job_status_check",
-        &JOB_STATUSES,
-        job_status_text,
-    )
-    .await;
+    assert_matches_check(&pool, "generation_job.status", &JOB_STATUSES, job_status_text).await;
     for s in JOB_STATUSES {
         assert_eq!(s.as_str(), job_status_text(s));
     }
@@ -236,9 +203,9 @@ fn job_status_json_is_snake_case() {
 
 #[tokio::test]
 async fn transfer_kinds_round_trip_and_match_the_check_constraint() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     assert_round_trips(&pool, &KINDS, kind_text).await;
-    assert_matches_check(&pool, "ledger_transfer", "kind", "ledger_transfer_kind_check", &KINDS, kind_text).await;
+    assert_matches_check(&pool, "ledger_transfer.kind", &KINDS, kind_text).await;
     for k in KINDS {
         assert_eq!(k.as_str(), kind_text(k));
     }
@@ -246,10 +213,9 @@ async fn transfer_kinds_round_trip_and_match_the_check_constraint() {
 
 #[tokio::test]
 async fn payment_statuses_round_trip_and_match_the_check_constraint() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     assert_round_trips(&pool, &PAYMENT_STATUSES, payment_status_text).await;
-    assert_matches_check(&pool, "payment", "status", "payment_status_check", &PAYMENT_STATUSES, payment_status_text)
-        .await;
+    assert_matches_check(&pool, "payment.status", &PAYMENT_STATUSES, payment_status_text).await;
     for s in PAYMENT_STATUSES {
         assert_eq!(s.as_str(), payment_status_text(s));
     }
@@ -257,14 +223,14 @@ async fn payment_statuses_round_trip_and_match_the_check_constraint() {
 
 #[tokio::test]
 async fn roles_round_trip_and_match_the_check_constraint() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     assert_round_trips(&pool, &ROLES, role_text).await;
-    assert_matches_check(&pool, "app_user", "role", "app_user_role_check", &ROLES, role_text).await;
+    assert_matches_check(&pool, "app_user.role", &ROLES, role_text).await;
     for r in ROLES {
         assert_eq!(r.as_str(), role_text(r));
     }
     // Through the real table: set_role binds the enum, find_by_id decodes it.
-    let user = user_with(&pool, 0).await;
+    let user = user_with_credits(&pool, 0).await;
     let email = accounts::find_by_id(&pool, user).await.expect("find").expect("user").email;
     for r in [Role::Admin, Role::User] {
         assert_eq!(accounts::set_role(&pool, &email, r).await.expect("set role"), Some(user));
@@ -275,10 +241,10 @@ async fn roles_round_trip_and_match_the_check_constraint() {
 
 #[tokio::test]
 async fn modes_round_trip_and_match_both_check_constraints() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     assert_round_trips(&pool, &MODES, mode_text).await;
-    assert_matches_check(&pool, "variant_price", "mode", "variant_price_mode_check", &MODES, mode_text).await;
-    assert_matches_check(&pool, "generation_run", "mode", "generation_run_mode_check", &MODES, mode_text).await;
+    assert_matches_check(&pool, "variant_price.mode", &MODES, mode_text).await;
+    assert_matches_check(&pool, "generation_run.mode", &MODES, mode_text).await;
     for m in MODES {
         assert_eq!(m.as_str(), mode_text(m));
     }
@@ -295,13 +261,13 @@ async fn modes_round_trip_and_match_both_check_constraints() {
 
 #[tokio::test]
 async fn hold_statuses_round_trip_and_every_one_is_written_by_the_ledger() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     assert_round_trips(&pool, &HOLD_STATUSES, hold_status_text).await;
     for s in HOLD_STATUSES {
         assert_eq!(s.as_str(), hold_status_text(s));
     }
     // ledger_hold_resolution_check spans several columns: write every status the real way.
-    let user = user_with(&pool, 100).await;
+    let user = user_with_credits(&pool, 100).await;
     let deadline = OffsetDateTime::now_utc() + Duration::minutes(10);
     let mut conn = pool.acquire().await.expect("conn");
     let pending =
@@ -339,7 +305,7 @@ async fn hold_statuses_round_trip_and_every_one_is_written_by_the_ledger() {
 
 #[tokio::test]
 async fn an_unknown_value_is_a_decode_error_for_every_enum() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     assert_unknown_is_an_error::<JobStatus>(&pool, "nonsense").await;
     // The old parser read anything unknown as `queued`; a differently cased value is unknown too.
     assert_unknown_is_an_error::<JobStatus>(&pool, "Queued").await;
@@ -369,8 +335,8 @@ async fn an_unknown_value_is_a_decode_error_for_every_enum() {
 
 #[tokio::test]
 async fn an_unknown_role_fails_the_user_lookups_instead_of_reading_as_user() {
-    let (_db, pool) = migrated_db().await;
-    let user = user_with(&pool, 0).await;
+    let (_db, pool) = migrated_db(4).await;
+    let user = user_with_credits(&pool, 0).await;
     let email = accounts::find_by_id(&pool, user).await.expect("find").expect("user").email;
     sqlx::raw_sql("ALTER TABLE app_user DROP CONSTRAINT app_user_role_check; UPDATE app_user SET role = 'superuser'")
         .execute(&pool)
@@ -384,11 +350,11 @@ async fn an_unknown_role_fails_the_user_lookups_instead_of_reading_as_user() {
 
 #[tokio::test]
 async fn unknown_ledger_values_fail_the_ledger_reads() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     let mut conn = pool.acquire().await.expect("conn");
 
     // A hold status the code does not know (on one user's hold).
-    let holder = user_with(&pool, 50).await;
+    let holder = user_with_credits(&pool, 50).await;
     let deadline = OffsetDateTime::now_utc() + Duration::minutes(10);
     let hold = ledger::reserve(&mut conn, holder, 10, "rows:hold", deadline, "r", Refs::default()).await.expect("hold");
     sqlx::raw_sql("ALTER TABLE ledger_hold DROP CONSTRAINT ledger_hold_resolution_check")
@@ -409,7 +375,7 @@ async fn unknown_ledger_values_fail_the_ledger_reads() {
 
     // A transfer kind the code does not know (on another user's sign-up grant): their history
     // and an idempotent replay of that grant both refuse it.
-    let granted = user_with(&pool, 50).await;
+    let granted = user_with_credits(&pool, 50).await;
     assert_eq!(ledger::history(&pool, granted, 50, 0).await.expect("history")[0].kind, Kind::SignupBonus);
     let key = format!("signup:{granted}");
     sqlx::raw_sql(
@@ -448,8 +414,8 @@ async fn unknown_ledger_values_fail_the_ledger_reads() {
 
 #[tokio::test]
 async fn an_unknown_payment_status_fails_the_payment_reads() {
-    let (_db, pool) = migrated_db().await;
-    let user = user_with(&pool, 0).await;
+    let (_db, pool) = migrated_db(4).await;
+    let user = user_with_credits(&pool, 0).await;
     let pack =
         Pack { slug: "starter".into(), name: "Starter".into(), credits: 100, price_cents: 500, description: "".into() };
     let payment =
@@ -483,7 +449,7 @@ async fn an_unknown_payment_status_fails_the_payment_reads() {
 
 #[tokio::test]
 async fn an_unknown_price_mode_fails_the_catalog_read_instead_of_dropping_the_price() {
-    let (_db, pool) = migrated_db().await;
+    let (_db, pool) = migrated_db(4).await;
     catalog::db::fetch(&pool).await.expect("the loaded catalog reads back");
     sqlx::raw_sql(
         "ALTER TABLE variant_price DROP CONSTRAINT variant_price_mode_check;

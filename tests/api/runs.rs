@@ -12,7 +12,7 @@ use reqwest::{StatusCode, multipart};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Page, TestApp, TestUser, new_client};
+use crate::helpers::{Browser, Form, Page, TestApp, TestUser, location, new_client};
 
 fn fast_options(workers: usize) -> WorkerOptions {
     WorkerOptions {
@@ -45,41 +45,116 @@ fn start_workers(app: &TestApp) -> Workers {
     Workers(token)
 }
 
-struct StudioForm {
+/// The studio's form as the default browser loaded it once: the hidden fields it carries.
+struct Studio {
     csrf: String,
     key: String,
 }
 
-async fn studio_form(app: &TestApp) -> StudioForm {
+async fn open_studio(app: &TestApp) -> Studio {
     let (status, page) = app.page("/studio?models=flux-2,flux-ultra-1-1").await;
     assert_eq!(status, StatusCode::OK);
-    StudioForm {
-        csrf: page.attr("input[name=csrf_token]", "value").expect("csrf"),
+    Studio {
+        csrf: page.attr("form[action=\"/runs\"] input[name=csrf_token]", "value").expect("csrf"),
         key: page.attr("input[name=idempotency_key]", "value").expect("idempotency key"),
     }
 }
 
-fn run_form(form: &StudioForm, prompt: &str, models: &[&str], mode: &str, aspect: &str, seed: &str) -> multipart::Form {
-    let mut f = multipart::Form::new()
-        .text("csrf_token", form.csrf.clone())
-        .text("idempotency_key", form.key.clone())
-        .text("prompt", prompt.to_string())
-        .text("mode", mode.to_string())
-        .text("aspect_ratio", aspect.to_string())
-        .text("seed", seed.to_string());
-    for m in models {
-        f = f.text("models", m.to_string());
-    }
-    f
+/// What the studio form submits: its hidden fields (from [`Studio`]) and what the user chose.
+/// Defaults: a prompt, Flux 2 and Ultra, 2K, 1:1, no seed, no reference image.
+struct RunForm {
+    csrf: String,
+    key: String,
+    prompt: String,
+    models: Vec<String>,
+    mode: String,
+    aspect_ratio: String,
+    seed: String,
+    reference: Option<multipart::Part>,
 }
 
-async fn post_run(app: &TestApp, form: multipart::Form) -> reqwest::Response {
-    app.client.post(app.url("/runs")).multipart(form).send().await.expect("POST /runs")
+impl RunForm {
+    fn new(studio: &Studio) -> RunForm {
+        RunForm {
+            csrf: studio.csrf.clone(),
+            key: studio.key.clone(),
+            prompt: "a lighthouse at dusk".into(),
+            models: vec!["flux-2".into(), "flux-ultra-1-1".into()],
+            mode: "2k".into(),
+            aspect_ratio: "1:1".into(),
+            seed: String::new(),
+            reference: None,
+        }
+    }
+
+    fn prompt(mut self, prompt: &str) -> Self {
+        self.prompt = prompt.into();
+        self
+    }
+
+    fn models(mut self, models: &[&str]) -> Self {
+        self.models = models.iter().map(|m| m.to_string()).collect();
+        self
+    }
+
+    fn mode(mut self, mode: &str) -> Self {
+        self.mode = mode.into();
+        self
+    }
+
+    fn aspect_ratio(mut self, aspect_ratio: &str) -> Self {
+        self.aspect_ratio = aspect_ratio.into();
+        self
+    }
+
+    fn seed(mut self, seed: &str) -> Self {
+        self.seed = seed.into();
+        self
+    }
+
+    /// Attaches a reference image (the file field `reference_image`).
+    fn reference(mut self, part: multipart::Part) -> Self {
+        self.reference = Some(part);
+        self
+    }
+
+    /// Replaces the page's CSRF token (a forged submission).
+    fn csrf(mut self, csrf: &str) -> Self {
+        self.csrf = csrf.into();
+        self
+    }
+
+    /// Replaces the page's idempotency key.
+    fn key(mut self, key: &str) -> Self {
+        self.key = key.into();
+        self
+    }
+
+    fn into_multipart(self) -> multipart::Form {
+        let mut f = multipart::Form::new()
+            .text("csrf_token", self.csrf)
+            .text("idempotency_key", self.key)
+            .text("prompt", self.prompt)
+            .text("mode", self.mode)
+            .text("aspect_ratio", self.aspect_ratio)
+            .text("seed", self.seed);
+        for m in self.models {
+            f = f.text("models", m);
+        }
+        if let Some(part) = self.reference {
+            f = f.part("reference_image", part);
+        }
+        f
+    }
+}
+
+async fn post_run(app: &TestApp, form: RunForm) -> reqwest::Response {
+    app.browser.post_multipart("/runs", form.into_multipart()).await
 }
 
 fn run_id_from(response: &reqwest::Response) -> Uuid {
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "expected a redirect to the run");
-    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).expect("location");
+    let location = location(response);
     location.strip_prefix("/runs/").and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("location {location}"))
 }
 
@@ -97,12 +172,6 @@ async fn wait_until_settled(app: &TestApp, run_id: Uuid) -> Vec<jobs::Job> {
         assert!(Instant::now() < deadline, "jobs did not settle: {jobs:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn assert_invariants(app: &TestApp) {
-    let mut conn = app.pool.acquire().await.expect("conn");
-    let report = ledger::check_invariants(&mut conn).await.expect("invariants");
-    assert!(report.is_ok(), "ledger invariants: {:?}", report.violations);
 }
 
 /// Reads an SSE stream until an event named `done`; returns the event names seen.
@@ -130,9 +199,12 @@ async fn read_events_until_done(response: reqwest::Response) -> (Vec<String>, St
 async fn a_two_model_run_holds_then_charges_and_streams_updates() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(100).await;
-    let form = studio_form(&app).await;
-    let response =
-        post_run(&app, run_form(&form, "a candid café portrait", &["flux-2", "flux-ultra-1-1"], "2k", "3:4", "")).await;
+    let studio = open_studio(&app).await;
+    let form = RunForm::new(&studio)
+        .prompt("a candid café portrait")
+        .models(&["flux-2", "flux-ultra-1-1"])
+        .aspect_ratio("3:4");
+    let response = post_run(&app, form).await;
     let run_id = run_id_from(&response);
 
     // Held at once, before any worker ran.
@@ -185,21 +257,21 @@ async fn a_two_model_run_holds_then_charges_and_streams_updates() {
 
     // Someone else sees nothing.
     let other = app.create_user("other@example.com", 100).await;
-    app.sign_in_as(&other).await;
-    assert_eq!(app.get(&format!("/runs/{run_id}")).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.get(&format!("/runs/{run_id}/events")).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.get(&image).await.status(), StatusCode::NOT_FOUND);
-    assert_invariants(&app).await;
+    let others = app.browser();
+    others.sign_in(&other).await;
+    assert_eq!(others.get(&format!("/runs/{run_id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(others.get(&format!("/runs/{run_id}/events")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(others.get(&image).await.status(), StatusCode::NOT_FOUND);
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
 async fn a_failed_model_is_not_charged_and_the_history_explains_both_lines() {
     let app = TestApp::spawn_with(|c| c.sandbox_fail = vec!["flux-ultra-1-1".into()]).await;
     let user = app.signed_in_user(100).await;
-    let form = studio_form(&app).await;
-    let run_id = run_id_from(
-        &post_run(&app, run_form(&form, "a lighthouse", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "7")).await,
-    );
+    let studio = open_studio(&app).await;
+    let form = RunForm::new(&studio).prompt("a lighthouse").models(&["flux-2", "flux-ultra-1-1"]).seed("7");
+    let run_id = run_id_from(&post_run(&app, form).await);
     let _workers = start_workers(&app);
     let jobs = wait_until_settled(&app, run_id).await;
     let flux2 = jobs.iter().find(|j| j.model_slug == "flux-2").expect("flux-2");
@@ -229,16 +301,16 @@ async fn a_failed_model_is_not_charged_and_the_history_explains_both_lines() {
         flux_lines.iter().any(|l| l.kind == Kind::Hold && l.amount == -22 && l.hold_status == Some(HoldStatus::Posted))
     );
     assert!(flux_lines.iter().all(|l| l.run_id == Some(run_id)));
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
 async fn a_moderated_prompt_says_the_safety_filter_blocked_it() {
     let app = TestApp::spawn_with(|c| c.sandbox_fail = vec!["flux-ultra-1-1:moderated".into()]).await;
     let user = app.signed_in_user(100).await;
-    let form = studio_form(&app).await;
-    let run_id =
-        run_id_from(&post_run(&app, run_form(&form, "a cat", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "")).await);
+    let studio = open_studio(&app).await;
+    let form = RunForm::new(&studio).prompt("a cat").models(&["flux-2", "flux-ultra-1-1"]);
+    let run_id = run_id_from(&post_run(&app, form).await);
     let _workers = start_workers(&app);
     wait_until_settled(&app, run_id).await;
     let (_, page) = app.page(&format!("/runs/{run_id}")).await;
@@ -302,7 +374,7 @@ async fn a_dead_workers_job_is_picked_up_again_and_a_late_worker_cannot_settle_i
             .await
             .expect("count");
     assert_eq!(posts, 2);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -341,9 +413,11 @@ async fn a_resumed_job_reuses_its_recorded_provider_task() {
 async fn a_double_submit_creates_one_run() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(100).await;
-    let form = studio_form(&app).await;
-    let first = post_run(&app, run_form(&form, "twice", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "")).await;
-    let second = post_run(&app, run_form(&form, "twice", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "")).await;
+    let studio = open_studio(&app).await;
+    // The same page's form, sent twice.
+    let form = || RunForm::new(&studio).prompt("twice").models(&["flux-2", "flux-ultra-1-1"]).mode("2k");
+    let first = post_run(&app, form()).await;
+    let second = post_run(&app, form()).await;
     assert_eq!(run_id_from(&first), run_id_from(&second));
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM generation_run").fetch_one(&app.pool).await.expect("n");
     assert_eq!(runs, 1);
@@ -354,15 +428,16 @@ async fn a_double_submit_creates_one_run() {
 async fn insufficient_credits_is_402_and_creates_nothing() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(20).await;
-    let (_, studio) = app.page("/studio?models=flux-2,flux-ultra-1-1").await;
-    studio.assert_well_formed("studio");
-    assert_eq!(studio.text("[data-testid=quote-total]").as_deref(), Some("38"));
-    assert_eq!(studio.text("[data-testid=quote-missing]").as_deref(), Some("18"));
-    assert!(studio.attr("[data-quote-missing] a", "href").is_some_and(|h| h == "/credits"));
-    let form = studio_form(&app).await;
-    let response = post_run(&app, run_form(&form, "too pricey", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "")).await;
+    let (_, page) = app.page("/studio?models=flux-2,flux-ultra-1-1").await;
+    page.assert_well_formed("studio");
+    assert_eq!(page.text("[data-testid=quote-total]").as_deref(), Some("38"));
+    assert_eq!(page.text("[data-testid=quote-missing]").as_deref(), Some("18"));
+    assert!(page.attr("[data-quote-missing] a", "href").is_some_and(|h| h == "/credits"));
+    let studio = open_studio(&app).await;
+    let form = RunForm::new(&studio).prompt("too pricey").models(&["flux-2", "flux-ultra-1-1"]).mode("2k");
+    let response = post_run(&app, form).await;
     assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
-    let page = Page::parse(&response.text().await.expect("body"));
+    let page = Page::from_response(response).await;
     let message = page.text("[data-testid=form-error]").expect("message");
     assert!(message.contains("needs 38 credits") && message.contains("you have 20"), "{message}");
     assert_eq!(page.attr("textarea[name=prompt]", "id").as_deref(), Some("prompt"));
@@ -381,38 +456,33 @@ async fn insufficient_credits_is_402_and_creates_nothing() {
 async fn invalid_input_rerenders_the_form_with_the_message_at_the_field() {
     let app = TestApp::spawn().await;
     app.signed_in_user(100).await;
-    let form = studio_form(&app).await;
-    let cases: Vec<(multipart::Form, &str, &str)> = vec![
-        (run_form(&form, "   ", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", ""), "prompt", "write a prompt"),
-        (run_form(&form, &"x".repeat(2001), &["flux-2", "flux-ultra-1-1"], "2k", "1:1", ""), "prompt", "2001"),
-        (run_form(&form, "one", &["flux-2"], "2k", "1:1", ""), "models", "choose 2 to 4"),
+    let studio = open_studio(&app).await;
+    // Each form is the default (Flux 2 and Ultra, 2K, 1:1: valid) with one thing wrong.
+    let form = || RunForm::new(&studio);
+    let cases: Vec<(RunForm, &str, &str)> = vec![
+        (form().prompt("   "), "prompt", "write a prompt"),
+        (form().prompt(&"x".repeat(2001)), "prompt", "2001"),
+        (form().models(&["flux-2"]), "models", "choose 2 to 4"),
         (
-            run_form(
-                &form,
-                "five",
-                &["flux-2", "flux-2:klein-9b", "flux-ultra-1-1", "flux-2-max", "flux-2-flex"],
-                "2k",
-                "1:1",
-                "",
-            ),
+            form().models(&["flux-2", "flux-2:klein-9b", "flux-ultra-1-1", "flux-2-max", "flux-2-flex"]),
             "models",
             "choose 2 to 4",
         ),
-        (run_form(&form, "nope", &["flux-2", "no-such-model"], "2k", "1:1", ""), "models", "no model"),
-        (run_form(&form, "4k", &["flux-2", "flux-ultra-1-1"], "4k", "1:1", ""), "mode", "no 4k mode"),
-        (run_form(&form, "ratio", &["flux-2", "flux-ultra-1-1"], "2k", "21:9", ""), "aspect_ratio", "21:9"),
-        (run_form(&form, "seed", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "-3"), "seed", "whole number"),
+        (form().models(&["flux-2", "no-such-model"]), "models", "no model"),
+        (form().models(&["flux-2", "flux-ultra-1-1"]).mode("4k"), "mode", "no 4k mode"),
+        (form().aspect_ratio("21:9"), "aspect_ratio", "21:9"),
+        (form().seed("-3"), "seed", "whole number"),
         (
-            run_form(&form, "ref", &["flux-2", "flux-ultra-1-1"], "2k", "1:1", "").part(
-                "reference_image",
+            form().models(&["flux-2", "flux-ultra-1-1"]).reference(
                 multipart::Part::bytes(faceoff::providers::bfl::sample_jpeg(32, 32).to_vec()).file_name("r.jpg"),
             ),
             "reference_image",
             "does not accept a reference image",
         ),
         (
-            run_form(&form, "ref", &["flux-2", "flux-2:klein-9b"], "2k", "1:1", "")
-                .part("reference_image", multipart::Part::bytes(b"GIF89a not really".to_vec()).file_name("r.gif")),
+            form()
+                .models(&["flux-2", "flux-2:klein-9b"])
+                .reference(multipart::Part::bytes(b"GIF89a not really".to_vec()).file_name("r.gif")),
             "reference_image",
             "PNG, JPEG or WebP",
         ),
@@ -420,36 +490,14 @@ async fn invalid_input_rerenders_the_form_with_the_message_at_the_field() {
     for (body, field, expected) in cases {
         let response = post_run(&app, body).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
-        let page = Page::parse(&response.text().await.expect("body"));
+        let page = Page::from_response(response).await;
         let message = page.text(&format!("[data-field={field}]")).unwrap_or_else(|| panic!("no message at {field}"));
         assert!(message.contains(expected), "{field}: {message}");
     }
     // A missing CSRF token is refused; a missing idempotency key is a 400.
-    let response = post_run(
-        &app,
-        run_form(
-            &StudioForm { csrf: "wrong".into(), key: "k".into() },
-            "x",
-            &["flux-2", "flux-ultra-1-1"],
-            "2k",
-            "1:1",
-            "",
-        ),
-    )
-    .await;
+    let response = post_run(&app, form().prompt("x").csrf("wrong").key("k")).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let response = post_run(
-        &app,
-        run_form(
-            &StudioForm { csrf: form.csrf.clone(), key: "".into() },
-            "x",
-            &["flux-2", "flux-ultra-1-1"],
-            "2k",
-            "1:1",
-            "",
-        ),
-    )
-    .await;
+    let response = post_run(&app, form().prompt("x").key("")).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM generation_run").fetch_one(&app.pool).await.expect("n");
     assert_eq!(runs, 0);
@@ -476,7 +524,7 @@ async fn the_studio_offers_common_ratios_variants_and_image_to_image_only_when_a
 async fn image_to_image_runs_store_and_send_the_reference() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(100).await;
-    let form = studio_form(&app).await;
+    let studio = open_studio(&app).await;
     let png: Vec<u8> = {
         // Noise, so the PNG is well over the default 64 KiB body limit (about 1.5 MB).
         let img = image::RgbImage::from_fn(720, 540, |x, y| {
@@ -489,12 +537,15 @@ async fn image_to_image_runs_store_and_send_the_reference() {
     };
     assert!(png.len() > 1_000_000, "{}", png.len());
     // Over 10 MB: refused with a message, nothing created.
-    let huge = run_form(&form, "too big", &["flux-2", "flux-2:klein-9b"], "2k", "1:1", "")
-        .part("reference_image", multipart::Part::bytes(vec![0u8; 10 * 1024 * 1024 + 1]).file_name("big.png"));
+    let form = || RunForm::new(&studio).models(&["flux-2", "flux-2:klein-9b"]);
+    let huge = form()
+        .prompt("too big")
+        .reference(multipart::Part::bytes(vec![0u8; 10 * 1024 * 1024 + 1]).file_name("big.png"));
     let response = post_run(&app, huge).await;
     assert!(response.status().is_client_error(), "{}", response.status());
-    let body = run_form(&form, "make it blue", &["flux-2", "flux-2:klein-9b"], "2k", "1:1", "")
-        .part("reference_image", multipart::Part::bytes(png).file_name("ref.png").mime_str("image/png").expect("mime"));
+    let body = form()
+        .prompt("make it blue")
+        .reference(multipart::Part::bytes(png).file_name("ref.png").mime_str("image/png").expect("mime"));
     let run_id = run_id_from(&post_run(&app, body).await);
     let run = faceoff::runs::find(&app.pool, run_id).await.expect("db").expect("run");
     let key = run.reference_key.expect("reference stored");
@@ -506,12 +557,12 @@ async fn image_to_image_runs_store_and_send_the_reference() {
     assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered));
 }
 
-async fn api_key(app: &TestApp) -> String {
-    let csrf = app.csrf_token("/account/api-keys").await;
+/// Creates a personal API key on `/account/api-keys` with `browser`; returns the key (shown once).
+async fn api_key(browser: &Browser) -> String {
     let response =
-        app.post_form("/account/api-keys", &[("csrf_token", &csrf), ("action", "create"), ("name", "script")]).await;
+        browser.submit("/account/api-keys", "/account/api-keys", &[("action", "create"), ("name", "script")]).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let page = Page::parse(&response.text().await.expect("body"));
+    let page = Page::from_response(response).await;
     page.assert_well_formed("api keys");
     page.text("[data-testid=new-api-key]").expect("key shown once")
 }
@@ -520,7 +571,7 @@ async fn api_key(app: &TestApp) -> String {
 async fn the_json_api_with_personal_keys() {
     let app = TestApp::spawn().await;
     let user = app.signed_in_user(100).await;
-    let key = api_key(&app).await;
+    let key = api_key(&app.browser).await;
     let stored: Vec<u8> =
         sqlx::query_scalar("SELECT secret_hash FROM api_key").fetch_one(&app.pool).await.expect("row");
     assert_eq!(stored.len(), 32, "only the sha256 is stored");
@@ -631,22 +682,21 @@ async fn the_json_api_with_personal_keys() {
     assert!(err["error"]["code"].is_string());
 
     let other = app.create_user("api-other@example.com", 100).await;
-    app.sign_in_as(&other).await;
-    let other_key = api_key(&app).await;
+    let others = app.browser();
+    others.sign_in(&other).await;
+    let other_key = api_key(&others).await;
     let foreign = api.get(app.url(&format!("/api/v1/runs/{id}"))).bearer_auth(&other_key).send().await.expect("run");
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
 
     // Revoked keys stop working.
-    app.sign_in_as(&user).await;
     let (_, page) = app.page("/account/api-keys").await;
     let key_id = page.attr("input[name=api_key_id]", "value").expect("key id");
-    let csrf = page.attr("input[name=csrf_token]", "value").expect("csrf");
-    let revoked = app
-        .post_form("/account/api-keys", &[("csrf_token", &csrf), ("action", "revoke"), ("api_key_id", &key_id)])
+    let revoked = Form::on(&page, "/account/api-keys")
+        .submit(&app.browser, &[("action", "revoke"), ("api_key_id", &key_id)])
         .await;
     assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
     assert_eq!(get("/api/v1/me").send().await.expect("me").status(), StatusCode::UNAUTHORIZED);
-    assert_invariants(&app).await;
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
