@@ -27,7 +27,7 @@ import urllib.parse
 import uuid
 
 CSRF_RE = re.compile(r'name="csrf_token"\s+value="([^"]+)"|value="([^"]+)"\s+name="csrf_token"')
-COOKIE_NAME = "faceoff_session"
+COOKIE_NAME = "faceoff_session"  # the session; forms also need the faceoff_csrf cookie
 
 
 def loopback(i, third=1):
@@ -36,19 +36,29 @@ def loopback(i, third=1):
 
 
 class Client:
-    """One browser: its own connection, source address and session cookie."""
+    """One browser: its own connection, source address and cookies (the session, and the CSRF
+    nonce its forms' tokens are bound to)."""
 
     def __init__(self, base, source=None):
         u = urllib.parse.urlsplit(base)
         self.host, self.port = u.hostname, u.port
         self.source = source
-        self.cookie = None
+        self.cookies = {}
         self.conn = None
+
+    @property
+    def cookie(self):
+        """The session cookie's value."""
+        return self.cookies.get(COOKIE_NAME)
+
+    @cookie.setter
+    def cookie(self, value):
+        self.cookies[COOKIE_NAME] = value
 
     def request(self, method, path, body=None, headers=None):
         h = dict(headers or {})
-        if self.cookie:
-            h["Cookie"] = f"{COOKIE_NAME}={self.cookie}"
+        if self.cookies:
+            h["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items() if v)
         for attempt in (1, 2):
             if self.conn is None:
                 src = (self.source, 0) if self.source else None
@@ -64,8 +74,9 @@ class Client:
                 if attempt == 2:
                     raise
         for k, v in r.getheaders():
-            if k.lower() == "set-cookie" and v.startswith(COOKIE_NAME + "="):
-                self.cookie = v.split(";", 1)[0].split("=", 1)[1]
+            if k.lower() == "set-cookie":
+                name, _, value = v.split(";", 1)[0].partition("=")
+                self.cookies[name.strip()] = value.strip()
         return r.status, data.decode("utf-8", "replace")
 
     def form(self, path, fields):

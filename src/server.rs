@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use tower_sessions::session_store::ExpiredDeletion;
 
-use crate::{accounts::session_store::PgSessionStore, catalog, config::Config, db, jobs, ledger, state::AppState};
+use crate::{
+    accounts::session_store::PgSessionStore, catalog, config::Config, db, jobs, ledger, state::AppState, storage,
+};
 
 /// The catalog file loaded at every start and by `faceoff catalog load` without a path:
 /// `FACEOFF_CATALOG_FILE`, else `catalog/catalog.toml` next to the assets.
@@ -150,7 +152,8 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// Background tasks shared by `serve` and `worker`: the generation worker pool
-/// (`FACEOFF_WORKERS`, none when 0) and periodic housekeeping (expired holds and sessions).
+/// (`FACEOFF_WORKERS`, none when 0) and periodic housekeeping (expired holds and sessions,
+/// stored objects no row owns).
 pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = jobs::spawn_workers(
         state.pool.clone(),
@@ -169,7 +172,9 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
     let pool = state.pool.clone();
     let sessions = PgSessionStore::new(state.pool.clone());
     let auth_limits = state.auth_limits.clone();
+    let housekeeping_shutdown = shutdown.clone();
     let housekeeping = tokio::spawn(async move {
+        let shutdown = housekeeping_shutdown;
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
@@ -186,6 +191,27 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
         }
     });
     tasks.push(housekeeping);
+    // Stored objects that no row owns (a transaction that failed after storing its bytes), once
+    // an hour. Several instances may sweep at once: deleting an object twice is harmless.
+    let (pool, store, shutdown) = (state.pool.clone(), state.store.clone(), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let swept = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                swept = storage::sweep_orphans(&pool, &store, storage::ORPHAN_GRACE) => swept,
+            };
+            match swept {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "orphaned stored objects deleted"),
+                Err(err) => tracing::warn!("storage sweep: {err:#}"),
+            }
+        }
+    }));
     tasks
 }
 

@@ -391,7 +391,7 @@ async fn produce(
     )
     .await?;
     let original = image.bytes.clone();
-    let (web, web_width, web_height) = tokio::task::spawn_blocking(move || web_rendition(&original, WEB_WIDTH))
+    let (web, web_width, web_height) = storage::images::run(move || web_rendition(&original, WEB_WIDTH))
         .await
         .context("resizing the showcase image")??;
     let web_key = format!("{base}/w{WEB_WIDTH}.jpg");
@@ -414,9 +414,10 @@ async fn produce(
     Ok(Produced::Ready)
 }
 
-/// A JPEG (quality 82) `width` pixels wide (never upscaled), for pages.
+/// A JPEG (quality 82) `width` pixels wide (never upscaled), for pages. CPU-bound: run it in
+/// [`storage::images::run`].
 pub fn web_rendition(bytes: &[u8], width: u32) -> anyhow::Result<(Bytes, u32, u32)> {
-    let img = image::load_from_memory(bytes).context("decoding the showcase image")?;
+    let img = storage::images::decode(bytes, &storage::images::GENERATED).context("decoding the showcase image")?;
     let img = if img.width() > width {
         let height = ((u64::from(img.height()) * u64::from(width)) / u64::from(img.width())).max(1) as u32;
         img.resize_exact(width, height, image::imageops::FilterType::Lanczos3)

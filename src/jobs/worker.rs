@@ -212,7 +212,7 @@ impl Engine {
         let image_key = format!("runs/{}/{}.{ext}", job.run_id, job.job_id);
         let thumb_key = format!("runs/{}/{}.thumb.webp", job.run_id, job.job_id);
         let for_thumb = bytes.clone();
-        let thumb = tokio::task::spawn_blocking(move || storage::thumbnail_webp(&for_thumb, 512)).await?;
+        let thumb = storage::images::run(move || storage::thumbnail_webp(&for_thumb, 512)).await?;
         storage::save(
             &self.pool,
             &self.store,

@@ -17,7 +17,6 @@ use uuid::Uuid;
 use super::{
     RunView,
     create::{self, RunInput},
-    pages::check_reference,
 };
 use crate::{
     accounts,
@@ -183,7 +182,7 @@ async fn create_run(
         }
         None => create::new_idempotency_key(),
     };
-    let reference = match body.reference_image.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let upload = match body.reference_image.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(encoded) => {
             let data = encoded.split_once(";base64,").map(|(_, d)| d).unwrap_or(encoded);
@@ -193,7 +192,6 @@ async fn create_run(
             Some(bytes::Bytes::from(bytes))
         }
     };
-    let reference = check_reference(reference).await?;
     let input = RunInput {
         prompt: body.prompt,
         models: body.models,
@@ -202,8 +200,7 @@ async fn create_run(
         seed: body.seed.map(|s| s.to_string()).unwrap_or_default(),
     };
     let catalog = state.catalog.current();
-    let valid = create::validate(&catalog, &input, reference)?;
-    let created = create::create_run(&state.pool, &state.store, user.user_id, &valid, &key).await?;
+    let created = create::submit(&state.pool, &state.store, &catalog, user.user_id, &input, upload, &key).await?;
     let run = super::find_owned(&state.pool, created.run_id, user.user_id).await?.ok_or_else(AppError::not_found)?;
     let view = RunView::load(&state.pool, &run).await?;
     let status = if created.replayed { StatusCode::OK } else { StatusCode::CREATED };

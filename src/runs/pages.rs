@@ -75,6 +75,8 @@ pub struct StudioPage {
     pub idempotency_key: String,
     pub errors: FieldErrors,
     pub form_error: Option<String>,
+    /// The run an earlier submission of this form made (shown with a key conflict).
+    pub earlier_run: Option<String>,
     pub lines: Vec<QuoteLine>,
     pub total: i64,
     pub available: i64,
@@ -130,6 +132,7 @@ impl StudioPage {
             idempotency_key: create::new_idempotency_key(),
             errors,
             form_error: None,
+            earlier_run: None,
             lines,
             total,
             available,
@@ -198,17 +201,6 @@ impl FromMultipart for RunForm {
     }
 }
 
-/// Decodes and checks an uploaded reference image off the async threads.
-pub async fn check_reference(bytes: Option<Bytes>) -> Result<Option<std::result::Result<create::Reference, String>>> {
-    match bytes {
-        None => Ok(None),
-        Some(bytes) => {
-            let checked = tokio::task::spawn_blocking(move || create::process_reference(&bytes)).await?;
-            Ok(Some(checked))
-        }
-    }
-}
-
 /// `POST /runs`: validates, prices and creates the run; 303 to its page.
 async fn submit(
     State(state): State<AppState>,
@@ -225,17 +217,23 @@ async fn submit(
             return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
         }
     };
-    let reference = check_reference(form.reference).await?;
-    let valid = match create::validate(&catalog, &form.input, reference) {
-        Ok(valid) => valid,
-        Err(errors) => {
+    match create::submit(&state.pool, &state.store, &catalog, user.id, &form.input, form.reference, &key).await {
+        Ok(created) => Ok(Redirect::to(&format!("/runs/{}", created.run_id)).into_response()),
+        Err(CreateError::Invalid(errors)) => {
             let mut page = StudioPage::build(layout, &catalog, &form.input, errors);
             page.form_error = Some("Please correct the marked fields.".into());
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
-    };
-    match create::create_run(&state.pool, &state.store, user.id, &valid, &key).await {
-        Ok(created) => Ok(Redirect::to(&format!("/runs/{}", created.run_id)).into_response()),
+        Err(CreateError::KeyConflict { run_id, .. }) => {
+            // The browser sent this form again after its choices changed (the back button).
+            let mut page = StudioPage::build(layout, &catalog, &form.input, FieldErrors::default());
+            page.form_error = Some(format!(
+                "This form was already submitted with other choices (run {run_id}). Check your choices and \
+                 submit again to start a new run."
+            ));
+            page.earlier_run = Some(format!("/runs/{run_id}"));
+            Ok((StatusCode::CONFLICT, render(&page)).into_response())
+        }
         Err(CreateError::InsufficientCredits { need, have }) => {
             let mut page = StudioPage::build(layout, &catalog, &form.input, FieldErrors::default());
             page.form_error = Some(format!(

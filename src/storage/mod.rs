@@ -3,6 +3,7 @@
 //! their owner. Also makes the WebP thumbnails shown in lists. [`routes`] serves them at
 //! `/media/{key}` with access control.
 
+pub mod images;
 pub mod routes;
 
 use std::{io::Cursor, sync::Arc};
@@ -10,7 +11,7 @@ use std::{io::Cursor, sync::Arc};
 use anyhow::Context;
 use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as ObjectPath};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// The object store holding media bytes.
@@ -55,6 +56,29 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the object under `key` (a missing object is not an error).
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self.inner.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("deleting {key}")),
+        }
+    }
+
+    /// Every stored object: its key and when it was last written (Unix seconds).
+    fn list(&self) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        self.inner.list(prefix.as_ref())
+    }
+
+    /// The key of a listed object (its path without the store's prefix).
+    fn key_of(&self, location: &ObjectPath) -> String {
+        let path = location.as_ref();
+        match self.prefix.is_empty() {
+            true => path.to_string(),
+            false => path.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(path).to_string(),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
         match self.inner.get(&self.path(key)).await {
             Ok(result) => Ok(Some(result.bytes().await?)),
@@ -92,9 +116,21 @@ pub async fn save(
     size: Option<(u32, u32)>,
     owner: Option<Uuid>,
 ) -> anyhow::Result<Media> {
-    let byte_size = bytes.len() as i64;
+    let byte_size = bytes.len();
     store.put(key, bytes).await?;
-    let media = sqlx::query_as::<_, Media>(
+    Ok(record(db, key, content_type, byte_size, size, owner).await?)
+}
+
+/// Records an object stored (or about to be stored, in the same transaction) under `key`.
+pub async fn record(
+    db: impl PgExecutor<'_>,
+    key: &str,
+    content_type: &str,
+    byte_size: usize,
+    size: Option<(u32, u32)>,
+    owner: Option<Uuid>,
+) -> Result<Media, sqlx::Error> {
+    sqlx::query_as::<_, Media>(
         "INSERT INTO media_object (key, content_type, byte_size, width, height, owner_user_id)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
@@ -102,13 +138,45 @@ pub async fn save(
     )
     .bind(key)
     .bind(content_type)
-    .bind(byte_size)
+    .bind(byte_size as i64)
     .bind(size.map(|s| s.0 as i32))
     .bind(size.map(|s| s.1 as i32))
     .bind(owner)
     .fetch_one(db)
-    .await?;
-    Ok(media)
+    .await
+}
+
+/// How long an object may exist without its `media_object` row before [`sweep_orphans`] deletes
+/// it: longer than any transaction that stores bytes before it commits their row.
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes stored objects that no `media_object` row owns and that are older than `grace` (the
+/// bytes of a run whose transaction failed after they were written). Returns how many it deleted.
+pub async fn sweep_orphans(pool: &PgPool, store: &Store, grace: std::time::Duration) -> anyhow::Result<u64> {
+    use futures::StreamExt;
+    let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - grace.as_secs() as i64;
+    let mut listed = store.list().chunks(500);
+    let mut deleted = 0;
+    while let Some(batch) = listed.next().await {
+        let old: Vec<String> = batch
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|meta| meta.last_modified.timestamp() <= cutoff)
+            .map(|meta| store.key_of(&meta.location))
+            .collect();
+        if old.is_empty() {
+            continue;
+        }
+        let owned: Vec<String> =
+            sqlx::query_scalar("SELECT key FROM media_object WHERE key = ANY($1)").bind(&old).fetch_all(pool).await?;
+        for key in old.iter().filter(|k| !owned.contains(k)) {
+            store.delete(key).await?;
+            deleted += 1;
+            tracing::info!(key, "deleted a stored object no row owns");
+        }
+    }
+    Ok(deleted)
 }
 
 pub async fn find(db: impl PgExecutor<'_>, key: &str) -> Result<Option<Media>, sqlx::Error> {
@@ -121,9 +189,9 @@ pub async fn find(db: impl PgExecutor<'_>, key: &str) -> Result<Option<Media>, s
 }
 
 /// A WebP thumbnail (lossless: the `image` crate has no lossy WebP encoder) whose longer side is
-/// at most `max_side`.
+/// at most `max_side`, of a generated image. CPU-bound: run it in [`images::run`].
 pub fn thumbnail_webp(bytes: &[u8], max_side: u32) -> anyhow::Result<(Bytes, u32, u32)> {
-    let img = image::load_from_memory(bytes).context("decoding image for thumbnail")?;
+    let img = images::decode(bytes, &images::GENERATED).context("decoding image for thumbnail")?;
     let thumb = img.thumbnail(max_side, max_side);
     let mut out = Cursor::new(Vec::new());
     thumb.to_rgb8().write_to(&mut out, image::ImageFormat::WebP)?;

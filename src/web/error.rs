@@ -192,6 +192,8 @@ impl From<FieldErrors> for AppError {
 impl From<CreateError> for AppError {
     fn from(err: CreateError) -> Self {
         match err {
+            CreateError::Invalid(errors) => errors.into(),
+            CreateError::KeyConflict { .. } => AppError::Conflict(err.to_string()),
             CreateError::InsufficientCredits { need, have } => AppError::InsufficientCredits { need, have },
             CreateError::Db(err) => err.into(),
             CreateError::Other(err) => AppError::Internal(err),

@@ -5,6 +5,7 @@ mod architecture;
 mod catalog;
 mod edge;
 mod foundation;
+mod hardening;
 mod helpers;
 mod ledger;
 mod live;

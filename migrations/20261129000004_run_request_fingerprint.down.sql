@@ -1,0 +1,1 @@
+ALTER TABLE generation_run DROP COLUMN request_fingerprint;

@@ -1,0 +1,236 @@
+//! What an attacker tries and what a careless client sends (issue 12): decompression bombs as
+//! reference images, files left behind by refused runs, idempotency keys reused for another
+//! request. Each test fails on the code before the fix.
+
+use std::{io::Cursor, path::Path, time::Duration};
+
+use base64::Engine;
+use bytes::Bytes;
+use faceoff::{accounts::api_keys, storage};
+use reqwest::{StatusCode, multipart};
+use serde_json::{Value, json};
+
+use crate::helpers::{Browser, Page, TestApp, TestUser};
+
+/// A PNG that declares `side`×`side` RGBA pixels, all zero: a few hundred KB, 256 MiB decoded
+/// for 8192. The rows are really compressed (streamed), so a decoder that starts really works.
+fn png_bomb(side: u32) -> Vec<u8> {
+    use std::io::Write;
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    let mut ihdr = side.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&side.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+    let row = vec![0u8; 1 + side as usize * 4];
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..side {
+        zlib.write_all(&row).expect("compress");
+    }
+    let idat = zlib.finish().expect("finish");
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &idat);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 120]));
+    let mut out = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Jpeg).expect("jpeg");
+    out.into_inner()
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img =
+        image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x * 7 % 251) as u8, (y * 13 % 241) as u8, 120]));
+    let mut out = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Png).expect("png");
+    out.into_inner()
+}
+
+/// Every file under the app's media directory.
+fn stored_files(app: &TestApp) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    let root = app.state.config.storage_url.trim_start_matches("file://").to_string();
+    let mut out = Vec::new();
+    walk(Path::new(&root), &mut out);
+    out.retain(|f| f.contains("/runs/"));
+    out
+}
+
+async fn api_key(app: &TestApp, user: &TestUser) -> String {
+    api_keys::create(&app.pool, user.id, "hardening").await.expect("key")
+}
+
+async fn api_run(app: &TestApp, key: &str, body: &Value, idempotency_key: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.browser.url("/api/v1/runs"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", idempotency_key)
+        .json(body)
+        .send()
+        .await
+        .expect("POST /api/v1/runs")
+}
+
+fn run_body(prompt: &str, reference: Option<&[u8]>) -> Value {
+    let mut body = json!({"prompt": prompt, "models": ["flux-2", "flux-2:klein-9b"], "mode": "2k"});
+    if let Some(bytes) = reference {
+        body["reference_image"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    body
+}
+
+async fn studio_submit(
+    browser: &Browser,
+    prompt: &str,
+    key: Option<&str>,
+    reference: Option<Vec<u8>>,
+) -> reqwest::Response {
+    let (_, page) = browser.page("/studio?models=flux-2,flux-2:klein-9b").await;
+    let token = page.attr("input[name=csrf_token]", "value").expect("token");
+    let key =
+        key.map(str::to_string).unwrap_or_else(|| page.attr("input[name=idempotency_key]", "value").expect("key"));
+    let mut form = multipart::Form::new()
+        .text("csrf_token", token)
+        .text("idempotency_key", key)
+        .text("prompt", prompt.to_string())
+        .text("models", "flux-2")
+        .text("models", "flux-2:klein-9b")
+        .text("mode", "2k")
+        .text("aspect_ratio", "1:1");
+    if let Some(bytes) = reference {
+        form = form.part("reference_image", multipart::Part::bytes(bytes).file_name("reference.png"));
+    }
+    browser.post_multipart("/runs", form).await
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_is_refused_from_its_header_at_once() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(1000).await;
+    let key = api_key(&app, &user).await;
+    let bomb = png_bomb(8192);
+    assert!(bomb.len() < 2 * 1024 * 1024, "a small file: {} bytes", bomb.len());
+
+    let started = std::time::Instant::now();
+    let response = api_run(&app, &key, &run_body("the same room at night", Some(&bomb)), "bomb-1").await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_input");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("reference_image") && message.contains("8192×8192"), "{message}");
+
+    // The studio form says the same at the field.
+    let response = studio_submit(&app.browser, "the same room at night", None, Some(bomb)).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = Page::parse(&response.text().await.expect("page"));
+    assert!(page.source.contains("8192×8192"), "the field names the size");
+    // Both answers came without decoding 256 MiB (which took seconds per request).
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(stored_files(&app).is_empty());
+}
+
+#[tokio::test]
+async fn a_reference_image_is_decoded_only_after_the_credit_check() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(0).await;
+    let key = api_key(&app, &user).await;
+    // A valid header on a body that breaks when decoded: decoding first would answer 422.
+    let image = png(640, 480);
+    let broken = &image[..image.len() * 3 / 4];
+    assert!(
+        image::ImageReader::new(Cursor::new(broken)).with_guessed_format().expect("format").into_dimensions().is_ok()
+    );
+    assert!(image::load_from_memory(broken).is_err(), "the body is broken");
+    let response = api_run(&app, &key, &run_body("a quiet harbour", Some(broken)), "order-1").await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "credits are checked before decoding: {body}");
+    assert_eq!(body["error"]["code"], "insufficient_credits");
+}
+
+#[tokio::test]
+async fn a_refused_run_stores_nothing_and_orphans_are_swept() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(10).await;
+    let response = studio_submit(&app.browser, "a red kite over the dunes", None, Some(jpeg(320, 240))).await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let key = api_key(&app, &user).await;
+    let response = api_run(&app, &key, &run_body("a red kite over the dunes", Some(&jpeg(320, 240))), "poor-1").await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    assert!(stored_files(&app).is_empty(), "refused runs left {:?}", stored_files(&app));
+
+    // Bytes whose transaction never committed (no row owns them) are swept after the grace
+    // period; owned ones stay.
+    let store = &app.state.store;
+    store.put("runs/orphan/reference.jpg", Bytes::from_static(b"orphan")).await.expect("put");
+    storage::save(
+        &app.pool,
+        store,
+        "runs/owned/reference.jpg",
+        Bytes::from_static(b"kept"),
+        "image/jpeg",
+        None,
+        Some(user.id),
+    )
+    .await
+    .expect("save");
+    assert_eq!(storage::sweep_orphans(&app.pool, store, storage::ORPHAN_GRACE).await.expect("sweep"), 0, "too young");
+    assert_eq!(storage::sweep_orphans(&app.pool, store, Duration::ZERO).await.expect("sweep"), 1);
+    assert!(store.get("runs/orphan/reference.jpg").await.expect("get").is_none());
+    assert!(store.get("runs/owned/reference.jpg").await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn an_idempotency_key_reused_for_another_request_is_refused() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(1000).await;
+    let key = api_key(&app, &user).await;
+    let first = api_run(&app, &key, &run_body("a lighthouse at dusk", None), "same-key").await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.expect("json");
+    let again = api_run(&app, &key, &run_body("a lighthouse at dusk", None), "same-key").await;
+    assert_eq!(again.status(), StatusCode::OK, "the same request replays");
+    assert_eq!(again.json::<Value>().await.expect("json")["id"], first["id"]);
+    let other = api_run(&app, &key, &run_body("a lighthouse at dawn", None), "same-key").await;
+    assert_eq!(other.status(), StatusCode::CONFLICT);
+    let body: Value = other.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("\"same-key\""), "{body}");
+    let runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM generation_run").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(runs, 1);
+
+    // The studio: the form sent again after its choices changed.
+    let response = studio_submit(&app.browser, "a harbour in fog", Some("form-key"), None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let response = studio_submit(&app.browser, "a harbour in fog", Some("form-key"), None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "a double submit lands on the same run");
+    let response = studio_submit(&app.browser, "a harbour at noon", Some("form-key"), None).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let page = Page::parse(&response.text().await.expect("page"));
+    assert!(page.text("[data-testid=form-error]").unwrap_or_default().contains("already submitted"));
+    let runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM generation_run").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(runs, 2);
+    app.assert_invariants().await;
+}
