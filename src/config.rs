@@ -60,6 +60,8 @@ pub struct Config {
     pub client_ip_header: Option<axum::http::HeaderName>,
     /// How often a live run page reloads its run even without a notification (a safety net).
     pub live_refresh: Duration,
+    /// Sign-up and log-in throttling (see `accounts::rate_limit`).
+    pub throttle: crate::accounts::rate_limit::ThrottleSettings,
 }
 
 /// A configuration error: which variable, what it held, what was expected.
@@ -177,6 +179,7 @@ impl Config {
             catalog_file: env.non_empty("FACEOFF_CATALOG_FILE").map(PathBuf::from),
             client_ip_header,
             live_refresh: Duration::from_secs(10),
+            throttle: Default::default(),
         })
     }
 

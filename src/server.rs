@@ -171,7 +171,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
     }));
     let pool = state.pool.clone();
     let sessions = PgSessionStore::new(state.pool.clone());
-    let auth_limits = state.auth_limits.clone();
+    let throttle = state.throttle.clone();
     let housekeeping_shutdown = shutdown.clone();
     let housekeeping = tokio::spawn(async move {
         let shutdown = housekeeping_shutdown;
@@ -187,7 +187,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             if let Err(err) = sessions.delete_expired().await {
                 tracing::warn!("session cleanup: {err}");
             }
-            auth_limits.retain_recent();
+            throttle.retain_recent();
         }
     });
     tasks.push(housekeeping);

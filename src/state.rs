@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::rate_limit::AuthLimits,
+    accounts::rate_limit::Throttle,
     catalog::{
         CatalogHandle,
         showcase::{ShowcaseDeps, Showcases},
@@ -31,8 +31,10 @@ pub struct AppState {
     pub store: Store,
     pub providers: Providers,
     pub payments: Payments,
-    /// Sign-up and log-in attempts per client IP and per email.
-    pub auth_limits: Arc<AuthLimits>,
+    /// Sign-up and log-in throttling (failures per email and address, per address, per device).
+    pub throttle: Arc<Throttle>,
+    /// Signs the device cookies of browsers that signed in (shared by every instance).
+    pub device_key: Arc<[u8; 32]>,
     /// Cancelled when the process shuts down: background work stops and live streams end.
     pub shutdown: CancellationToken,
     /// The catalog snapshot pages read (refreshed on `catalog_changed`).
@@ -54,6 +56,8 @@ impl AppState {
         crate::accounts::password::warm_up().await;
         let catalog = CatalogHandle::load(&pool).await?;
         let csrf_key = CsrfKey::new(crate::db::secret_key(&pool, "csrf").await?);
+        let device_key = Arc::new(crate::db::secret_key(&pool, "device").await?);
+        let throttle = Arc::new(Throttle::new(config.throttle));
         let shutdown = CancellationToken::new();
         let showcases =
             Showcases::new(ShowcaseDeps::new(pool.clone(), store.clone(), providers.clone()), shutdown.clone());
@@ -65,7 +69,8 @@ impl AppState {
             store,
             providers,
             payments,
-            auth_limits: Arc::new(AuthLimits::default()),
+            throttle,
+            device_key,
             shutdown,
             catalog,
             run_events: RunEvents::default(),

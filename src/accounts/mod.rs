@@ -127,12 +127,15 @@ pub fn normalize_email(raw: &str) -> String {
     raw.trim().to_string()
 }
 
+/// The longest email address accepted (RFC 5321's limit on a path).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
 /// Why an (already trimmed) email address is not acceptable, in words for the form.
 pub fn validate_email(email: &str) -> Result<(), &'static str> {
     if email.is_empty() {
         return Err("enter your email address");
     }
-    if email.chars().count() > 254 {
+    if email.chars().count() > MAX_EMAIL_CHARS {
         return Err("that email address is too long");
     }
     let valid = match email.rsplit_once('@') {
@@ -141,11 +144,22 @@ pub fn validate_email(email: &str) -> Result<(), &'static str> {
                 && !domain.is_empty()
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
         }
         None => false,
     };
     if valid { Ok(()) } else { Err("enter an email address like name@example.com") }
+}
+
+/// Characters that show nothing or reorder text (zero-width spaces and joiners, bidi controls,
+/// the soft hyphen, variation selectors, tags…): an address with them looks like another one.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+            | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF
+            | 0xFFA0 | 0xFFF9..=0xFFFB | 0x1BCA0..=0x1BCA3 | 0xE0000..=0xE007F | 0xE0100..=0xE01EF
+    )
 }
 
 /// Creates a user, their wallet and their sign-up grant in one transaction (the caller's).
@@ -218,5 +232,11 @@ mod tests {
         assert!(validate_email("ann@").is_err());
         assert!(validate_email("a nn@example.com").is_err());
         assert!(validate_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+        for lookalike in
+            ["ann\u{200B}@example.com", "ann@exa\u{202E}mple.com", "\u{FEFF}ann@example.com", "an\u{00AD}n@example.com"]
+        {
+            assert!(validate_email(lookalike).is_err(), "{lookalike:?}");
+        }
+        assert!(validate_email("zoë@exämple.com").is_ok(), "letters from other scripts are fine");
     }
 }

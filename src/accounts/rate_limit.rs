@@ -1,68 +1,33 @@
-//! Rate limits on sign-up and log-in: at most 10 attempts a minute per client IP (see
-//! `web::client_ip`) and per email address (each action counted separately), kept in memory per
-//! process with `governor`.
-//! Several app instances each allow their own 10; that bounds guessing well enough without a
-//! shared store.
+//! Throttling sign-up and log-in so that an attacker is slowed down and the owner is not.
+//!
+//! Log-in counts *failures*, not attempts, under several keys, and each key backs off
+//! exponentially once its free failures are used up (1 s, 2 s, 4 s … at most 15 minutes; a key
+//! forgets after an hour without failures):
+//! - per (email, client address): one address guessing one account's password;
+//! - per client address: one address trying many accounts (credential stuffing);
+//! - per (email, device): a browser that signed in to this account before carries a signed
+//!   device cookie ([`DeviceCookie`], as OWASP recommends) and is counted on its own, so the
+//!   owner's browser keeps its budget whatever others send, even from the same address.
+//!
+//! Nothing is counted per email alone: failures from many addresses never lock the owner out.
+//! A password change counts its own failures per user ([`Throttle::check_password_change`]),
+//! untouched by anyone's failed logins. Attempts (successful or not) are also limited per
+//! address (sign-up and log-in, separately), which bounds the password hashing one address can
+//! cause. Everything is kept in memory per process; with several instances each keeps its own.
 
-use std::{net::IpAddr, num::NonZeroU32, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
+use base64::Engine;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
-
-/// Attempts allowed per minute, per IP and per email.
-pub const PER_MINUTE: u32 = 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    Signup,
-    Login,
-}
-
-pub struct AuthLimits {
-    by_ip: DefaultKeyedRateLimiter<(Action, IpAddr)>,
-    by_email: DefaultKeyedRateLimiter<(Action, String)>,
-}
-
-impl std::fmt::Debug for AuthLimits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthLimits").finish_non_exhaustive()
-    }
-}
-
-impl Default for AuthLimits {
-    fn default() -> Self {
-        Self::per_minute(PER_MINUTE)
-    }
-}
-
-impl AuthLimits {
-    pub fn per_minute(n: u32) -> Self {
-        let quota = Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
-        AuthLimits { by_ip: RateLimiter::keyed(quota), by_email: RateLimiter::keyed(quota) }
-    }
-
-    /// Counts one attempt from `ip` for `email` (normalised: trimmed, lower-cased); a blocked
-    /// attempt is [`RateLimited`] with the seconds to wait.
-    pub fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), RateLimited> {
-        let by_ip = self.by_ip.check_key(&(action, ip)).map_err(|n| n.wait_time_from(self.by_ip.clock().now()));
-        let email = email.trim().to_lowercase();
-        let by_email = if email.is_empty() {
-            Ok(())
-        } else {
-            self.by_email.check_key(&(action, email)).map_err(|n| n.wait_time_from(self.by_email.clock().now()))
-        };
-        match (by_ip, by_email) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(wait), Ok(())) | (Ok(()), Err(wait)) => Err(limited(wait)),
-            (Err(a), Err(b)) => Err(limited(a.max(b))),
-        }
-    }
-
-    /// Forgets keys whose limits have fully replenished (call periodically).
-    pub fn retain_recent(&self) {
-        self.by_ip.retain_recent();
-        self.by_email.retain_recent();
-    }
-}
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use uuid::Uuid;
 
 /// Too many attempts: wait `retry_after` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -71,33 +36,319 @@ pub struct RateLimited {
     pub retry_after: u64,
 }
 
+/// How the limits are set (`Config` carries them; tests raise them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleSettings {
+    /// Sign-up or log-in attempts per minute from one address (each counted separately).
+    pub attempts_per_minute: u32,
+    /// Failed log-ins per (email, address), and per (email, device), before backing off.
+    pub free_failures: u32,
+    /// Failed log-ins from one address, all emails together, before backing off.
+    pub free_failures_per_address: u32,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        ThrottleSettings { attempts_per_minute: 30, free_failures: 5, free_failures_per_address: 20 }
+    }
+}
+
+/// The longest wait one key can impose.
+const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// A key forgets its failures after this long without one.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    EmailAddress(String, IpAddr),
+    Address(IpAddr),
+    EmailDevice(String, [u8; 16]),
+    PasswordChange(Uuid),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Action {
+    Signup,
+    Login,
+}
+
+pub struct Throttle {
+    settings: ThrottleSettings,
+    attempts: DefaultKeyedRateLimiter<(Action, IpAddr)>,
+    failures: Mutex<HashMap<Key, Failures>>,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new(ThrottleSettings::default())
+    }
+}
+
+/// Who is trying to log in.
+#[derive(Debug, Clone)]
+pub struct LoginAttempt<'a> {
+    /// Trimmed; compared case-insensitively.
+    pub email: &'a str,
+    pub address: IpAddr,
+    /// The device id of a valid device cookie for this email, if the browser sent one.
+    pub device: Option<[u8; 16]>,
+}
+
+impl Throttle {
+    pub fn new(settings: ThrottleSettings) -> Self {
+        let per_minute = NonZeroU32::new(settings.attempts_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        Throttle { settings, attempts: RateLimiter::keyed(Quota::per_minute(per_minute)), failures: Mutex::default() }
+    }
+
+    fn attempt(&self, action: Action, address: IpAddr) -> Result<(), RateLimited> {
+        self.attempts
+            .check_key(&(action, address))
+            .map_err(|not_until| limited(not_until.wait_time_from(self.attempts.clock().now())))
+    }
+
+    /// Counts a sign-up attempt from `address`.
+    pub fn check_signup(&self, address: IpAddr) -> Result<(), RateLimited> {
+        self.attempt(Action::Signup, address)
+    }
+
+    fn keys(&self, attempt: &LoginAttempt<'_>) -> Vec<(Key, u32)> {
+        let email = attempt.email.trim().to_lowercase();
+        match attempt.device {
+            // The owner's browser: its own budget, whatever others send from its address.
+            Some(device) => vec![(Key::EmailDevice(email, device), self.settings.free_failures)],
+            None => vec![
+                (Key::EmailAddress(email, attempt.address), self.settings.free_failures),
+                (Key::Address(attempt.address), self.settings.free_failures_per_address),
+            ],
+        }
+    }
+
+    /// Before checking a password: refused while any of the attempt's keys is backing off.
+    pub fn check_login(&self, attempt: &LoginAttempt<'_>) -> Result<(), RateLimited> {
+        if attempt.device.is_none() {
+            self.attempt(Action::Login, attempt.address)?;
+        }
+        self.waiting(&self.keys(attempt))
+    }
+
+    /// A wrong password (or an unknown email).
+    pub fn login_failed(&self, attempt: &LoginAttempt<'_>) {
+        self.fail(&self.keys(attempt));
+    }
+
+    /// A successful log-in clears the failures of this email from this address or device (not
+    /// those of the address: an attacker cannot clear them with an account of their own).
+    pub fn login_succeeded(&self, attempt: &LoginAttempt<'_>) {
+        let mut failures = self.lock();
+        for (key, _) in self.keys(attempt) {
+            if !matches!(key, Key::Address(_)) {
+                failures.remove(&key);
+            }
+        }
+    }
+
+    /// Before checking a signed-in user's current password (the password change).
+    pub fn check_password_change(&self, user: Uuid) -> Result<(), RateLimited> {
+        self.waiting(&[(Key::PasswordChange(user), self.settings.free_failures)])
+    }
+
+    pub fn password_change_failed(&self, user: Uuid) {
+        self.fail(&[(Key::PasswordChange(user), self.settings.free_failures)]);
+    }
+
+    pub fn password_change_succeeded(&self, user: Uuid) {
+        self.lock().remove(&Key::PasswordChange(user));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn waiting(&self, keys: &[(Key, u32)]) -> Result<(), RateLimited> {
+        let now = Instant::now();
+        let failures = self.lock();
+        let wait = keys
+            .iter()
+            .filter_map(|(key, free)| {
+                let f = failures.get(key)?;
+                let until = f.last + backoff(f.count, *free);
+                (until > now && now.duration_since(f.last) < FORGET_AFTER).then(|| until - now)
+            })
+            .max();
+        match wait {
+            Some(wait) => Err(limited(wait)),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, keys: &[(Key, u32)]) {
+        let now = Instant::now();
+        let mut failures = self.lock();
+        for (key, _) in keys {
+            let entry = failures.entry(key.clone()).or_insert(Failures { count: 0, last: now });
+            if now.duration_since(entry.last) >= FORGET_AFTER {
+                entry.count = 0;
+            }
+            entry.count = entry.count.saturating_add(1);
+            entry.last = now;
+        }
+    }
+
+    /// Forgets what no longer limits anyone (call periodically).
+    pub fn retain_recent(&self) {
+        self.attempts.retain_recent();
+        let now = Instant::now();
+        self.lock().retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+    }
+}
+
+/// How long a key waits after its latest failure: nothing for the first `free` failures, then 1 s,
+/// 2 s, 4 s … up to [`MAX_BACKOFF`].
+fn backoff(count: u32, free: u32) -> Duration {
+    if count < free {
+        return Duration::ZERO;
+    }
+    let doublings = (count - free).min(20);
+    Duration::from_secs(1u64 << doublings).min(MAX_BACKOFF)
+}
+
 fn limited(wait: Duration) -> RateLimited {
     // Round up: a client that waits exactly Retry-After seconds must get through.
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     RateLimited { retry_after: secs.max(1) }
 }
 
+/// The signed device cookie a browser gets when it signs in: which account it signed in to and
+/// a random device id, with an HMAC so nobody can make one for an account they never signed in
+/// to (`faceoff_device`, HttpOnly, a year). It grants nothing but its own log-in budget.
+pub struct DeviceCookie;
+
+impl DeviceCookie {
+    pub const NAME: &'static str = "faceoff_device";
+    pub const MAX_AGE: time::Duration = time::Duration::days(365);
+
+    fn mac(key: &[u8], device: &[u8; 16], email: &str) -> Hmac<Sha256> {
+        // HMAC takes keys of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        mac.update(b"faceoff-device\0");
+        mac.update(device);
+        mac.update(email.trim().to_lowercase().as_bytes());
+        mac
+    }
+
+    /// A new cookie value for a browser that just signed in as `email`.
+    pub fn issue(key: &[u8], email: &str) -> String {
+        let device: [u8; 16] = rand::random();
+        let mut value = device.to_vec();
+        value.extend_from_slice(&Self::mac(key, &device, email).finalize().into_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value)
+    }
+
+    /// The device id in `value`, if it is a cookie this site issued for `email`.
+    pub fn verify(key: &[u8], value: &str, email: &str) -> Option<[u8; 16]> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value.trim()).ok()?;
+        if bytes.len() != 48 {
+            return None;
+        }
+        let device: [u8; 16] = bytes[..16].try_into().ok()?;
+        Self::mac(key, &device, email).verify_slice(&bytes[16..]).ok()?;
+        Some(device)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn attempt(email: &str, address: [u8; 4], device: Option<[u8; 16]>) -> LoginAttempt<'_> {
+        LoginAttempt { email, address: IpAddr::from(address), device }
+    }
+
+    fn throttle() -> Throttle {
+        Throttle::new(ThrottleSettings { attempts_per_minute: 1000, free_failures: 5, free_failures_per_address: 20 })
+    }
+
     #[test]
-    fn ten_a_minute_per_ip_and_per_email() {
-        let limits = AuthLimits::default();
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        for i in 0..10 {
-            limits.check(Action::Login, ip, &format!("u{i}@example.com")).expect("under the limit");
+    fn failures_back_off_exponentially_per_email_and_address() {
+        let t = throttle();
+        let a = attempt("victim@example.com", [10, 0, 0, 1], None);
+        for _ in 0..5 {
+            t.check_login(&a).expect("free failures");
+            t.login_failed(&a);
         }
-        match limits.check(Action::Login, ip, "other@example.com") {
-            Err(RateLimited { retry_after }) => assert!((1..=60).contains(&retry_after)),
-            other => panic!("expected a rate limit, got {other:?}"),
+        let first = t.check_login(&a).expect_err("backing off");
+        assert_eq!(first.retry_after, 1);
+        t.login_failed(&a);
+        t.login_failed(&a);
+        assert_eq!(t.check_login(&a).expect_err("backing off").retry_after, 4, "1, 2, 4 seconds…");
+        assert_eq!(backoff(100, 5), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn failures_from_many_addresses_never_lock_the_owner_out() {
+        let t = throttle();
+        for i in 0..50 {
+            let a = attempt("victim@example.com", [10, 0, 1, i], None);
+            t.check_login(&a).expect("each address has its own budget");
+            t.login_failed(&a);
         }
-        // Sign-up is counted separately, and so is another IP.
-        limits.check(Action::Signup, ip, "x@example.com").expect("other action");
-        // One email from many IPs: limited by the email.
-        for i in 0..10 {
-            limits.check(Action::Signup, [10, 0, 1, i].into(), " Victim@Example.com").expect("under the limit");
+        t.check_login(&attempt("Victim@Example.com", [192, 0, 2, 1], None)).expect("the owner, from a fresh address");
+    }
+
+    #[test]
+    fn a_device_keeps_its_own_budget_even_at_the_attackers_address() {
+        let t = throttle();
+        let shared = [10, 0, 0, 9];
+        for _ in 0..30 {
+            t.login_failed(&attempt("victim@example.com", shared, None));
         }
-        assert!(limits.check(Action::Signup, [10, 0, 2, 1].into(), "victim@example.com").is_err());
+        assert!(t.check_login(&attempt("victim@example.com", shared, None)).is_err());
+        t.check_login(&attempt("victim@example.com", shared, Some([7; 16]))).expect("the owner's browser");
+    }
+
+    #[test]
+    fn one_address_trying_many_accounts_backs_off() {
+        let t = throttle();
+        for i in 0..20 {
+            t.login_failed(&attempt(&format!("user{i}@example.com"), [10, 0, 0, 2], None));
+        }
+        assert!(t.check_login(&attempt("fresh@example.com", [10, 0, 0, 2], None)).is_err());
+        t.check_login(&attempt("fresh@example.com", [10, 0, 0, 3], None)).expect("another address");
+    }
+
+    #[test]
+    fn a_password_change_has_its_own_budget() {
+        let t = throttle();
+        let user = Uuid::new_v4();
+        for i in 0..50 {
+            t.login_failed(&attempt("victim@example.com", [10, 0, 2, i], None));
+        }
+        t.check_password_change(user).expect("others' failed logins do not count");
+        for _ in 0..5 {
+            t.password_change_failed(user);
+        }
+        assert!(t.check_password_change(user).is_err(), "guessing from a borrowed session does");
+    }
+
+    #[test]
+    fn device_cookies_are_signed_for_one_account() {
+        let key = [3u8; 32];
+        let value = DeviceCookie::issue(&key, "Ann@Example.com");
+        assert!(DeviceCookie::verify(&key, &value, "ann@example.com").is_some());
+        assert!(DeviceCookie::verify(&key, &value, "bob@example.com").is_none());
+        assert!(DeviceCookie::verify(&[4u8; 32], &value, "ann@example.com").is_none());
+        assert!(DeviceCookie::verify(&key, "garbage", "ann@example.com").is_none());
     }
 }

@@ -41,6 +41,7 @@ use crate::{
         AppError, Routes,
         csrf::{self, CsrfSettings},
         error::{self, ErrorPages},
+        input,
     },
 };
 
@@ -95,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(input::reject_unstorable_uri))
         .layer(middleware::from_fn_with_state(error_pages, error::render_errors))
         .layer(middleware::from_fn(telemetry::track_requests))
         .layer(middleware::from_fn_with_state(csrf_settings, csrf::middleware))

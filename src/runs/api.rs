@@ -23,7 +23,7 @@ use crate::{
     catalog::Mode,
     ledger,
     state::AppState,
-    web::{ApiUser, AppError, Result, Routes},
+    web::{ApiJson, ApiUser, AppError, Result, Routes},
 };
 
 /// JSON run bodies carry the reference image as base64 (10 MB → about 13.4 MB).
@@ -129,7 +129,11 @@ struct QuoteJson {
 }
 
 /// `POST /api/v1/quote`: what a run would cost, against the balance.
-async fn quote(State(state): State<AppState>, user: ApiUser, Json(body): Json<QuoteBody>) -> Result<Json<QuoteJson>> {
+async fn quote(
+    State(state): State<AppState>,
+    user: ApiUser,
+    ApiJson(body): ApiJson<QuoteBody>,
+) -> Result<Json<QuoteJson>> {
     let catalog = state.catalog.current();
     let mode = body.mode.unwrap_or_else(|| "2k".into());
     let quote = create::quote(&catalog, &body.models, &mode)?;
@@ -173,7 +177,7 @@ async fn create_run(
     State(state): State<AppState>,
     user: ApiUser,
     headers: HeaderMap,
-    Json(body): Json<RunBody>,
+    ApiJson(body): ApiJson<RunBody>,
 ) -> Result<Response> {
     let key = match headers.get("idempotency-key") {
         Some(value) => {

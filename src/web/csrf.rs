@@ -32,7 +32,11 @@ use sqlx::PgPool;
 use tower_sessions::cookie::{Cookie, SameSite};
 use uuid::Uuid;
 
-use crate::web::{auth::Viewer, error::AppError};
+use crate::web::{
+    auth::Viewer,
+    error::AppError,
+    input::{check_form_body, check_text},
+};
 
 /// The cookie holding the browser's nonce.
 pub const COOKIE: &str = "faceoff_csrf";
@@ -219,6 +223,7 @@ where
         if !is_form {
             return Err(AppError::UnsupportedMediaType);
         }
+        check_form_body(&bytes, "the form")?;
         serde_urlencoded::from_bytes::<T>(&bytes)
             .map(CsrfForm)
             .map_err(|err| AppError::BadRequest(format!("the form could not be read: {err}")))
@@ -317,7 +322,11 @@ async fn read_multipart(multipart: &mut Multipart) -> Result<MultipartFields, Ap
                 if bytes.len() > MAX_TEXT_FIELD_BYTES {
                     return Err(AppError::TooLarge(format!("the field {name:?} is too long")));
                 }
-                fields.text.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+                let text = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| AppError::BadRequest(format!("{name}: text must be valid UTF-8")))?;
+                check_text(&text)?;
+                check_text(&name)?;
+                fields.text.push((name, text));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The HTTP edge toolkit shared by every domain's route files: the error type and its pages
 //! ([`error`]), who is asking ([`auth`]: extractors for the viewer, a signed-in user, an
-//! administrator, an API key), CSRF-checked forms ([`csrf`]), the page layout ([`layout`]),
+//! administrator, an API key), CSRF-checked forms ([`csrf`]), input that cannot be stored
+//! ([`input`]: NUL, broken UTF-8; JSON bodies), the page layout ([`layout`]),
 //! the client's address for rate limits ([`client_ip`]), static assets ([`assets`]), template
 //! rendering ([`render`]) and the path-recording router ([`routes::Routes`]).
 //!
@@ -14,12 +15,14 @@ pub mod auth;
 pub mod client_ip;
 pub mod csrf;
 pub mod error;
+pub mod input;
 pub mod layout;
 pub mod routes;
 
 pub use auth::{Admin, ApiUser, SignedIn, Viewer};
 pub use csrf::{CsrfForm, CsrfMultipart};
 pub use error::{AppError, Result};
+pub use input::ApiJson;
 pub use layout::Layout;
 pub use routes::Routes;
 

@@ -198,41 +198,41 @@ async fn a_token_is_good_only_in_the_browser_that_loaded_it_and_only_for_who_it_
 }
 
 #[tokio::test]
-async fn login_and_signup_are_rate_limited() {
+async fn guessing_one_password_backs_off_exponentially_and_signups_are_limited() {
     let app = TestApp::spawn().await;
+    app.create_user("carol@example.com", 0).await;
     let login = app.browser.form("/login", "/login").await;
-    for i in 0..10 {
-        let email = format!("guess{i}@example.com");
-        let response = login.submit(&app.browser, &[("email", &email), ("password", "wrong password")]).await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "attempt {i}");
+    let guess = || login.submit(&app.browser, &[("email", "carol@example.com"), ("password", "wrong password")]);
+    for i in 0..5 {
+        assert_eq!(guess().await.status(), StatusCode::UNPROCESSABLE_ENTITY, "free failure {i}");
     }
-    let response = login.submit(&app.browser, &[("email", "guess@example.com"), ("password", "x")]).await;
+    let response = guess().await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 =
         response.headers()["retry-after"].to_str().expect("ascii").parse().expect("Retry-After in seconds");
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(retry_after, 1, "the first wait is a second");
     let page = Page::from_response(response).await;
     page.assert_well_formed("429");
     assert!(page.text("main").is_some_and(|t| t.contains("try again in")), "{:?}", page.text("main"));
 
-    // Sign-up has its own budget, and it runs out the same way.
+    // Sign-up attempts are limited per address (30 a minute).
     let signup = app.browser.form("/signup", "/signup").await;
     let mut statuses = Vec::new();
-    for i in 0..11 {
+    for i in 0..31 {
         let email = format!("new{i}@example.com");
         let response = signup.submit(&app.browser, &[("email", &email), ("password", "short")]).await;
         statuses.push(response.status());
     }
-    assert!(statuses[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{statuses:?}");
-    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+    assert!(statuses[..30].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{statuses:?}");
+    assert_eq!(statuses[30], StatusCode::TOO_MANY_REQUESTS);
 }
 
-/// Ten failed log-ins from `forwarded` (as the proxy reports it), then the eleventh's status;
-/// all through the log-in form of the default browser.
-async fn eleventh_login_from(app: &TestApp, forwarded: &str, round: &str) -> Vec<StatusCode> {
+/// `n` failed log-ins (one email each) from `forwarded` (as the proxy reports it), through the
+/// log-in form of the default browser; their statuses.
+async fn failed_logins_from(app: &TestApp, forwarded: &str, round: &str, n: usize) -> Vec<StatusCode> {
     let (browser, login) = (&app.browser, app.browser.form("/login", "/login").await);
     let mut statuses = Vec::new();
-    for i in 0..11 {
+    for i in 0..n {
         let email = format!("{round}{i}@example.com");
         let response = browser
             .client
@@ -250,26 +250,127 @@ async fn eleventh_login_from(app: &TestApp, forwarded: &str, round: &str) -> Vec
 #[tokio::test]
 async fn behind_a_proxy_the_limit_counts_the_address_the_proxy_reports() {
     let app = TestApp::spawn_with(|c| c.client_ip_header = Some(HeaderName::from_static("x-forwarded-for"))).await;
-    // All requests come from 127.0.0.1; the proxy says they are two different clients. A client
-    // cannot escape by prepending addresses: only the proxy's (last) entry counts.
-    let first = eleventh_login_from(&app, "198.51.100.1, 203.0.113.7", "a").await;
-    assert!(first[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{first:?}");
-    assert_eq!(first[10], StatusCode::TOO_MANY_REQUESTS);
-    let spoofed = eleventh_login_from(&app, "192.0.2.99, 203.0.113.7", "b").await;
+    // All requests come from 127.0.0.1; the proxy says they are two different clients. One
+    // address trying many accounts backs off after 20 failures. A client cannot escape by
+    // prepending addresses: only the proxy's (last) entry counts.
+    let first = failed_logins_from(&app, "198.51.100.1, 203.0.113.7", "a", 21).await;
+    assert!(first[..20].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{first:?}");
+    assert_eq!(first[20], StatusCode::TOO_MANY_REQUESTS);
+    let spoofed = failed_logins_from(&app, "192.0.2.99, 203.0.113.7", "b", 3).await;
     assert!(spoofed.iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{spoofed:?}");
-    let other = eleventh_login_from(&app, "203.0.113.8", "c").await;
-    assert!(other[..10].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{other:?}");
-    assert_eq!(other[10], StatusCode::TOO_MANY_REQUESTS);
+    let other = failed_logins_from(&app, "203.0.113.8", "c", 21).await;
+    assert!(other[..20].iter().all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY), "{other:?}");
+    assert_eq!(other[20], StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
 async fn without_a_configured_proxy_forwarded_headers_are_ignored() {
     let app = TestApp::spawn().await;
-    let first = eleventh_login_from(&app, "203.0.113.7", "a").await;
-    assert_eq!(first[10], StatusCode::TOO_MANY_REQUESTS, "{first:?}");
+    let first = failed_logins_from(&app, "203.0.113.7", "a", 21).await;
+    assert_eq!(first[20], StatusCode::TOO_MANY_REQUESTS, "{first:?}");
     // A new forwarded address buys nothing: the peer (127.0.0.1) is what counts.
-    let second = eleventh_login_from(&app, "203.0.113.8", "b").await;
+    let second = failed_logins_from(&app, "203.0.113.8", "b", 1).await;
     assert_eq!(second[0], StatusCode::TOO_MANY_REQUESTS, "{second:?}");
+}
+
+#[tokio::test]
+async fn wrong_passwords_from_many_addresses_do_not_lock_the_owner_out() {
+    let app = TestApp::spawn_with(|c| c.client_ip_header = Some(HeaderName::from_static("x-forwarded-for"))).await;
+    let owner = app.create_user("dana@example.com", 100).await;
+    // Eleven wrong passwords for the owner's email from eleven addresses, and more from one.
+    let attacker = app.browser();
+    let form = attacker.form("/login", "/login").await;
+    let attempt = |address: String| {
+        let attacker = &attacker;
+        let token = form.token.clone();
+        async move {
+            attacker
+                .client
+                .post(attacker.url("/login"))
+                .header("x-forwarded-for", address)
+                .form(&[("email", "dana@example.com"), ("password", "not the password"), ("csrf_token", &token)])
+                .send()
+                .await
+                .expect("POST /login")
+                .status()
+        }
+    };
+    for i in 0..11 {
+        assert_eq!(attempt(format!("198.51.100.{i}")).await, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let mut last = StatusCode::OK;
+    for _ in 0..8 {
+        last = attempt("198.51.100.200".into()).await;
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS, "the attacker is throttled");
+
+    // The owner, from a fresh address, logs in at once...
+    let browser = app.browser();
+    let form = browser.form("/login", "/login").await;
+    let response = browser
+        .client
+        .post(browser.url("/login"))
+        .header("x-forwarded-for", "203.0.113.50")
+        .form(&[("email", "dana@example.com"), ("password", owner.password.as_str()), ("csrf_token", &form.token)])
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "the owner is not locked out");
+    // ...and can change the password: others' failed logins do not count against it.
+    let response = browser
+        .submit(
+            "/account",
+            "/account/password",
+            &[("current_password", owner.password.as_str()), ("new_password", "an entirely new password")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_browser_that_signed_in_before_keeps_its_own_budget() {
+    let app = TestApp::spawn().await;
+    let owner = app.create_user("erin@example.com", 100).await;
+    // The owner's browser signs in once (and gets its device cookie), then signs out.
+    let trusted = app.browser();
+    trusted.sign_in(&owner).await;
+    assert!(trusted.cookie("faceoff_device").is_some(), "a device cookie after signing in");
+    assert_eq!(trusted.submit("/", "/logout", &[]).await.status(), StatusCode::SEE_OTHER);
+    // An attacker at the same address (all tests come from 127.0.0.1) exhausts its budget.
+    let attacker = app.browser();
+    let form = attacker.form("/login", "/login").await;
+    let mut last = StatusCode::OK;
+    for _ in 0..8 {
+        last = form.submit(&attacker, &[("email", "erin@example.com"), ("password", "guess")]).await.status();
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    // The owner's browser still gets in; a new browser at that address does not, yet.
+    assert_eq!(trusted.log_in("erin@example.com", &owner.password).await.status(), StatusCode::SEE_OTHER);
+    let stranger = app.browser();
+    assert_eq!(stranger.log_in("erin@example.com", &owner.password).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // A device cookie made up by the attacker (or issued for another account) is worth nothing.
+    let mut forged = trusted.cookie("faceoff_device").expect("cookie");
+    let last = if forged.ends_with('A') { "B" } else { "A" };
+    forged.pop();
+    forged.push_str(last);
+    attacker.add_cookie("faceoff_device", &forged);
+    assert_eq!(attacker.log_in("erin@example.com", &owner.password).await.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn over_long_emails_are_refused_before_any_limiter_or_database_work() {
+    let app = TestApp::spawn().await;
+    let long = format!("{}@example.com", "a".repeat(60_000));
+    for _ in 0..40 {
+        let response = app.browser.submit("/login", "/login", &[("email", &long), ("password", "whatever")]).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let page = Page::from_response(response).await;
+        assert!(page.source.contains("too long"));
+        assert!(!page.source.contains(&"a".repeat(300)), "the page does not echo it back");
+    }
+    // Forty refusals counted nothing: the address still has its whole budget.
+    let user = app.create_user("fay@example.com", 0).await;
+    app.browser.sign_in(&user).await;
 }
 
 #[tokio::test]

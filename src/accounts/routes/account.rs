@@ -11,9 +11,9 @@ use tower_sessions::Session;
 
 use super::form_error;
 use crate::{
-    accounts::{self, password, rate_limit::Action},
+    accounts::{self, password},
     state::AppState,
-    web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, client_ip::ClientIp, csrf::NoFields, render},
+    web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, csrf::NoFields, render},
 };
 
 pub fn routes() -> Routes<AppState> {
@@ -52,20 +52,23 @@ struct PasswordForm {
 async fn change_password(
     State(state): State<AppState>,
     SignedIn(current): SignedIn,
-    ClientIp(client): ClientIp,
     session: Session,
     layout: Layout,
     CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Result<Response> {
-    // Guessing the current password from a borrowed session counts like log-in attempts.
-    state.auth_limits.check(Action::Login, client, &current.email)?;
+    // Guessing the current password from a borrowed session is throttled per user (and only
+    // by this user's own failures, not by anyone's failed logins).
+    state.throttle.check_password_change(current.id)?;
     let mut page = AccountPage::new(layout);
     page.new_password_error = password::validate(&form.new_password).err().map(String::from);
     let user = accounts::find_by_id(&state.pool, current.id).await?.ok_or(AppError::Unauthorized)?;
     if form.current_password.is_empty() {
         page.current_password_error = Some("enter your current password".into());
     } else if !password::verify(form.current_password, Some(user.password_hash)).await? {
+        state.throttle.password_change_failed(user.id);
         page.current_password_error = Some("that is not your current password".into());
+    } else {
+        state.throttle.password_change_succeeded(user.id);
     }
     if page.current_password_error.is_some() || page.new_password_error.is_some() {
         return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));

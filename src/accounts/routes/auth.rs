@@ -2,19 +2,28 @@
 
 use axum::{
     extract::{Query, State},
-    http::StatusCode,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use serde::Deserialize;
 use tower_sessions::Session;
+use tower_sessions::cookie::{Cookie, SameSite};
 use uuid::Uuid;
 
 use super::form_error;
 use crate::{
-    accounts::{self, CreateUserError, Role, SESSION_USER_KEY, password, rate_limit::Action},
+    accounts::{
+        self, CreateUserError, Role, SESSION_USER_KEY, password,
+        rate_limit::{DeviceCookie, LoginAttempt},
+    },
     state::AppState,
-    web::{CsrfForm, Layout, Result, Routes, client_ip::ClientIp, csrf::NoFields, render},
+    web::{
+        CsrfForm, Layout, Result, Routes,
+        client_ip::ClientIp,
+        csrf::{NoFields, cookie_value},
+        render,
+    },
 };
 
 pub fn routes() -> Routes<AppState> {
@@ -45,11 +54,42 @@ fn next_query(next: &Option<String>) -> String {
 
 /// Signs `user_id` in on this session under a new session id (the old one is deleted, so an id
 /// planted or seen before log-in is useless; CSRF tokens are bound to the user, so a token seen
-/// before log-in is useless too).
-async fn sign_in(session: &Session, user_id: Uuid) -> Result<()> {
+/// before log-in is useless too), and answers with a redirect to `next` that gives the browser a
+/// device cookie for this account unless it has a valid one (`device`).
+async fn sign_in(
+    state: &AppState,
+    session: &Session,
+    user_id: Uuid,
+    email: &str,
+    device: Option<[u8; 16]>,
+    next: Option<&str>,
+) -> Result<Response> {
     session.cycle_id().await?;
     session.insert(SESSION_USER_KEY, user_id).await?;
-    Ok(())
+    let mut response = Redirect::to(next.unwrap_or("/")).into_response();
+    if device.is_none() {
+        let cookie = Cookie::build((DeviceCookie::NAME, DeviceCookie::issue(&state.device_key[..], email)))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(state.config.secure_cookies)
+            .max_age(DeviceCookie::MAX_AGE)
+            .build();
+        if let Ok(value) = HeaderValue::from_str(&cookie.encoded().to_string()) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The device id of the browser's device cookie, if it is a valid one for `email`.
+fn device_of(state: &AppState, headers: &HeaderMap, email: &str) -> Option<[u8; 16]> {
+    DeviceCookie::verify(&state.device_key[..], cookie_value(headers, DeviceCookie::NAME)?, email)
+}
+
+/// An email address longer than any real one is refused before any limiter or database work.
+fn too_long(email: &str) -> Option<String> {
+    (email.chars().count() > accounts::MAX_EMAIL_CHARS).then(|| "that email address is too long".to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,7 +149,18 @@ async fn signup(
     CsrfForm(form): CsrfForm<AuthForm>,
 ) -> Result<Response> {
     let email = accounts::normalize_email(&form.email);
-    state.auth_limits.check(Action::Signup, client, &email)?;
+    if let Some(message) = too_long(&email) {
+        let page = SignupPage {
+            layout,
+            signup_credits: state.config.signup_credits,
+            email: String::new(),
+            next: safe_next(Some(&form.next)),
+            email_error: Some(message),
+            password_error: None,
+        };
+        return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
+    }
+    state.throttle.check_signup(client)?;
     let mut page = SignupPage {
         layout,
         signup_credits: state.config.signup_credits,
@@ -137,8 +188,7 @@ async fn signup(
     };
     tx.commit().await?;
     tracing::info!(%user_id, "new account");
-    sign_in(&session, user_id).await?;
-    Ok(Redirect::to(page.next.as_deref().unwrap_or("/")).into_response())
+    sign_in(&state, &session, user_id, &email, None, page.next.as_deref()).await
 }
 
 const EMAIL_TAKEN: &str = "an account with this email already exists; log in instead";
@@ -190,31 +240,39 @@ async fn login(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
     session: Session,
+    headers: HeaderMap,
     layout: Layout,
     CsrfForm(form): CsrfForm<AuthForm>,
 ) -> Result<Response> {
     let email = accounts::normalize_email(&form.email);
-    state.auth_limits.check(Action::Login, client, &email)?;
     let mut page = LoginPage {
         layout,
         email: email.clone(),
         next: safe_next(Some(&form.next)),
         notice: None,
-        email_error: email.is_empty().then(|| "enter your email address".to_string()),
+        email_error: match email.is_empty() {
+            true => Some("enter your email address".to_string()),
+            false => too_long(&email),
+        },
         password_error: form.password.is_empty().then(|| "enter your password".to_string()),
     };
     if page.email_error.is_some() || page.password_error.is_some() {
+        page.email = page.email.chars().take(accounts::MAX_EMAIL_CHARS).collect();
         return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
+    let device = device_of(&state, &headers, &email);
+    let attempt = LoginAttempt { email: &email, address: client, device };
+    state.throttle.check_login(&attempt)?;
     let user = accounts::find_by_email(&state.pool, &email).await?;
     // Unknown emails are verified against a dummy hash: same work, same time, same answer.
     let verified = password::verify(form.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     match user {
         Some(user) if verified => {
-            sign_in(&session, user.id).await?;
-            Ok(Redirect::to(page.next.as_deref().unwrap_or("/")).into_response())
+            state.throttle.login_succeeded(&attempt);
+            sign_in(&state, &session, user.id, &email, device, page.next.as_deref()).await
         }
         _ => {
+            state.throttle.login_failed(&attempt);
             page.password_error = Some(INVALID_LOGIN.into());
             Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page))
         }
