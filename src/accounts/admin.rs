@@ -13,6 +13,8 @@ use crate::{
 pub const MAX_ADJUSTMENT: i64 = 1_000_000_000;
 /// The longest reason kept in the ledger memo.
 pub const MAX_REASON_CHARS: usize = 500;
+/// The longest idempotency key of an adjustment.
+pub const MAX_KEY_CHARS: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct Adjustment {
@@ -33,6 +35,8 @@ pub enum AdjustError {
     InvalidAmount,
     #[error("a reason is required (at most {MAX_REASON_CHARS} characters)")]
     InvalidReason,
+    #[error("the adjustment's key must be 1 to {MAX_KEY_CHARS} printable characters")]
+    InvalidKey,
     #[error("cannot remove {need} credits: the user has only {have} available")]
     Insufficient { need: i64, have: i64 },
     #[error("this adjustment was already submitted with different values")]
@@ -54,6 +58,17 @@ impl From<LedgerError> for AdjustError {
     }
 }
 
+/// A non-zero whole number of credits within [`MAX_ADJUSTMENT`] either way (no `abs()`, which
+/// overflows on `i64::MIN`).
+pub fn valid_amount(amount: i64) -> bool {
+    amount != 0 && (-MAX_ADJUSTMENT..=MAX_ADJUSTMENT).contains(&amount)
+}
+
+/// 1 to [`MAX_KEY_CHARS`] printable characters.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.chars().count() <= MAX_KEY_CHARS && !key.chars().any(char::is_control)
+}
+
 /// Adds (`amount > 0`) or removes (`amount < 0`) credits of the user with `email`: one ledger
 /// transfer between their wallet and the `adjustments` system account, kind `adjustment`, memo =
 /// `reason`, under the idempotency key `adjustment:{key}` (the same key and values again is a
@@ -66,8 +81,11 @@ pub async fn adjust_credits(
     key: &str,
 ) -> Result<Adjustment, AdjustError> {
     let reason = reason.trim();
-    if amount == 0 || amount.abs() > MAX_ADJUSTMENT {
+    if !valid_amount(amount) {
         return Err(AdjustError::InvalidAmount);
+    }
+    if !valid_key(key) {
+        return Err(AdjustError::InvalidKey);
     }
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
         return Err(AdjustError::InvalidReason);
@@ -104,4 +122,16 @@ pub async fn promote(pool: &PgPool, email: &str) -> Result<Uuid, AdjustError> {
     accounts::set_role(pool, email, Role::Admin)
         .await?
         .ok_or_else(|| AdjustError::UnknownUser(email.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_and_keys_are_checked_without_overflow() {
+        assert!(valid_amount(5) && valid_amount(-5) && valid_amount(MAX_ADJUSTMENT) && valid_amount(-MAX_ADJUSTMENT));
+        assert!(!valid_amount(0) && !valid_amount(i64::MIN) && !valid_amount(i64::MAX));
+        assert!(valid_key("0196-abc") && !valid_key("") && !valid_key(&"k".repeat(101)) && !valid_key("a\nb"));
+    }
 }

@@ -163,7 +163,9 @@ impl From<LedgerError> for AppError {
 impl From<AdjustError> for AppError {
     fn from(err: AdjustError) -> Self {
         match err {
-            AdjustError::InvalidAmount | AdjustError::InvalidReason => AppError::Unprocessable(err.to_string()),
+            AdjustError::InvalidAmount | AdjustError::InvalidReason | AdjustError::InvalidKey => {
+                AppError::Unprocessable(err.to_string())
+            }
             AdjustError::UnknownUser(_) => AppError::NotFound(err.to_string()),
             AdjustError::Insufficient { need, have } => AppError::InsufficientCredits { need, have },
             AdjustError::KeyConflict => AppError::Conflict(err.to_string()),

@@ -234,3 +234,63 @@ async fn an_idempotency_key_reused_for_another_request_is_refused() {
     assert_eq!(runs, 2);
     app.assert_invariants().await;
 }
+
+async fn admin_browser(app: &TestApp) -> Browser {
+    let admin = app.create_user("root@example.com", 0).await;
+    faceoff::accounts::set_role(&app.pool, &admin.email, faceoff::accounts::Role::Admin).await.expect("promote");
+    let browser = app.browser();
+    browser.sign_in(&admin).await;
+    browser
+}
+
+async fn available(app: &TestApp, user: &TestUser) -> i64 {
+    faceoff::ledger::balance(&app.pool, user.id).await.expect("balance").available
+}
+
+#[tokio::test]
+async fn admin_adjustments_refuse_an_overflowing_amount_and_a_damaged_key() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("customer@example.com", 10).await;
+    let admin = admin_browser(&app).await;
+    let page = "/admin?email=customer%40example.com";
+    let adjust = |amount: &str, key: Option<String>| {
+        let admin = &admin;
+        let amount = amount.to_string();
+        async move {
+            let (_, form) = admin.page(page).await;
+            let token = form.attr("form[action=\"/admin/adjust\"] input[name=csrf_token]", "value").expect("token");
+            let key = key.unwrap_or_else(|| form.attr("input[name=idempotency_key]", "value").expect("key"));
+            admin
+                .post_raw(
+                    "/admin/adjust",
+                    &[
+                        ("csrf_token", &token),
+                        ("email", "customer@example.com"),
+                        ("amount", &amount),
+                        ("reason", "support"),
+                        ("idempotency_key", &key),
+                    ],
+                )
+                .await
+        }
+    };
+    let response = adjust("-9223372036854775808", None).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(response.text().await.expect("page").contains("whole number of credits"));
+
+    // A key that is too long is refused, not silently replaced: a double submit would add twice.
+    let long = "k".repeat(101);
+    for _ in 0..2 {
+        let response = adjust("50", Some(long.clone())).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let page = Page::parse(&response.text().await.expect("page"));
+        assert!(page.text("[data-testid=adjust-error]").unwrap_or_default().contains("reload the page"));
+    }
+    assert_eq!(available(&app, &user).await, 10);
+    // The same form sent twice adds once.
+    for _ in 0..2 {
+        assert_eq!(adjust("50", Some("adjust-once".into())).await.status(), StatusCode::OK);
+    }
+    assert_eq!(available(&app, &user).await, 60);
+    app.assert_invariants().await;
+}

@@ -43,6 +43,7 @@ struct AdminPage {
     reason: String,
     idempotency_key: String,
     notice: Option<String>,
+    form_error: Option<String>,
     amount_error: Option<String>,
     reason_error: Option<String>,
 }
@@ -58,6 +59,7 @@ impl AdminPage {
             reason: String::new(),
             idempotency_key: Uuid::new_v4().to_string(),
             notice: None,
+            form_error: None,
             amount_error: None,
             reason_error: None,
         }
@@ -116,12 +118,18 @@ async fn admin_adjust(
     let mut page = AdminPage::new(layout, accounts::normalize_email(&form.email));
     page.amount = form.amount.trim().to_string();
     page.reason = form.reason.trim().to_string();
+    // The form's own key: a double submit of the same form adjusts once. A key that is missing
+    // or malformed is refused (a fresh one would make a double submit adjust twice).
     let key = form.idempotency_key.trim();
-    if !key.is_empty() && key.len() <= 100 {
-        page.idempotency_key = key.to_string();
+    if !admin::valid_key(key) {
+        page.look_up(&state.pool).await?;
+        page.form_error =
+            Some("This form is damaged or expired: reload the page and enter the adjustment again.".into());
+        return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
+    page.idempotency_key = key.to_string();
     let amount = match page.amount.parse::<i64>() {
-        Ok(n) if n != 0 && n.abs() <= admin::MAX_ADJUSTMENT => Some(n),
+        Ok(n) if admin::valid_amount(n) => Some(n),
         _ => {
             page.amount_error =
                 Some("enter a whole number of credits, not zero: positive adds, negative removes".into());
