@@ -33,6 +33,7 @@ pub fn routes() -> Routes<AppState> {
         .route("/credits/checkout/sandbox/{payment_id}/pay", post(sandbox_pay))
         .route("/credits/checkout/sandbox/{payment_id}/cancel", post(sandbox_cancel))
         .route("/credits/payments/{payment_id}", get(payment_page))
+        .route("/credits/payments/{payment_id}/cancel", post(cancel_payment))
 }
 
 /// `27 Nov 2026, 14:05 UTC`
@@ -427,6 +428,24 @@ struct PaymentPage {
     failure_reason: Option<String>,
     /// Shown while Stripe has not confirmed a returning buyer's payment yet.
     confirming: bool,
+    /// The buyer left the checkout without paying.
+    returned_unpaid: bool,
+}
+
+/// `POST /credits/payments/{id}/cancel`: the buyer gives up a pending checkout (a canceled
+/// payment can no longer be credited; starting a new checkout is one click on `/credits`).
+async fn cancel_payment(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Path(raw_id): Path<String>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
+) -> Result<Response> {
+    let payment_id = AppError::parse_id(&raw_id, "payment")?;
+    let payment = payments::get_user_payment(&state.pool, user.id, payment_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("we could not find that payment".into()))?;
+    payments::mark_canceled(&state.pool, user.id, payment.payment_id).await?;
+    Ok(Redirect::to(&payment.href()).into_response())
 }
 
 async fn payment_page(
@@ -442,10 +461,11 @@ async fn payment_page(
     let mut payment = payments::get_user_payment(&state.pool, user_id, payment_id).await?.ok_or_else(not_found)?;
     let mut confirming = false;
 
-    if query.canceled.is_some() && payment.status == Status::Pending {
-        // The buyer came back through the provider's "back" link.
-        payments::mark_canceled(&state.pool, user_id, payment_id).await?;
-    } else if let Some(session_id) = query.session_id.as_deref()
+    // `?canceled=1`: the buyer came back through the provider's "back" link. A GET changes
+    // nothing (any site could send a browser here): the page says the checkout was not
+    // completed and offers to continue it or to cancel it (a form).
+    let returned_unpaid = query.canceled.is_some();
+    if let Some(session_id) = query.session_id.as_deref()
         && payment.status != Status::Paid
         && payment.provider == state.payments.provider.kind()
         && payment.checkout_session_id.as_deref() == Some(session_id)
@@ -477,6 +497,7 @@ async fn payment_page(
         paid_at: payment.paid_at.map(format_datetime),
         failure_reason: payment.failure_reason.clone(),
         confirming: confirming && payment.status == Status::Pending,
+        returned_unpaid: returned_unpaid && payment.status == Status::Pending,
         layout,
     };
     let mut response = render(&page);

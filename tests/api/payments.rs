@@ -707,9 +707,21 @@ async fn returning_from_stripe_unpaid_or_canceled() {
         stripe.received_requests().await.expect("requests").iter().filter(|r| r.method.as_str() == "GET").count();
     assert_eq!(lookups, 1);
 
-    // The buyer comes back through Stripe's "back" link.
-    let (_, page) = app.page(&format!("/credits/payments/{payment_id}?canceled=1")).await;
-    page.assert_well_formed("canceled Stripe checkout");
+    // The buyer comes back through Stripe's "back" link: a GET changes nothing (any site could
+    // send the browser there); the page offers to continue or to cancel.
+    let page_path = format!("/credits/payments/{payment_id}?canceled=1");
+    let (_, page) = app.page(&page_path).await;
+    page.assert_well_formed("a checkout left unpaid");
+    assert_eq!(page.text("[data-testid=payment-status]").as_deref(), Some("Pending"));
+    assert!(page.count("[data-testid=not-completed]") == 1 && page.count("[data-testid=cancel-payment]") == 1);
+    assert_eq!(payment_status(&app, payment_id).await, "pending");
+    // Cancelling is a form with a token.
+    let cancel = format!("/credits/payments/{payment_id}/cancel");
+    assert_eq!(app.browser.post_raw(&cancel, &[]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(payment_status(&app, payment_id).await, "pending");
+    let response = app.browser.submit(&page_path, &cancel, &[]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (_, page) = app.page(&format!("/credits/payments/{payment_id}")).await;
     assert_eq!(page.text("[data-testid=payment-status]").as_deref(), Some("Canceled"));
     assert_eq!(balance(&app, user.id).await, 100);
 
