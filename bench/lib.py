@@ -4,6 +4,7 @@
   lib.py cpu OUT PATTERN...        sample CPU use until SIGTERM, write a summary line to OUT
   lib.py signup BASE N PASSWORD    sign up N users over HTTP, print "email cookie" lines
   lib.py keys BASE USERS            create one API key per signed-in user on /account/api-keys
+                                   (with the password in BENCH_PASSWORD)
   lib.py submit BASE KEYS N        submit N runs through the JSON API (8 at a time), print "ok failed"
   lib.py logins BASE USERS RATE SECONDS OUT   log in RATE times a second for SECONDS, summary to OUT
   lib.py verdict CPUFILE NCPU       name the bottleneck from a cpu summary
@@ -124,12 +125,14 @@ def cmd_signup(base, n, password):
         print(e, c)
 
 
-def create_key(base, cookie):
-    """Creates a personal API key on the API-key page as the signed-in user; returns its secret."""
+def create_key(base, cookie, password):
+    """Creates a personal API key on the API-key page as the signed-in user (creating a key asks
+    for the password); returns its secret."""
     c = Client(base)
     c.cookie = cookie
     token = c.csrf("/account/api-keys")
-    status, html = c.form("/account/api-keys", {"action": "create", "name": "bench", "csrf_token": token})
+    fields = {"action": "create", "name": "bench", "password": password, "csrf_token": token}
+    status, html = c.form("/account/api-keys", fields)
     c.close()
     m = re.search(r'data-testid="new-api-key">(fo_[^<\s]+)<', html) or re.search(r"\b(fo_[A-Za-z0-9_-]{20,})", html)
     if status != 200 or not m:
@@ -139,8 +142,9 @@ def create_key(base, cookie):
 
 def cmd_keys(base, users_file):
     cookies = [line.split()[1] for line in open(users_file) if line.strip()]
+    password = os.environ["BENCH_PASSWORD"]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        for key in pool.map(lambda c: create_key(base, c), cookies):
+        for key in pool.map(lambda c: create_key(base, c, password), cookies):
             print(key)
 
 

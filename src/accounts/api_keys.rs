@@ -117,6 +117,15 @@ pub async fn revoke(db: impl PgExecutor<'_>, user_id: Uuid, api_key_id: Uuid) ->
     Ok(found.is_some())
 }
 
+/// Revokes every active key of a user; returns how many.
+pub async fn revoke_all(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("UPDATE api_key SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user_id)
+        .execute(db)
+        .await?
+        .rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,3 +294,66 @@ async fn admin_adjustments_refuse_an_overflowing_amount_and_a_damaged_key() {
     assert_eq!(available(&app, &user).await, 60);
     app.assert_invariants().await;
 }
+
+async fn api_status(app: &TestApp, key: &str) -> StatusCode {
+    reqwest::Client::new().get(app.browser.url("/api/v1/me")).bearer_auth(key).send().await.expect("GET").status()
+}
+
+async fn create_key_with(browser: &Browser, password: &str) -> reqwest::Response {
+    browser
+        .submit(
+            "/account/api-keys",
+            "/account/api-keys",
+            &[("action", "create"), ("name", "deploy"), ("password", password)],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn api_keys_need_the_password_and_end_with_the_sessions_when_asked() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_in_user(100).await;
+    // A stolen session cannot mint a key without the password.
+    for password in ["", "not my password"] {
+        let response = create_key_with(&app.browser, password).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_key").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(keys, 0);
+    let created = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), StatusCode::OK);
+        Page::parse(&response.text().await.expect("page")).text("[data-testid=new-api-key]").expect("key")
+    };
+    let first = created(create_key_with(&app.browser, &user.password).await).await;
+    assert_eq!(api_status(&app, &first).await, StatusCode::OK);
+
+    // The password change offers to revoke the keys, ticked by default.
+    let (_, page) = app.browser.page("/account").await;
+    assert!(page.count("form[action=\"/account/password\"] input[name=revoke_keys][checked]") == 1);
+    assert!(page.count("form[action=\"/account/sign-out-everywhere\"] input[name=revoke_keys][checked]") == 1);
+    let response = app
+        .browser
+        .submit(
+            "/account",
+            "/account/password",
+            &[("current_password", &user.password), ("new_password", "a new password entirely"), ("revoke_keys", "on")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(api_status(&app, &first).await, StatusCode::UNAUTHORIZED, "revoked with the password change");
+
+    // "Sign out everywhere" without the box ticked keeps the keys; with it, revokes them.
+    let second = created(create_key_with(&app.browser, "a new password entirely").await).await;
+    let response = app.browser.submit("/account", "/account/sign-out-everywhere", &[]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(api_status(&app, &second).await, StatusCode::OK, "unticked: the key stays");
+    let user = TestUser { password: "a new password entirely".into(), ..user };
+    app.browser.sign_in(&user).await;
+    let response = app.browser.submit("/account", "/account/sign-out-everywhere", &[("revoke_keys", "on")]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(api_status(&app, &second).await, StatusCode::UNAUTHORIZED);
+    // The key list says when each key was last used.
+    app.browser.sign_in(&user).await;
+    let (_, page) = app.browser.page("/account/api-keys").await;
+    assert!(page.source.contains("Last used") && page.source.contains("UTC"));
+}

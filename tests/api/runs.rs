@@ -12,7 +12,7 @@ use reqwest::{StatusCode, multipart};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Browser, Form, Page, TestApp, TestUser, location, new_client};
+use crate::helpers::{Browser, Form, Page, TEST_PASSWORD, TestApp, TestUser, location, new_client};
 
 fn fast_options(workers: usize) -> WorkerOptions {
     WorkerOptions {
@@ -559,8 +559,13 @@ async fn image_to_image_runs_store_and_send_the_reference() {
 
 /// Creates a personal API key on `/account/api-keys` with `browser`; returns the key (shown once).
 async fn api_key(browser: &Browser) -> String {
-    let response =
-        browser.submit("/account/api-keys", "/account/api-keys", &[("action", "create"), ("name", "script")]).await;
+    let response = browser
+        .submit(
+            "/account/api-keys",
+            "/account/api-keys",
+            &[("action", "create"), ("name", "script"), ("password", TEST_PASSWORD)],
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let page = Page::from_response(response).await;
     page.assert_well_formed("api keys");

@@ -11,9 +11,9 @@ use tower_sessions::Session;
 
 use super::form_error;
 use crate::{
-    accounts::{self, password},
+    accounts::{self, api_keys, password},
     state::AppState,
-    web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, csrf::NoFields, render},
+    web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, render},
 };
 
 pub fn routes() -> Routes<AppState> {
@@ -27,19 +27,22 @@ pub fn routes() -> Routes<AppState> {
 #[template(path = "accounts/account.html")]
 struct AccountPage {
     layout: Layout,
-    notice: Option<&'static str>,
+    notice: Option<String>,
     current_password_error: Option<String>,
     new_password_error: Option<String>,
+    /// Active API keys: the password change and "sign out everywhere" offer to revoke them.
+    active_keys: i64,
 }
 
 impl AccountPage {
-    fn new(layout: Layout) -> Self {
-        AccountPage { layout, notice: None, current_password_error: None, new_password_error: None }
+    async fn new(state: &AppState, layout: Layout, user_id: uuid::Uuid) -> Result<Self> {
+        let active_keys = api_keys::active_count(&state.pool, user_id).await?;
+        Ok(AccountPage { layout, notice: None, current_password_error: None, new_password_error: None, active_keys })
     }
 }
 
-async fn account(SignedIn(_): SignedIn, layout: Layout) -> Result<Response> {
-    Ok(render(&AccountPage::new(layout)))
+async fn account(State(state): State<AppState>, SignedIn(user): SignedIn, layout: Layout) -> Result<Response> {
+    Ok(render(&AccountPage::new(&state, layout, user.id).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +50,22 @@ async fn account(SignedIn(_): SignedIn, layout: Layout) -> Result<Response> {
 struct PasswordForm {
     current_password: String,
     new_password: String,
+    /// The checkbox "also revoke my API keys" (ticked by default; absent when unticked).
+    revoke_keys: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SignOutForm {
+    revoke_keys: Option<String>,
+}
+
+/// Revokes the user's API keys when the form's checkbox asked for it; how many.
+async fn revoke_keys_if_asked(state: &AppState, user_id: uuid::Uuid, asked: &Option<String>) -> Result<u64> {
+    match asked {
+        Some(_) => Ok(api_keys::revoke_all(&state.pool, user_id).await?),
+        None => Ok(0),
+    }
 }
 
 async fn change_password(
@@ -59,7 +78,7 @@ async fn change_password(
     // Guessing the current password from a borrowed session is throttled per user (and only
     // by this user's own failures, not by anyone's failed logins).
     state.throttle.check_password_change(current.id)?;
-    let mut page = AccountPage::new(layout);
+    let mut page = AccountPage::new(&state, layout, current.id).await?;
     page.new_password_error = password::validate(&form.new_password).err().map(String::from);
     let user = accounts::find_by_id(&state.pool, current.id).await?.ok_or(AppError::Unauthorized)?;
     if form.current_password.is_empty() {
@@ -78,8 +97,16 @@ async fn change_password(
     // This browser stays signed in under a new session id; every other session ends.
     session.cycle_id().await?;
     let others = accounts::delete_sessions(&state.pool, user.id, None).await?;
-    tracing::info!(user_id = %user.id, others, "password changed");
-    page.notice = Some("Your password was changed, and you were signed out everywhere else.");
+    let revoked = revoke_keys_if_asked(&state, user.id, &form.revoke_keys).await?;
+    tracing::info!(user_id = %user.id, others, revoked, "password changed");
+    page.active_keys -= revoked as i64;
+    page.notice = Some(match revoked {
+        0 => "Your password was changed, and you were signed out everywhere else.".to_string(),
+        n => format!(
+            "Your password was changed, you were signed out everywhere else, and your {n} API key{} revoked.",
+            if n == 1 { " was" } else { "s were" }
+        ),
+    });
     Ok(render(&page))
 }
 
@@ -87,10 +114,11 @@ async fn sign_out_everywhere(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
     session: Session,
-    CsrfForm(NoFields {}): CsrfForm<NoFields>,
+    CsrfForm(form): CsrfForm<SignOutForm>,
 ) -> Result<Response> {
     let ended = accounts::delete_sessions(&state.pool, user.id, None).await?;
+    let revoked = revoke_keys_if_asked(&state, user.id, &form.revoke_keys).await?;
     session.flush().await?;
-    tracing::info!(user_id = %user.id, ended, "signed out everywhere");
+    tracing::info!(user_id = %user.id, ended, revoked, "signed out everywhere");
     Ok(Redirect::to("/login?notice=signed-out-everywhere").into_response())
 }

@@ -11,7 +11,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    accounts::api_keys::{self, ApiKey, MAX_ACTIVE_KEYS},
+    accounts::{
+        self,
+        api_keys::{self, ApiKey, MAX_ACTIVE_KEYS},
+        password,
+    },
     state::AppState,
     web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, render},
 };
@@ -50,6 +54,24 @@ pub struct KeysPage {
     pub new_secret: Option<String>,
     pub name: String,
     pub error: Option<String>,
+    pub password_error: Option<String>,
+}
+
+/// Checks the signed-in user's password (throttled per user like the password change); the
+/// message for the form when it is not theirs.
+async fn check_password(state: &AppState, user_id: Uuid, password: String) -> Result<Option<String>> {
+    if password.is_empty() {
+        return Ok(Some("enter your password to create a key".into()));
+    }
+    state.throttle.check_password_change(user_id)?;
+    let user = accounts::find_by_id(&state.pool, user_id).await?.ok_or(AppError::Unauthorized)?;
+    if password::verify(password, Some(user.password_hash)).await? {
+        state.throttle.password_change_succeeded(user_id);
+        Ok(None)
+    } else {
+        state.throttle.password_change_failed(user_id);
+        Ok(Some("that is not your password".into()))
+    }
 }
 
 fn fmt_time(t: OffsetDateTime) -> String {
@@ -63,7 +85,7 @@ async fn load_keys(state: &AppState, user_id: Uuid) -> Result<Vec<KeyRow>> {
 /// `GET /account/api-keys`.
 async fn keys_page(State(state): State<AppState>, SignedIn(user): SignedIn, layout: Layout) -> Result<Response> {
     let keys = load_keys(&state, user.id).await?;
-    Ok(render(&KeysPage { layout, keys, new_secret: None, name: String::new(), error: None }))
+    Ok(render(&KeysPage { layout, keys, new_secret: None, name: String::new(), error: None, password_error: None }))
 }
 
 #[derive(Deserialize)]
@@ -73,11 +95,14 @@ struct KeysForm {
     #[serde(default)]
     name: String,
     #[serde(default)]
+    password: String,
+    #[serde(default)]
     api_key_id: String,
 }
 
-/// `POST /account/api-keys`: `action=create` (field `name`) shows the new key once;
-/// `action=revoke` (field `api_key_id`) revokes one.
+/// `POST /account/api-keys`: `action=create` (fields `name` and `password`: a key acts as the
+/// user until revoked, so a borrowed session must not be able to mint one) shows the new key
+/// once; `action=revoke` (field `api_key_id`) revokes one.
 async fn keys_post(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -98,15 +123,26 @@ async fn keys_post(
             if error.is_none() && api_keys::active_count(&state.pool, user.id).await? >= MAX_ACTIVE_KEYS {
                 error = Some(format!("you have {MAX_ACTIVE_KEYS} active keys; revoke one first"));
             }
-            if let Some(error) = error {
+            let mut password_error = None;
+            if error.is_none() {
+                password_error = check_password(&state, user.id, form.password).await?;
+            }
+            if error.is_some() || password_error.is_some() {
                 let keys = load_keys(&state, user.id).await?;
-                let page = KeysPage { layout, keys, new_secret: None, name, error: Some(error) };
+                let page = KeysPage { layout, keys, new_secret: None, name, error, password_error };
                 return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
             }
             let secret = api_keys::create(&state.pool, user.id, &name).await?;
             let keys = load_keys(&state, user.id).await?;
-            let mut response =
-                render(&KeysPage { layout, keys, new_secret: Some(secret), name: String::new(), error: None });
+            let page = KeysPage {
+                layout,
+                keys,
+                new_secret: Some(secret),
+                name: String::new(),
+                error: None,
+                password_error: None,
+            };
+            let mut response = render(&page);
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok(response)
         }
