@@ -60,6 +60,8 @@ pub struct Config {
     pub client_ip_header: Option<axum::http::HeaderName>,
     /// How often a live run page reloads its run even without a notification (a safety net).
     pub live_refresh: Duration,
+    /// `FACEOFF_METRICS_ADDR`: where `/metrics` is served (`None`: `off`, not served).
+    pub metrics_addr: Option<SocketAddr>,
     /// Sign-up and log-in throttling (see `accounts::rate_limit`).
     pub throttle: crate::accounts::rate_limit::ThrottleSettings,
 }
@@ -158,6 +160,15 @@ impl Config {
             None => None,
         };
         let db_wait_secs: u64 = env.parsed("FACEOFF_DB_WAIT_SECS", "seconds, e.g. 30", 30)?;
+        let metrics_addr = match env.non_empty("FACEOFF_METRICS_ADDR").as_deref() {
+            Some("off") => None,
+            Some(raw) => Some(raw.parse().map_err(|_| ConfigError {
+                name: "FACEOFF_METRICS_ADDR",
+                value: raw.into(),
+                expected: "a socket address such as 127.0.0.1:9464, or off",
+            })?),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        };
         Ok(Config {
             database_url: env.non_empty("DATABASE_URL").map(Secret::new),
             addr,
@@ -179,6 +190,7 @@ impl Config {
             catalog_file: env.non_empty("FACEOFF_CATALOG_FILE").map(PathBuf::from),
             client_ip_header,
             live_refresh: Duration::from_secs(10),
+            metrics_addr,
             throttle: Default::default(),
         })
     }
@@ -278,6 +290,9 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert!(c.database_url.is_none() && c.bfl_api_key.is_none() && c.stripe_secret_key.is_none());
         assert!(c.catalog_file.is_none() && c.client_ip_header.is_none());
+        assert_eq!(c.metrics_addr.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(config(&[("FACEOFF_METRICS_ADDR", "off")]).expect("off").metrics_addr, None);
+        assert_eq!(config(&[("FACEOFF_METRICS_ADDR", "nope")]).expect_err("bad").name, "FACEOFF_METRICS_ADDR");
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let tasks = spawn_background(&state, shutdown.clone());
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (FACEOFF_ADDR)"))?;
+        let mut tasks = tasks;
+        tasks.extend(serve_metrics(&state, shutdown.clone()).await);
         tracing::info!("listening on http://{} (public URL {})", listener.local_addr()?, state.config.public_url);
         let signal = shutdown.clone();
         axum::serve(listener, crate::app::app(state).into_make_service_with_connect_info::<SocketAddr>())
@@ -133,7 +135,8 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         }
         let state = AppState::new(pool.clone(), config).await?;
         let shutdown = state.shutdown.clone();
-        let tasks = spawn_background(&state, shutdown.clone());
+        let mut tasks = spawn_background(&state, shutdown.clone());
+        tasks.extend(serve_metrics(&state, shutdown.clone()).await);
         tracing::info!("worker process running; stop with Ctrl-C or SIGTERM");
         shutdown_signal().await;
         tracing::info!("shutting down: releasing running jobs");
@@ -142,6 +145,28 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         Ok(())
     })
     .await
+}
+
+/// Serves `/metrics` on `FACEOFF_METRICS_ADDR` until `shutdown` (nothing when it is `off`). An
+/// address already taken (another instance on this host) is logged, not fatal.
+async fn serve_metrics(state: &AppState, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = state.config.metrics_addr?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::warn!("metrics are not served: binding {addr} (FACEOFF_METRICS_ADDR): {err}");
+            return None;
+        }
+    };
+    tracing::info!("metrics on http://{addr}/metrics");
+    let router = crate::app::metrics_router(state.clone());
+    Some(tokio::spawn(async move {
+        let served =
+            axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        if let Err(err) = served {
+            tracing::warn!("metrics listener: {err}");
+        }
+    }))
 }
 
 /// `faceoff migrate`: only the migrations.

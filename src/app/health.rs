@@ -1,4 +1,6 @@
-//! Liveness, readiness and metrics for operators and load balancers.
+//! Liveness and readiness for load balancers (public), and metrics for operators, served on a
+//! listener of their own ([`metrics_router`], `FACEOFF_METRICS_ADDR`, loopback by default): the
+//! counts of top-ups and runs are not for the public.
 
 use axum::{
     extract::State,
@@ -10,7 +12,12 @@ use axum::{
 use crate::{db, state::AppState, web::Routes};
 
 pub fn routes() -> Routes<AppState> {
-    Routes::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Routes::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+}
+
+/// The metrics listener's router: `GET /metrics` only.
+pub fn metrics_router(state: AppState) -> axum::Router {
+    axum::Router::new().route("/metrics", get(metrics)).with_state(state)
 }
 
 /// The process is up and serving.

@@ -48,6 +48,8 @@ use crate::{
 mod health;
 mod home;
 
+pub use health::metrics_router;
+
 /// The largest request body accepted anywhere (the studio's reference-image upload is the
 /// biggest legitimate one). Routes accept 64 KiB unless they raise [`DefaultBodyLimit`].
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

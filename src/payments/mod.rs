@@ -122,6 +122,8 @@ pub struct Payment {
     pub checkout_url: Option<String>,
     pub transfer_id: Option<i64>,
     pub failure_reason: Option<String>,
+    /// Why a paid checkout was not credited automatically (see [`Fulfilment::NeedsReview`]).
+    pub review_reason: Option<String>,
     pub paid_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
 }
@@ -136,7 +138,7 @@ impl Payment {
 }
 
 const PAYMENT_COLUMNS: &str = "payment_id, user_id, pack_slug, pack_name, credits, amount_cents, currency, provider, \
-     status, checkout_session_id, checkout_url, transfer_id, failure_reason, paid_at, created_at";
+     status, checkout_session_id, checkout_url, transfer_id, failure_reason, review_reason, paid_at, created_at";
 
 /// Records a pending payment for `pack`.
 pub async fn create_payment(
@@ -244,6 +246,9 @@ pub enum Fulfilment {
     AlreadyPaid { payment_id: Uuid },
     /// The session is not one of ours or does not match its payment; nothing changed.
     Ignored(String),
+    /// Paid, but the amount paid could not be matched to the pack's price (not reported, or
+    /// another amount or currency): not credited, recorded on the payment for review.
+    NeedsReview(String),
 }
 
 impl Fulfilment {
@@ -252,6 +257,7 @@ impl Fulfilment {
             Fulfilment::Credited { .. } => "credited",
             Fulfilment::AlreadyPaid { .. } => "already_paid",
             Fulfilment::Ignored(_) => "ignored",
+            Fulfilment::NeedsReview(_) => "needs_review",
         }
     }
 }
@@ -281,11 +287,26 @@ pub async fn fulfil(tx: &mut PgConnection, session: &SessionObject) -> Result<Fu
         tracing::error!(%payment_id, own, "a paid checkout session does not match its payment's session");
         return Ok(Fulfilment::Ignored("the session does not match the payment".into()));
     }
-    let amount_matches = session.amount_total.is_none_or(|total| total == payment.amount_cents)
-        && session.currency.as_deref().is_none_or(|c| c.eq_ignore_ascii_case(&payment.currency));
-    if !amount_matches {
-        tracing::error!(%payment_id, ?session.amount_total, ?session.currency, "paid amount differs from the pack's price");
-        return Ok(Fulfilment::Ignored("the paid amount differs from the pack's price".into()));
+    // Credit only what is known to be paid in full: a missing amount or currency is not taken
+    // on trust.
+    let problem = match (session.amount_total, session.currency.as_deref()) {
+        (None, _) => Some("the provider reported no amount paid".to_string()),
+        (_, None) => Some("the provider reported no currency".to_string()),
+        (Some(total), Some(currency))
+            if total != payment.amount_cents || !currency.eq_ignore_ascii_case(&payment.currency) =>
+        {
+            Some(format!("paid {total} {currency}, the pack costs {} {}", payment.amount_cents, payment.currency))
+        }
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        tracing::error!(%payment_id, session_id = %session.id, problem, "a paid checkout needs review; not credited");
+        sqlx::query("UPDATE payment SET review_reason = $2 WHERE payment_id = $1 AND status <> 'paid'")
+            .bind(payment_id)
+            .bind(&problem)
+            .execute(&mut *tx)
+            .await?;
+        return Ok(Fulfilment::NeedsReview(problem));
     }
     let wallet = ledger::wallet(&mut *tx, payment.user_id).await?;
     let sales = ledger::system_account(&mut *tx, ledger::System::TopupSales).await?;

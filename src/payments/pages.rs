@@ -430,6 +430,8 @@ struct PaymentPage {
     confirming: bool,
     /// The buyer left the checkout without paying.
     returned_unpaid: bool,
+    /// Paid but not matched to the pack's price: waiting for review.
+    under_review: bool,
 }
 
 /// `POST /credits/payments/{id}/cancel`: the buyer gives up a pending checkout (a canceled
@@ -498,6 +500,7 @@ async fn payment_page(
         failure_reason: payment.failure_reason.clone(),
         confirming: confirming && payment.status == Status::Pending,
         returned_unpaid: returned_unpaid && payment.status == Status::Pending,
+        under_review: payment.review_reason.is_some() && payment.status != Status::Paid,
         layout,
     };
     let mut response = render(&page);

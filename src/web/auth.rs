@@ -50,14 +50,27 @@ impl ViewerSlot {
     }
 }
 
+/// The day (since the epoch) a signed-in session last moved its expiry.
+const REFRESHED_KEY: &str = "refreshed_day";
+
 impl Viewer {
-    /// Loads the user signed in on `session` (none without a session layer).
+    /// Loads the user signed in on `session` (none without a session layer). A signed-in
+    /// session's expiry moves with its use (`Expiry::OnInactivity`: it ends after 14 idle
+    /// days): the session store writes a session only when it changed, so once a day the
+    /// session records the day, which saves it with a new expiry.
     pub async fn load(pool: &PgPool, session: Option<&Session>) -> Result<Viewer, AppError> {
         let Some(session) = session else { return Ok(Viewer(None)) };
         let Some(user_id) = session.get::<Uuid>(SESSION_USER_KEY).await? else {
             return Ok(Viewer(None));
         };
-        Ok(Viewer(accounts::current_user(pool, user_id).await?))
+        let user = accounts::current_user(pool, user_id).await?;
+        if user.is_some() {
+            let today = time::OffsetDateTime::now_utc().unix_timestamp().div_euclid(86_400);
+            if session.get::<i64>(REFRESHED_KEY).await? != Some(today) {
+                session.insert(REFRESHED_KEY, today).await?;
+            }
+        }
+        Ok(Viewer(user))
     }
 }
 

@@ -25,7 +25,6 @@ const PUBLIC_PAGES: &[&str] = &[
     "/robots.txt",
     "/healthz",
     "/readyz",
-    "/metrics",
     "/signup",
     "/login",
     // Public images for anyone, private ones for their owner only (tests/api/media.rs).

@@ -108,7 +108,13 @@ async fn health_readiness_and_metrics() {
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
     app.get("/").await;
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    // Metrics are not public: they are served on a listener of their own (loopback by default).
+    assert_eq!(app.get("/metrics").await.status(), StatusCode::NOT_FOUND);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = faceoff::app::metrics_router(app.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("GET").text().await.expect("metrics");
     assert!(metrics.contains("http_requests_total{method=\"GET\",route=\"/\",status=\"200\"}"), "{metrics}");
     assert!(metrics.contains("http_request_duration_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("db_pool_connections"), "{metrics}");

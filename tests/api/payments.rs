@@ -737,3 +737,42 @@ async fn returning_from_stripe_unpaid_or_canceled() {
     assert_eq!(balance(&app, user.id).await, 600);
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_paid_event_without_an_amount_is_not_credited_but_held_for_review() {
+    let app = with_secret().await;
+    let user = app.signed_in_user(100).await;
+    let (payment_id, _) = start_checkout(&app, "standard-500").await;
+    let session = session_of(&app, payment_id).await;
+    let mut object = Checkout { session: &session, payment: payment_id, user: user.id, paid: true }.json();
+    object.as_object_mut().expect("object").remove("amount_total");
+    let body = event("evt_no_amount", "checkout.session.completed", object);
+    let response = post_webhook(&app, &body, &sign(SECRET, now(), &body)).await;
+    assert_eq!(response.status(), StatusCode::OK, "accepted (Stripe must not retry it)");
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["outcome"], "needs_review");
+    assert_eq!(balance(&app, user.id).await, 100, "not credited");
+    assert_eq!(payment_status(&app, payment_id).await, "pending");
+    let (outcome, reason): (String, Option<String>) = sqlx::query_as(
+        "SELECT e.outcome, p.review_reason FROM stripe_event e JOIN payment p USING (payment_id) WHERE e.event_id = 'evt_no_amount'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("event");
+    assert_eq!(outcome, "needs_review");
+    assert!(reason.is_some_and(|r| r.contains("no amount")));
+    let (_, page) = app.page(&format!("/credits/payments/{payment_id}")).await;
+    assert_eq!(page.count("[data-testid=under-review]"), 1);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn an_oversized_webhook_body_is_answered_in_json() {
+    let app = with_secret().await;
+    let body = vec![b' '; 600 * 1024];
+    let response = post_webhook(&app, &body, &sign(SECRET, now(), &body)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(response.headers()["content-type"].to_str().unwrap_or("").starts_with("application/json"));
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["error"]["code"], "payload_too_large");
+}
