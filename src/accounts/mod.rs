@@ -122,6 +122,15 @@ pub async fn delete_sessions(db: impl PgExecutor<'_>, user_id: Uuid, keep: Optio
         .rows_affected())
 }
 
+/// Whether the session `id` still exists and has not expired (it ends at log-out, "sign out
+/// everywhere" and a password change elsewhere).
+pub async fn session_is_live(db: impl PgExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM session WHERE id = $1 AND expiry_date > now())")
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
 /// Trims an email address as typed; the stored address keeps its case.
 pub fn normalize_email(raw: &str) -> String {
     raw.trim().to_string()

@@ -22,6 +22,7 @@ use super::{
     events::RunSignal,
 };
 use crate::{
+    accounts,
     catalog::{Catalog, Mode},
     state::AppState,
     web::{
@@ -287,16 +288,27 @@ async fn run_page(
 async fn run_events(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
+    session: tower_sessions::Session,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let run = owned_run(&state, user.id, &id).await?;
+    let session_id = session.id().map(|id| id.to_string()).ok_or(AppError::Unauthorized)?;
     let rx = state.run_events.subscribe(&state.pool, &state.shutdown);
     let period = state.config.live_refresh;
     let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let initial = LiveRun { rx, refresh, state: state.clone(), run, first: true, finished: false };
+    let initial =
+        LiveRun { rx, refresh, state: state.clone(), run, session_id, last: None, first: true, finished: false };
     let stream = futures::stream::unfold(initial, |mut live| async move {
-        let view = live.next_view().await?;
+        let view = loop {
+            let view = live.next_view().await?;
+            // The safety net reloads on a timer: an unchanged run is not sent again.
+            let json = serde_json::to_string(&view).unwrap_or_default();
+            if live.last.as_deref() != Some(json.as_str()) {
+                live.last = Some(json);
+                break view;
+            }
+        };
         let name = if view.is_pending() { "run" } else { "done" };
         live.finished = !view.is_pending();
         let event = Event::default().event(name).json_data(&view).unwrap_or_else(|_| Event::default().comment("x"));
@@ -311,6 +323,10 @@ struct LiveRun {
     refresh: tokio::time::Interval,
     state: AppState,
     run: Run,
+    /// The stream ends with the session it was opened in (log-out, "sign out everywhere").
+    session_id: String,
+    /// The last view sent, as JSON.
+    last: Option<String>,
     first: bool,
     finished: bool,
 }
@@ -338,9 +354,16 @@ impl LiveRun {
         }
         // In a task of its own: a browser closing the stream must not cancel a query half-way
         // (see `app::run_to_completion`).
-        let (pool, run) = (self.state.pool.clone(), self.run.clone());
-        match tokio::spawn(async move { RunView::load(&pool, &run).await }).await {
-            Ok(Ok(view)) => Some(view),
+        let (pool, run, session_id) = (self.state.pool.clone(), self.run.clone(), self.session_id.clone());
+        let loaded = tokio::spawn(async move {
+            if !accounts::session_is_live(&pool, &session_id).await? {
+                return Ok(None);
+            }
+            RunView::load(&pool, &run).await.map(Some)
+        });
+        match loaded.await {
+            Ok(Ok(Some(view))) => Some(view),
+            Ok(Ok(None)) => None,
             Ok(Err(err)) => {
                 tracing::warn!("run events: {err}");
                 None

@@ -283,7 +283,8 @@ pub async fn render_errors(State(pages): State<ErrorPages>, mut req: Request, ne
     let status = response.status();
     let info = response.extensions().get::<ErrorInfo>().cloned();
     if info.is_none() && (status.as_u16() < 400 || is_rendered(&response)) {
-        return response;
+        let signed_in = slot.get().is_some_and(|viewer| viewer.0.is_some());
+        return if signed_in { private(response) } else { response };
     }
     let info = match info {
         Some(info) => info,
@@ -307,13 +308,29 @@ pub async fn render_errors(State(pages): State<ErrorPages>, mut req: Request, ne
         // A broken database still gets a page (without the user).
         None => Viewer::load(&pages.pool, session.as_ref()).await.unwrap_or(Viewer(None)),
     };
+    let signed_in = viewer.0.is_some();
     let layout = Layout::new(viewer, csrf, pages.assets.clone(), &pages.config, &path);
     let page = ErrorPage { layout, status: info.status.as_u16(), title: title_for(info.status), message: info.message };
     let mut out = (info.status, render(&page)).into_response();
     if let Some(secs) = info.retry_after {
         out.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    out
+    if signed_in { private(out) } else { out }
+}
+
+/// A page rendered for a signed-in user (their balance is in its header, their data in its
+/// body) is stored by no browser cache or proxy: `Cache-Control: private, no-store`, unless the
+/// handler chose otherwise (images, downloads).
+fn private(mut response: Response) -> Response {
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html") || ct.starts_with("application/json"));
+    if is_page && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    }
+    response
 }
 
 fn is_rendered(response: &Response) -> bool {

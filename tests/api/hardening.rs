@@ -357,3 +357,89 @@ async fn api_keys_need_the_password_and_end_with_the_sessions_when_asked() {
     let (_, page) = app.browser.page("/account/api-keys").await;
     assert!(page.source.contains("Last used") && page.source.contains("UTC"));
 }
+
+#[tokio::test]
+async fn visitors_get_no_session_and_sessions_move_their_expiry_with_use() {
+    let app = TestApp::spawn().await;
+    let visitor = app.browser();
+    for path in ["/login", "/signup", "/", "/compare/flux-2-vs-flux-ultra-1-1"] {
+        let (status, _) = visitor.page(path).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM session").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(sessions, 0, "page views by visitors store no session");
+    assert!(visitor.cookie("faceoff_session").is_none());
+    assert!(visitor.cookie("faceoff_csrf").is_some(), "forms still get their token");
+
+    // A signed-in session whose expiry was last moved long ago (and ends tomorrow) is extended
+    // by its next use to 14 days from now.
+    let user = app.signed_in_user(0).await;
+    let id = app.browser.cookie("faceoff_session").expect("session");
+    sqlx::query(
+        "UPDATE session SET expiry_date = now() + interval '1 day',
+                data = jsonb_set(data, '{refreshed_day}', '1') WHERE id = $1",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .expect("age the session");
+    let (status, _) = app.browser.page("/account").await;
+    assert_eq!(status, StatusCode::OK);
+    let left: f64 =
+        sqlx::query_scalar("SELECT extract(epoch FROM expiry_date - now())::float8 FROM session WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("expiry");
+    assert!(left > 13.0 * 86_400.0, "{left} s left: the expiry did not move with the activity");
+    let _ = user;
+}
+
+#[tokio::test]
+async fn private_pages_are_not_stored_by_caches() {
+    let app = TestApp::spawn().await;
+    let (status, _) = app.browser().page("/compare/flux-2-vs-flux-ultra-1-1").await;
+    assert_eq!(status, StatusCode::OK);
+    app.signed_in_user(100).await;
+    for path in ["/credits", "/account", "/account/api-keys", "/runs", "/studio", "/", "/no-such-page"] {
+        let response = app.get(path).await;
+        let cache = response.headers().get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert!(cache.contains("no-store"), "{path}: Cache-Control {cache:?}");
+    }
+    // A visitor's public page stays cacheable (no no-store).
+    let response = app.browser().get("/compare/flux-2-vs-flux-ultra-1-1").await;
+    let cache = response.headers().get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(!cache.contains("no-store"), "{cache:?}");
+}
+
+#[tokio::test]
+async fn a_live_stream_ends_with_its_session() {
+    let app = TestApp::spawn_with(|c| c.live_refresh = Duration::from_millis(200)).await;
+    let user = app.signed_in_user(100).await;
+    let catalog = app.state.catalog.current();
+    let input = faceoff::runs::create::RunInput {
+        prompt: "a quiet street".into(),
+        models: vec!["flux-2".into(), "flux-ultra-1-1".into()],
+        ..Default::default()
+    };
+    let valid = faceoff::runs::create::validate(&catalog, &input, None).expect("valid");
+    let run = faceoff::runs::create::create_run(&app.pool, &app.state.store, user.id, &valid, "live-session")
+        .await
+        .expect("run");
+    let mut events = app.get(&format!("/runs/{}/events", run.run_id)).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), events.chunk()).await.expect("first event");
+    assert!(String::from_utf8_lossy(&first.expect("stream").expect("chunk")).contains("event: run"));
+    // Signed out everywhere from another browser: the stream ends, without a final event.
+    let other = app.browser();
+    other.sign_in(&user).await;
+    assert_eq!(other.submit("/account", "/account/sign-out-everywhere", &[]).await.status(), StatusCode::SEE_OTHER);
+    let mut rest = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, events.chunk()).await.expect("the stream ended in time") {
+            Ok(Some(chunk)) => rest.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(!rest.contains("event: done"), "the run did not finish: the stream ended with the session: {rest}");
+}
