@@ -140,8 +140,23 @@ pub async fn verify_and_handle(
     body: &[u8],
 ) -> Result<Outcome, WebhookError> {
     verify(secret, signature_header, body, time::OffsetDateTime::now_utc().unix_timestamp())?;
-    let event: Event = serde_json::from_slice(body).map_err(|err| WebhookError::Payload(err.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|err| WebhookError::Payload(err.to_string()))?;
+    // Text PostgreSQL cannot store is refused before anything is recorded.
+    if has_nul(&value) {
+        return Err(WebhookError::Payload("the event contains NUL characters".into()));
+    }
+    let event: Event = serde_json::from_value(value).map_err(|err| WebhookError::Payload(err.to_string()))?;
     handle(pool, event).await
+}
+
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 async fn handle(pool: &PgPool, event: Event) -> Result<Outcome, WebhookError> {

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod architecture;
+mod bad_input;
 mod catalog;
 mod edge;
 mod foundation;

@@ -776,3 +776,14 @@ async fn an_oversized_webhook_body_is_answered_in_json() {
     let answer: Value = response.json().await.expect("json");
     assert_eq!(answer["error"]["code"], "payload_too_large");
 }
+
+#[tokio::test]
+async fn a_signed_event_with_text_the_database_cannot_store_is_refused() {
+    let app = with_secret().await;
+    let body = event("evt_\u{0}nul", "checkout.session.completed", json!({"id": "cs_\u{0}"}));
+    let response = post_webhook(&app, &body, &sign(SECRET, now(), &body)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["error"]["code"], "invalid_event");
+    assert_eq!(event_count(&app).await, 0);
+}
