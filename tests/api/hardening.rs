@@ -435,11 +435,10 @@ async fn a_live_stream_ends_with_its_session() {
     assert_eq!(other.submit("/account", "/account/sign-out-everywhere", &[]).await.status(), StatusCode::SEE_OTHER);
     let mut rest = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, events.chunk()).await.expect("the stream ended in time") {
-            Ok(Some(chunk)) => rest.push_str(&String::from_utf8_lossy(&chunk)),
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(chunk)) =
+        tokio::time::timeout_at(deadline, events.chunk()).await.expect("the stream ended in time")
+    {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(!rest.contains("event: done"), "the run did not finish: the stream ended with the session: {rest}");
 }
