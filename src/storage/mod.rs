@@ -197,3 +197,14 @@ pub fn thumbnail_webp(bytes: &[u8], max_side: u32) -> anyhow::Result<(Bytes, u32
     thumb.to_rgb8().write_to(&mut out, image::ImageFormat::WebP)?;
     Ok((Bytes::from(out.into_inner()), thumb.width(), thumb.height()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbnails_refuse_images_too_large_to_decode() {
+        let bomb = images::tests::png_bomb(16_384);
+        assert!(thumbnail_webp(&bomb, 512).is_err(), "a generated image is decoded under the same limits");
+    }
+}

@@ -442,3 +442,55 @@ async fn a_live_stream_ends_with_its_session() {
     }
     assert!(!rest.contains("event: done"), "the run did not finish: the stream ended with the session: {rest}");
 }
+
+#[tokio::test]
+async fn look_alike_emails_are_refused_at_sign_up() {
+    let app = TestApp::spawn().await;
+    for email in ["ann\u{200B}@example.com", "ann@exa\u{202E}elpm.com", "\u{FEFF}ann@example.com"] {
+        let response = app.browser().sign_up(email, "a long enough password").await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{email:?}");
+    }
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM app_user").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(users, 0);
+}
+
+#[tokio::test]
+async fn api_error_codes_are_the_documented_ones() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("api@example.com", 100).await;
+    let key = api_key(&app, &user).await;
+    let post = |body: &'static str, content_type: &'static str| {
+        let key = key.clone();
+        let url = app.browser.url("/api/v1/quote");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("POST");
+            let status = response.status();
+            let body: Value = response.json().await.expect("json");
+            (status, body["error"]["code"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    assert_eq!(post("{not json", "application/json").await, (StatusCode::BAD_REQUEST, "bad_request".into()));
+    assert_eq!(
+        post("{\"models\": [\"a\\u0000\"]}", "application/json").await,
+        (StatusCode::BAD_REQUEST, "bad_request".into())
+    );
+    assert_eq!(
+        post("{\"mode\": \"2k\"}", "application/json").await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input".into())
+    );
+    assert_eq!(
+        post("{\"models\": 5}", "application/json").await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input".into())
+    );
+    assert_eq!(
+        post("models=flux-2", "application/x-www-form-urlencoded").await,
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type".into())
+    );
+}
