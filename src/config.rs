@@ -25,6 +25,23 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How sign-up and log-in are throttled (`accounts::rate_limit`; tests raise the limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleSettings {
+    /// Sign-up or log-in attempts per minute from one address (each counted separately).
+    pub attempts_per_minute: u32,
+    /// Failed log-ins per (email, address), and per (email, device), before backing off.
+    pub free_failures: u32,
+    /// Failed log-ins from one address, all emails together, before backing off.
+    pub free_failures_per_address: u32,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        ThrottleSettings { attempts_per_minute: 30, free_failures: 5, free_failures_per_address: 20 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -63,7 +80,7 @@ pub struct Config {
     /// `FACEOFF_METRICS_ADDR`: where `/metrics` is served (`None`: `off`, not served).
     pub metrics_addr: Option<SocketAddr>,
     /// Sign-up and log-in throttling (see `accounts::rate_limit`).
-    pub throttle: crate::accounts::rate_limit::ThrottleSettings,
+    pub throttle: ThrottleSettings,
 }
 
 /// A configuration error: which variable, what it held, what was expected.

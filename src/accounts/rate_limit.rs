@@ -36,22 +36,7 @@ pub struct RateLimited {
     pub retry_after: u64,
 }
 
-/// How the limits are set (`Config` carries them; tests raise them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThrottleSettings {
-    /// Sign-up or log-in attempts per minute from one address (each counted separately).
-    pub attempts_per_minute: u32,
-    /// Failed log-ins per (email, address), and per (email, device), before backing off.
-    pub free_failures: u32,
-    /// Failed log-ins from one address, all emails together, before backing off.
-    pub free_failures_per_address: u32,
-}
-
-impl Default for ThrottleSettings {
-    fn default() -> Self {
-        ThrottleSettings { attempts_per_minute: 30, free_failures: 5, free_failures_per_address: 20 }
-    }
-}
+pub use crate::config::ThrottleSettings;
 
 /// The longest wait one key can impose.
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
