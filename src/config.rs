@@ -34,11 +34,18 @@ pub struct ThrottleSettings {
     pub free_failures: u32,
     /// Failed log-ins from one address, all emails together, before backing off.
     pub free_failures_per_address: u32,
+    /// The first wait after the free failures; each further failure doubles it (at most 15 min).
+    pub base_backoff: Duration,
 }
 
 impl Default for ThrottleSettings {
     fn default() -> Self {
-        ThrottleSettings { attempts_per_minute: 30, free_failures: 5, free_failures_per_address: 20 }
+        ThrottleSettings {
+            attempts_per_minute: 30,
+            free_failures: 5,
+            free_failures_per_address: 20,
+            base_backoff: Duration::from_secs(1),
+        }
     }
 }
 

@@ -168,7 +168,7 @@ impl Throttle {
             .iter()
             .filter_map(|(key, free)| {
                 let f = failures.get(key)?;
-                let until = f.last + backoff(f.count, *free);
+                let until = f.last + backoff(f.count, *free, self.settings.base_backoff);
                 (until > now && now.duration_since(f.last) < FORGET_AFTER).then(|| until - now)
             })
             .max();
@@ -199,14 +199,14 @@ impl Throttle {
     }
 }
 
-/// How long a key waits after its latest failure: nothing for the first `free` failures, then 1 s,
-/// 2 s, 4 s … up to [`MAX_BACKOFF`].
-fn backoff(count: u32, free: u32) -> Duration {
+/// How long a key waits after its latest failure: nothing for the first `free` failures, then
+/// `base` (1 s), twice that, four times … up to [`MAX_BACKOFF`].
+fn backoff(count: u32, free: u32, base: Duration) -> Duration {
     if count < free {
         return Duration::ZERO;
     }
     let doublings = (count - free).min(20);
-    Duration::from_secs(1u64 << doublings).min(MAX_BACKOFF)
+    base.saturating_mul(1u32 << doublings).min(MAX_BACKOFF)
 }
 
 fn limited(wait: Duration) -> RateLimited {
@@ -262,7 +262,13 @@ mod tests {
     }
 
     fn throttle() -> Throttle {
-        Throttle::new(ThrottleSettings { attempts_per_minute: 1000, free_failures: 5, free_failures_per_address: 20 })
+        // A long first wait: a slow machine between two calls cannot outlast it.
+        Throttle::new(ThrottleSettings {
+            attempts_per_minute: 1000,
+            free_failures: 5,
+            free_failures_per_address: 20,
+            base_backoff: Duration::from_secs(60),
+        })
     }
 
     #[test]
@@ -274,11 +280,13 @@ mod tests {
             t.login_failed(&a);
         }
         let first = t.check_login(&a).expect_err("backing off");
-        assert_eq!(first.retry_after, 1);
+        assert!((59..=60).contains(&first.retry_after), "{first:?}");
         t.login_failed(&a);
         t.login_failed(&a);
-        assert_eq!(t.check_login(&a).expect_err("backing off").retry_after, 4, "1, 2, 4 seconds…");
-        assert_eq!(backoff(100, 5), MAX_BACKOFF);
+        let third = t.check_login(&a).expect_err("backing off");
+        assert!((239..=240).contains(&third.retry_after), "1, 2, 4 times the first wait: {third:?}");
+        assert_eq!(backoff(6, 5, Duration::from_secs(1)), Duration::from_secs(2));
+        assert_eq!(backoff(100, 5, Duration::from_secs(1)), MAX_BACKOFF);
     }
 
     #[test]

@@ -105,6 +105,7 @@ async fn no_input_on_any_route_gets_a_5xx() {
             attempts_per_minute: 1_000_000,
             free_failures: 1_000_000,
             free_failures_per_address: 1_000_000,
+            ..ThrottleSettings::default()
         }
     })
     .await;

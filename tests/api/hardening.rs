@@ -131,7 +131,6 @@ async fn a_decompression_bomb_is_refused_from_its_header_at_once() {
     let bomb = png_bomb(8192);
     assert!(bomb.len() < 2 * 1024 * 1024, "a small file: {} bytes", bomb.len());
 
-    let started = std::time::Instant::now();
     let response = api_run(&app, &key, &run_body("the same room at night", Some(&bomb)), "bomb-1").await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.expect("json");
@@ -144,8 +143,8 @@ async fn a_decompression_bomb_is_refused_from_its_header_at_once() {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let page = Page::parse(&response.text().await.expect("page"));
     assert!(page.source.contains("8192×8192"), "the field names the size");
-    // Both answers came without decoding 256 MiB (which took seconds per request).
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    // The message names the declared size: the header refused it (a decode would have
+    // allocated 256 MiB first; bench/bomb measures the memory).
     assert!(stored_files(&app).is_empty());
 }
 
