@@ -1,6 +1,7 @@
 //! Liveness and readiness for load balancers (public), and metrics for operators, served on a
 //! listener of their own ([`metrics_router`], `FACEOFF_METRICS_ADDR`, loopback by default): the
-//! counts of top-ups and runs are not for the public.
+//! counts of top-ups and runs are not for the public. The metrics listener answers `/healthz`
+//! and `/readyz` too: `faceoff worker` serves no pages, and its health check asks there.
 
 use axum::{
     extract::State,
@@ -15,9 +16,14 @@ pub fn routes() -> Routes<AppState> {
     Routes::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
-/// The metrics listener's router: `GET /metrics` only.
+/// The metrics listener's router: `GET /metrics`, and `/healthz` and `/readyz` for processes
+/// without the public listener (`faceoff health --metrics`).
 pub fn metrics_router(state: AppState) -> axum::Router {
-    axum::Router::new().route("/metrics", get(metrics)).with_state(state)
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 /// The process is up and serving.
