@@ -40,11 +40,23 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text: request counts and latency by route, and the pool's connections.
+/// Prometheus text: request counts and latency by route, the pool's connections, and the job
+/// queue (read at each scrape; left as it was when the database does not answer).
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let pool = &state.pool;
     metrics::gauge!("db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("db_pool_idle_connections").set(pool.num_idle() as f64);
     metrics::gauge!("db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
+    let queue = tokio::time::timeout(std::time::Duration::from_secs(2), crate::jobs::queue_stats(pool)).await;
+    match queue {
+        Ok(Ok(queue)) => {
+            metrics::gauge!("jobs_queued").set(queue.queued as f64);
+            metrics::gauge!("jobs_queued_oldest_age_seconds").set(queue.oldest_queued_seconds);
+            metrics::gauge!("jobs_running").set(queue.running as f64);
+            metrics::gauge!("jobs_running_lease_expired").set(queue.lease_expired as f64);
+        }
+        Ok(Err(err)) => tracing::warn!("metrics: reading the job queue: {err}"),
+        Err(_) => tracing::warn!("metrics: reading the job queue took more than 2 s"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

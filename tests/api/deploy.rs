@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Browser, TestApp, TestDb, assert_ledger_invariants, location};
+use crate::helpers::{Browser, TestApp, TestDb, assert_ledger_invariants, location, migrated_db, test_config};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The binary the image's build stage makes (`cargo build --bin faceoff`), built for the tests.
@@ -541,10 +541,11 @@ async fn the_images_cmd_serves_and_its_healthcheck_reports_healthy() {
     let port = free_port();
     // What `docker run -e` would set: this test's database, and free ports (3000 and 9464 may be
     // taken on this machine). Everything else comes from the image.
+    let metrics_port = free_port();
     let overrides = [
         ("DATABASE_URL", database_url(&db)),
         ("FACEOFF_ADDR", format!("127.0.0.1:{port}")),
-        ("FACEOFF_METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
+        ("FACEOFF_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
     ];
     let env = image.environment(&[], &overrides);
     let before = image.snapshot();
@@ -562,6 +563,23 @@ async fn the_images_cmd_serves_and_its_healthcheck_reports_healthy() {
         sqlx::query_scalar("SELECT count(*) FROM media_object").fetch_one(&pool).await.expect("media count");
     assert!(stored >= 2, "the run's images are stored ({stored})");
     pool.close().await;
+    // What an operator watches: the queue, and the jobs settled by status, route and model.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("metrics listener")
+        .text()
+        .await
+        .expect("metrics");
+    for line in [
+        "jobs_queued 0",
+        "jobs_running 0",
+        "jobs_queued_oldest_age_seconds 0",
+        "jobs_settled_total{status=\"delivered\",route=\"sandbox\",model=\"flux-2\"} 1",
+        "jobs_settled_total{status=\"delivered\",route=\"sandbox\",model=\"flux-ultra-1-1\"} 1",
+        "db_pool_connections",
+    ] {
+        assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
+    }
 
     // Read-only root file system: nothing written outside the volumes (the images went there).
     let after = image.snapshot();
@@ -894,6 +912,31 @@ async fn the_health_probe_follows_readiness() {
         .await
         .expect("run");
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// Rolling deploys: once a newer version has migrated the database, this (older) version still
+/// starts on it, as an instance restarting during the roll-out or after a rollback must, instead
+/// of refusing the migration it does not know.
+#[tokio::test]
+async fn a_version_starts_on_a_database_a_newer_version_migrated() {
+    let (db, pool) = migrated_db(2).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (29991231000000, 'a newer version''s migration', true, decode('00', 'hex'), 0)",
+    )
+    .execute(&pool)
+    .await
+    .expect("a newer migration");
+    faceoff::server::prepare_database(&pool, &test_config()).await.expect("the older version starts");
+    let output = tokio::process::Command::new(BIN)
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", database_url(&db))
+        .output()
+        .await
+        .expect("faceoff migrate");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    pool.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------
