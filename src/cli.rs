@@ -1,4 +1,5 @@
-//! The command line: `faceoff [serve]`, `faceoff worker`, `faceoff migrate`, and admin tasks.
+//! The command line: `faceoff [serve]`, `faceoff worker`, `faceoff migrate`, `faceoff health`,
+//! and admin tasks.
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,22 @@ pub enum Command {
     Worker,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Ask a running server whether it is ready (`GET /readyz`): exit 0 when it answers 200, 1
+    /// otherwise (no answer, another status, a bad setting). For container health checks: the
+    /// image has no curl.
+    Health {
+        /// The URL to ask [default: http://{FACEOFF_ADDR}/readyz, or with --metrics
+        /// http://{FACEOFF_METRICS_ADDR}/readyz; an unspecified address is asked on loopback].
+        #[arg(long, conflicts_with = "metrics")]
+        url: Option<String>,
+        /// Ask the metrics listener instead of the public one: for `faceoff worker`, which
+        /// serves no pages.
+        #[arg(long)]
+        metrics: bool,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
+    },
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -50,6 +67,9 @@ pub enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+    /// Check the ledger's invariants (after restoring a backup, or any time): exits 1 and lists
+    /// the violations when one does not hold. Reads only; migrates and creates nothing.
+    CheckLedger,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,7 +93,9 @@ pub async fn run() -> anyhow::Result<()> {
         Ok(config) => config,
         Err(err) => {
             eprintln!("faceoff: configuration error: {err}");
-            std::process::exit(2);
+            // A health check answers 0 or 1: Docker reserves 2.
+            let code = if matches!(cli.command, Some(Command::Health { .. })) { 1 } else { 2 };
+            std::process::exit(code);
         }
     };
     telemetry::init(config.log_format);
@@ -81,16 +103,44 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Serve => server::serve(config).await,
         Command::Worker => server::worker(config).await,
         Command::Migrate => server::migrate(config).await,
+        Command::Health { url, metrics, timeout } => {
+            health(&config, url.as_deref(), metrics, std::time::Duration::from_secs(timeout)).await
+        }
         Command::Admin(command) => admin(config, command).await,
         Command::Catalog { action } => catalog_command(config, action).await,
     }
 }
 
+/// `faceoff health`: prints what the server answered; exits 1 unless it is ready.
+async fn health(config: &Config, url: Option<&str>, metrics: bool, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let url = match url {
+        Some(url) => url.to_string(),
+        None => match server::readiness_url(config, metrics) {
+            Some(url) => url,
+            None => {
+                println!("FACEOFF_METRICS_ADDR=off: no metrics listener to ask");
+                std::process::exit(1);
+            }
+        },
+    };
+    match server::probe(&url, timeout).await {
+        Ok(answer) => {
+            println!("{url}: {answer}");
+            Ok(())
+        }
+        Err(reason) => {
+            println!("{url}: {reason}");
+            std::process::exit(1);
+        }
+    }
+}
+
 async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
-    server::with_database(&config, |pool| async move {
-        crate::db::migrate(&pool).await?;
-        match command {
-            AdminCommand::Grant { email, credits, reason } => {
+    match command {
+        AdminCommand::CheckLedger => check_ledger(&config).await,
+        AdminCommand::Grant { email, credits, reason } => {
+            server::with_database(&config, |pool| async move {
+                crate::db::migrate(&pool).await?;
                 // A fresh key per invocation: running the command twice grants twice, on purpose.
                 let key = format!("cli:{}", uuid::Uuid::now_v7());
                 let done = accounts::admin::adjust_credits(&pool, &email, credits, &reason, &key).await?;
@@ -103,15 +153,57 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                     done.balance.available,
                     done.balance.held
                 );
-            }
-            AdminCommand::Promote { email } => {
+                Ok(())
+            })
+            .await
+        }
+        AdminCommand::Promote { email } => {
+            server::with_database(&config, |pool| async move {
+                crate::db::migrate(&pool).await?;
                 accounts::admin::promote(&pool, &email).await?;
                 println!("{} is now an administrator", email.trim());
-            }
+                Ok(())
+            })
+            .await
         }
-        Ok(())
-    })
-    .await
+    }
+}
+
+/// `faceoff admin check-ledger`: the invariants of the database as it is (no migration, and a
+/// missing database is an error, not created).
+async fn check_ledger(config: &Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use sqlx::Connection;
+    let server = crate::db::locate(config).await?;
+    let name = server.options.get_database().unwrap_or("faceoff").to_string();
+    let checked = async {
+        let mut conn = sqlx::PgConnection::connect_with(&server.options)
+            .await
+            .with_context(|| format!("connecting to database {name}"))?;
+        let report = crate::ledger::check_invariants(&mut conn)
+            .await
+            .with_context(|| format!("checking the ledger of database {name} (is it a Faceoff database?)"))?;
+        let totals = crate::ledger::totals(&mut conn).await?;
+        conn.close().await.ok();
+        anyhow::Ok((report, totals))
+    }
+    .await;
+    if let Some(cluster) = &server.cluster {
+        cluster.stop();
+    }
+    let (report, totals) = checked?;
+    println!(
+        "database {name}: {} accounts, {} transfers, {} holds ({} pending), {} credits in user wallets",
+        totals.accounts, totals.transfers, totals.holds, totals.pending_holds, totals.user_credits
+    );
+    if !report.is_ok() {
+        for violation in &report.violations {
+            println!("violated: {violation}");
+        }
+        anyhow::bail!("{} ledger invariant(s) violated in database {name}", report.violations.len());
+    }
+    println!("ledger invariants hold");
+    Ok(())
 }
 
 async fn catalog_command(config: Config, action: CatalogCommand) -> anyhow::Result<()> {

@@ -219,6 +219,22 @@ impl Config {
         })
     }
 
+    /// The name of every environment variable the process reads itself: each one
+    /// [`Config::from_lookup`] asks for, and `RUST_LOG` (read by `telemetry::init`). Libraries
+    /// read more: the object store the `AWS_*` variables, and without `DATABASE_URL` the
+    /// PostgreSQL client the `PG*` ones. Deployment files are checked against this list
+    /// (`tests/api/deploy.rs`), so they cannot set a variable nothing reads.
+    pub fn variables() -> std::collections::BTreeSet<String> {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let _ = Self::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_string());
+            None
+        });
+        let mut names = asked.into_inner();
+        names.insert("RUST_LOG".to_string());
+        names
+    }
+
     /// A configuration for tests: everything default, no providers, instant sandbox.
     pub fn for_tests() -> Self {
         let mut config = Self::from_lookup(|_| None).expect("defaults are valid");
@@ -336,6 +352,16 @@ mod tests {
         assert_eq!(err.name, "FACEOFF_STORAGE_URL");
         let err = config(&[("FACEOFF_CLIENT_IP_HEADER", "X Forwarded")]).expect_err("bad header");
         assert_eq!(err.name, "FACEOFF_CLIENT_IP_HEADER");
+    }
+
+    #[test]
+    fn variables_are_the_names_the_configuration_asks_for() {
+        let names = Config::variables();
+        for name in ["DATABASE_URL", "FACEOFF_ADDR", "FACEOFF_METRICS_ADDR", "FACEOFF_SECURE_COOKIES", "RUST_LOG"] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        assert!(!names.contains("FACEOFF_SMTP_URL"), "not read (yet)");
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')));
     }
 
     #[test]

@@ -17,9 +17,6 @@ use sqlx::{
 
 use crate::config::Config;
 
-/// The embedded migrations (`migrations/`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 /// Where the database lives, and the private cluster to stop on exit if we started one.
 #[derive(Debug)]
 pub struct Server {
@@ -232,9 +229,31 @@ pub async fn secret_key(pool: &PgPool, name: &str) -> anyhow::Result<[u8; 32]> {
     value.try_into().map_err(|_| anyhow::anyhow!("the secret {name} is not 32 bytes"))
 }
 
-/// Runs the embedded migrations.
+/// Runs the embedded migrations (under sqlx's advisory lock: processes starting together never
+/// apply one twice).
+///
+/// Migrations the database has and this binary does not know are allowed: a newer version ran
+/// them, and during a rolling deploy (or after a rollback) this older one must still start. That
+/// is safe because migrations only expand the schema while a previous version may run (see
+/// docs/production.md, "Rolling deploys"); they are logged.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("running database migrations")?;
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await.context("running database migrations")?;
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let newer: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE version > $1 ORDER BY version")
+            .bind(known)
+            .fetch_all(pool)
+            .await
+            .context("reading the applied migrations")?;
+    if !newer.is_empty() {
+        tracing::warn!(
+            ?newer,
+            "the database has migrations this version does not know (a newer version applied them); \
+             running on the expanded schema"
+        );
+    }
     Ok(())
 }
 

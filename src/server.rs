@@ -80,14 +80,25 @@ fn connections_in_use(pool: &PgPool) -> u32 {
 /// How long shutdown waits for database connections to be returned to the pool.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Waits for the background tasks to stop, and aborts those that take longer than 30 s in
-/// all: a stuck task must neither hold up the exit nor keep connections out of the pool, whose
-/// `close()` waits for every connection to come back.
+/// How long shutdown waits for the background tasks (workers, housekeeping) to stop.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a graceful shutdown takes after SIGTERM: in-flight requests (each bounded by
+/// [`crate::app::REQUEST_TIMEOUT`]), then the background tasks, then the pool. An orchestrator
+/// must give the process at least this long before it kills it (`stop_grace_period` in
+/// `docker-compose.yml`, `terminationGracePeriodSeconds` on Kubernetes, `docker stop -t`).
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(
+    crate::app::REQUEST_TIMEOUT.as_secs() + BACKGROUND_STOP_TIMEOUT.as_secs() + POOL_CLOSE_TIMEOUT.as_secs(),
+);
+
+/// Waits for the background tasks to stop, and aborts those that take longer than
+/// [`BACKGROUND_STOP_TIMEOUT`] in all: a stuck task must neither hold up the exit nor keep
+/// connections out of the pool, whose `close()` waits for every connection to come back.
 async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + BACKGROUND_STOP_TIMEOUT;
     for mut task in tasks {
         if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            tracing::warn!("a background task did not stop within 30 s; aborting it");
+            tracing::warn!("a background task did not stop within {BACKGROUND_STOP_TIMEOUT:?}; aborting it");
             task.abort();
             let _ = task.await;
         }
@@ -167,6 +178,45 @@ async fn serve_metrics(state: &AppState, shutdown: CancellationToken) -> Option<
             tracing::warn!("metrics listener: {err}");
         }
     }))
+}
+
+/// Where `faceoff health` asks by default: `/readyz` on `FACEOFF_ADDR` (or, with `metrics`, on
+/// `FACEOFF_METRICS_ADDR`; `None` when that is `off`), on loopback when the address is
+/// unspecified (`0.0.0.0`, `[::]`).
+pub fn readiness_url(config: &Config, metrics: bool) -> Option<String> {
+    let addr = if metrics { config.metrics_addr? } else { config.addr };
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Some(format!("http://{}/readyz", SocketAddr::new(ip, addr.port())))
+}
+
+/// Asks `url` once, within `timeout`, ignoring proxy settings: `Ok` with the answer when it is a
+/// 200, `Err` with the status and body, or why nothing answered, otherwise.
+pub async fn probe(url: &str, timeout: Duration) -> Result<String, String> {
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|err| chain(&err))?;
+    let response = client.get(url).send().await.map_err(|err| format!("no answer: {}", chain(&err)))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let body: String = body.trim().chars().take(200).collect();
+    let answer = format!("{status} {body}");
+    if status == reqwest::StatusCode::OK { Ok(answer) } else { Err(answer) }
 }
 
 /// `faceoff migrate`: only the migrations.

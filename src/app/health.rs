@@ -1,6 +1,7 @@
 //! Liveness and readiness for load balancers (public), and metrics for operators, served on a
 //! listener of their own ([`metrics_router`], `FACEOFF_METRICS_ADDR`, loopback by default): the
-//! counts of top-ups and runs are not for the public.
+//! counts of top-ups and runs are not for the public. The metrics listener answers `/healthz`
+//! and `/readyz` too: `faceoff worker` serves no pages, and its health check asks there.
 
 use axum::{
     extract::State,
@@ -15,9 +16,14 @@ pub fn routes() -> Routes<AppState> {
     Routes::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
-/// The metrics listener's router: `GET /metrics` only.
+/// The metrics listener's router: `GET /metrics`, and `/healthz` and `/readyz` for processes
+/// without the public listener (`faceoff health --metrics`).
 pub fn metrics_router(state: AppState) -> axum::Router {
-    axum::Router::new().route("/metrics", get(metrics)).with_state(state)
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 /// The process is up and serving.
@@ -34,11 +40,23 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text: request counts and latency by route, and the pool's connections.
+/// Prometheus text: request counts and latency by route, the pool's connections, and the job
+/// queue (read at each scrape; left as it was when the database does not answer).
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let pool = &state.pool;
     metrics::gauge!("db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("db_pool_idle_connections").set(pool.num_idle() as f64);
     metrics::gauge!("db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
+    let queue = tokio::time::timeout(std::time::Duration::from_secs(2), crate::jobs::queue_stats(pool)).await;
+    match queue {
+        Ok(Ok(queue)) => {
+            metrics::gauge!("jobs_queued").set(queue.queued as f64);
+            metrics::gauge!("jobs_queued_oldest_age_seconds").set(queue.oldest_queued_seconds);
+            metrics::gauge!("jobs_running").set(queue.running as f64);
+            metrics::gauge!("jobs_running_lease_expired").set(queue.lease_expired as f64);
+        }
+        Ok(Err(err)) => tracing::warn!("metrics: reading the job queue: {err}"),
+        Err(_) => tracing::warn!("metrics: reading the job queue took more than 2 s"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

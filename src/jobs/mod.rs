@@ -200,6 +200,31 @@ const JOB_COLUMNS: &str =
     height, price, hold_id, status, attempts, progress, reason, image_key, thumb_key, image_width, image_height,
     charged, started_at, finished_at, created_at";
 
+/// The queue as an operator watches it (`/metrics`): jobs waiting and how long the oldest has
+/// waited since its run was submitted, jobs running, and running jobs whose lease ran out (a
+/// worker died; they are claimed again).
+#[derive(Debug, Clone, Copy, PartialEq, FromRow)]
+pub struct QueueStats {
+    pub queued: i64,
+    pub oldest_queued_seconds: f64,
+    pub running: i64,
+    pub lease_expired: i64,
+}
+
+/// Reads [`QueueStats`] (partial indexes on queued and running jobs keep it cheap).
+pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<QueueStats, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE status = 'queued')), 0)::float8
+                    AS oldest_queued_seconds,
+                count(*) FILTER (WHERE status = 'running') AS running,
+                count(*) FILTER (WHERE status = 'running' AND lease_expires_at < now()) AS lease_expired
+         FROM generation_job WHERE status IN ('queued', 'running')",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// The jobs of a run, in the order the models were chosen.
 pub async fn for_run(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Vec<Job>, sqlx::Error> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM generation_job WHERE run_id = $1 ORDER BY position");

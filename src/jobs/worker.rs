@@ -133,7 +133,15 @@ impl Engine {
             Ok(Step::Settle(outcome)) => match super::settle(&self.pool, &job, &outcome).await? {
                 Settled::Done { charged } => {
                     tracing::info!(job = %job.job_id, model = %job.model_slug, ?outcome, charged, "job settled");
-                    metrics::counter!("jobs_settled_total", "status" => outcome_label(&outcome)).increment(1);
+                    // The route: which provider implementation ran it (`sandbox`, `bfl`).
+                    let route = self.providers.for_catalog_provider(&job.provider).name();
+                    metrics::counter!(
+                        "jobs_settled_total",
+                        "status" => outcome_label(&outcome),
+                        "route" => route,
+                        "model" => job.model_slug.clone()
+                    )
+                    .increment(1);
                 }
                 Settled::LostLease => tracing::warn!(job = %job.job_id, "job was settled by another worker"),
             },

@@ -583,6 +583,31 @@ pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
     Ok(voided)
 }
 
+/// How big the ledger is: what `faceoff admin check-ledger` reports next to the invariants, so
+/// that a restore which lost rows (and so holds trivially) is noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct Totals {
+    pub accounts: i64,
+    pub transfers: i64,
+    pub holds: i64,
+    pub pending_holds: i64,
+    /// Credits available in user wallets (held credits sit in the `pending_holds` account).
+    pub user_credits: i64,
+}
+
+/// Counts the ledger's rows (see [`Totals`]).
+pub async fn totals(db: impl PgExecutor<'_>) -> Result<Totals, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ledger_account) AS accounts,
+                (SELECT count(*) FROM ledger_transfer) AS transfers,
+                (SELECT count(*) FROM ledger_hold) AS holds,
+                (SELECT count(*) FROM ledger_hold WHERE status = 'pending') AS pending_holds,
+                (SELECT COALESCE(sum(balance), 0)::bigint FROM ledger_account WHERE kind = 'user') AS user_credits",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
 /// What [`check_invariants`] found; empty `violations` means all is well.
 #[derive(Debug, Default)]
 pub struct InvariantReport {

@@ -4,6 +4,7 @@ mod accounts;
 mod architecture;
 mod bad_input;
 mod catalog;
+mod deploy;
 mod edge;
 mod foundation;
 mod hardening;
