@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-const DOMAINS: &[&str] = &["accounts", "catalog", "jobs", "ledger", "payments", "providers", "runs", "storage"];
+const DOMAINS: &[&str] =
+    &["accounts", "catalog", "jobs", "ledger", "payments", "providers", "runs", "storage", "webhooks"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
