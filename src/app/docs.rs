@@ -127,6 +127,17 @@ fn complete(doc: &mut Value) {
                 for (status, name) in shared {
                     responses.entry(status).or_insert_with(|| json!({"$ref": format!("#/components/responses/{name}")}));
                 }
+                for (status, response) in responses.iter_mut() {
+                    if response.get("$ref").is_none() && response.get("description").is_none() {
+                        let reason = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("The answer.");
+                        response["description"] = json!(reason);
+                    }
+                }
                 let mut sorted: Vec<(String, Value)> = responses.into_iter().collect();
                 sorted.sort_by(|a, b| a.0.cmp(&b.0));
                 for (_, response) in sorted.iter_mut() {
