@@ -113,6 +113,16 @@ fn complete(doc: &mut Value) {
                 if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
                     continue;
                 }
+                split_summary(operation);
+                // An optional parameter is left out, never null (`Option<T>` says "null" too).
+                for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
+                    if let Some(types) = parameter["schema"]["type"].as_array_mut() {
+                        types.retain(|t| t != "null");
+                        if types.len() == 1 {
+                            parameter["schema"]["type"] = types[0].clone();
+                        }
+                    }
+                }
                 let public = operation["security"].as_array().is_some_and(|s| s.iter().all(|r| r == &json!({})));
                 let has_body = operation.get("requestBody").is_some();
                 let responses = operation["responses"].as_object_mut().map(std::mem::take).unwrap_or_default();
@@ -122,10 +132,16 @@ fn complete(doc: &mut Value) {
                     shared.push(("401", "Unauthorized"));
                 }
                 if has_body {
-                    shared.extend([("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("422", "InvalidInput")]);
+                    shared.extend([
+                        ("413", "PayloadTooLarge"),
+                        ("415", "UnsupportedMediaType"),
+                        ("422", "InvalidInput"),
+                    ]);
                 }
                 for (status, name) in shared {
-                    responses.entry(status).or_insert_with(|| json!({"$ref": format!("#/components/responses/{name}")}));
+                    responses
+                        .entry(status)
+                        .or_insert_with(|| json!({"$ref": format!("#/components/responses/{name}")}));
                 }
                 for (status, response) in responses.iter_mut() {
                     if response.get("$ref").is_none() && response.get("description").is_none() {
@@ -166,6 +182,27 @@ fn complete(doc: &mut Value) {
         }
     }
     doc["webhooks"] = webhooks();
+}
+
+/// A handler's doc comment becomes its summary whole: keep its first sentence as the summary and
+/// the rest as the description.
+fn split_summary(operation: &mut Value) {
+    let Some(text) = operation["summary"].as_str().map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")) else {
+        return;
+    };
+    let (summary, rest) = match text.find(". ") {
+        Some(at) => (text[..=at].to_string(), text[at + 2..].to_string()),
+        None => (text.clone(), String::new()),
+    };
+    operation["summary"] = json!(summary);
+    let description = [rest, operation["description"].as_str().unwrap_or_default().to_string()]
+        .into_iter()
+        .filter(|part| !part.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    if !description.is_empty() {
+        operation["description"] = json!(description);
+    }
 }
 
 /// The events we POST to registered endpoints (OpenAPI 3.1 `webhooks`).

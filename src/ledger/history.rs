@@ -41,7 +41,8 @@ impl HistoryLine {
     }
 }
 
-const HISTORY_SELECT: &str = "SELECT e.entry_id, e.created_at, t.kind, t.memo, e.amount, e.balance_after AS balance_after,
+const HISTORY_SELECT: &str =
+    "SELECT e.entry_id, e.created_at, t.kind, t.memo, e.amount, e.balance_after AS balance_after,
                 t.run_id, t.job_id, t.payment_id,
                 (SELECT h.status FROM ledger_hold h WHERE h.reserve_transfer_id = t.transfer_id) AS hold_status
          FROM ledger_entry e

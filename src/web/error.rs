@@ -74,10 +74,18 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every code with its status and meaning, for the reference page.
     pub const ALL: &[(ErrorCode, u16, &str)] = &[
-        (ErrorCode::BadRequest, 400, "Malformed JSON, text with NUL characters or invalid UTF-8, a bad Idempotency-Key or cursor, a malformed query."),
+        (
+            ErrorCode::BadRequest,
+            400,
+            "Malformed JSON, text with NUL characters or invalid UTF-8, a bad Idempotency-Key or cursor, a malformed query.",
+        ),
         (ErrorCode::Unauthorized, 401, "No API key, or a revoked or unknown one."),
         (ErrorCode::Forbidden, 403, "The key may not do this."),
-        (ErrorCode::InsufficientCredits, 402, "Not enough credits: the message says how many are needed and how many you have."),
+        (
+            ErrorCode::InsufficientCredits,
+            402,
+            "Not enough credits: the message says how many are needed and how many you have.",
+        ),
         (ErrorCode::NotFound, 404, "No such thing, also for other users' runs and webhooks."),
         (ErrorCode::MethodNotAllowed, 405, "That method is not available at this address."),
         (ErrorCode::Timeout, 408, "The request took too long."),

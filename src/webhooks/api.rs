@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{
-    AttemptRow, DEFAULT_OVERLAP, rfc3339, DEFAULT_THRESHOLD, DeliveryRow, DeliveryStatus, Endpoint, EndpointInput,
-    EventType, InputErrors, MAX_ENDPOINTS, MAX_OVERLAP,
+    AttemptRow, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, DeliveryRow, DeliveryStatus, Endpoint, EndpointInput, EventType,
+    InputErrors, MAX_ENDPOINTS, MAX_OVERLAP, rfc3339,
 };
 use crate::{
     state::AppState,
@@ -176,7 +176,11 @@ async fn owned(state: &AppState, user: &ApiUser, id: &str) -> Result<Endpoint> {
     params(("id" = Uuid, Path, description = "The endpoint's id.")),
     responses((status = 200, body = EndpointView), (status = 404, description = "No such endpoint.", body = ApiError))
 )]
-async fn get_endpoint(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> Result<Json<EndpointView>> {
+async fn get_endpoint(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointView>> {
     Ok(Json(EndpointView::from(&owned(&state, &user, &id).await?)))
 }
 

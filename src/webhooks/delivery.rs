@@ -209,7 +209,9 @@ impl Deliverer {
         let (id, created_at) = (event.event_id, super::rfc3339(event.created_at));
         let value = match EventType::parse(&event.kind) {
             Some(kind @ EventType::RunCompleted) => {
-                let Some(run) = runs::find(&self.pool, event.run_id.unwrap_or_default()).await? else { return Ok(None) };
+                let Some(run) = runs::find(&self.pool, event.run_id.unwrap_or_default()).await? else {
+                    return Ok(None);
+                };
                 let run = runs::RunView::load(&self.pool, &run).await?;
                 serde_json::to_value(RunCompletedEvent { id, kind, created_at, data: RunCompletedData { run } })
             }
@@ -284,7 +286,11 @@ impl Deliverer {
             (DeliveryStatus::Succeeded, now)
         } else {
             let next = now + next_delay(delivery.attempts);
-            if next > delivery.created_at + RETRY_WINDOW { (DeliveryStatus::Failed, now) } else { (DeliveryStatus::Pending, next) }
+            if next > delivery.created_at + RETRY_WINDOW {
+                (DeliveryStatus::Failed, now)
+            } else {
+                (DeliveryStatus::Pending, next)
+            }
         };
         let error = match (&outcome.error, outcome.status_code) {
             (Some(error), _) => Some(error.clone()),

@@ -122,9 +122,21 @@ macro_rules! event_body {
     };
 }
 
-event_body!(RunCompletedEvent, RunCompletedData, "The body of a `run.completed` delivery (the same bytes in every attempt and replay).");
-event_body!(JobFailedEvent, JobFailedData, "The body of a `job.failed` delivery (the same bytes in every attempt and replay).");
-event_body!(CreditsLowEvent, CreditsLowData, "The body of a `credits.low` delivery (the same bytes in every attempt and replay).");
+event_body!(
+    RunCompletedEvent,
+    RunCompletedData,
+    "The body of a `run.completed` delivery (the same bytes in every attempt and replay)."
+);
+event_body!(
+    JobFailedEvent,
+    JobFailedData,
+    "The body of a `job.failed` delivery (the same bytes in every attempt and replay)."
+);
+event_body!(
+    CreditsLowEvent,
+    CreditsLowData,
+    "The body of a `credits.low` delivery (the same bytes in every attempt and replay)."
+);
 
 /// An endpoint as stored (with its secrets: never shown after creation or rotation).
 #[derive(Debug, Clone, FromRow)]
@@ -286,7 +298,8 @@ pub async fn update(
 
 /// A user's endpoints, oldest first.
 pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Vec<Endpoint>, sqlx::Error> {
-    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoint WHERE user_id = $1 ORDER BY created_at, endpoint_id");
+    let sql =
+        format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoint WHERE user_id = $1 ORDER BY created_at, endpoint_id");
     sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(db).await
 }
 
@@ -380,7 +393,13 @@ pub async fn deliveries(
          ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT $4"
     );
     let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
-    sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql)).bind(endpoint_id).bind(at).bind(id).bind(limit).fetch_all(db).await
+    sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(endpoint_id)
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
 /// One delivery of an endpoint of `user_id`.
@@ -394,7 +413,12 @@ pub async fn find_delivery(
         "{DELIVERY_SELECT} JOIN webhook_endpoint p ON p.endpoint_id = d.endpoint_id
          WHERE d.delivery_id = $1 AND d.endpoint_id = $2 AND p.user_id = $3"
     );
-    sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql)).bind(delivery_id).bind(endpoint_id).bind(user_id).fetch_optional(db).await
+    sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(delivery_id)
+        .bind(endpoint_id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// One attempt of a delivery.

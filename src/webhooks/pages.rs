@@ -12,7 +12,9 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{DEFAULT_OVERLAP, DEFAULT_THRESHOLD, DeliveryStatus, Endpoint, EndpointInput, EventType, InputErrors, MAX_ENDPOINTS};
+use super::{
+    DEFAULT_OVERLAP, DEFAULT_THRESHOLD, DeliveryStatus, Endpoint, EndpointInput, EventType, InputErrors, MAX_ENDPOINTS,
+};
 use crate::{
     state::AppState,
     web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, render},
@@ -205,7 +207,9 @@ fn no_store(mut response: Response) -> Response {
 
 async fn owned(state: &AppState, user_id: Uuid, raw: &str) -> Result<Endpoint> {
     let id = AppError::parse_id(raw, "webhook endpoint")?;
-    super::find(&state.pool, user_id, id).await?.ok_or_else(|| AppError::NotFound("we could not find that webhook endpoint".into()))
+    super::find(&state.pool, user_id, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("we could not find that webhook endpoint".into()))
 }
 
 /// `POST /account/webhooks`: `action=create` (fields `url`, `description`, `event_…` checkboxes,
@@ -276,8 +280,9 @@ async fn post(
                 "New secret for {}. The old one keeps signing deliveries for 24 hours, next to the new one.",
                 rotated.url
             ));
-            let page = build(&state, layout, user.id, Draft::default(), InputErrors::default(), Some(rotated.secret), notice)
-                .await?;
+            let page =
+                build(&state, layout, user.id, Draft::default(), InputErrors::default(), Some(rotated.secret), notice)
+                    .await?;
             Ok(no_store(render(&page)))
         }
         "delete" => {

@@ -29,7 +29,9 @@ pub enum UrlProblem {
     NotHttps,
     #[error("the URL may not contain a user name, a password or a #fragment")]
     Credentials,
-    #[error("{0} is a private, loopback, link-local or otherwise internal address: webhooks only go to public addresses")]
+    #[error(
+        "{0} is a private, loopback, link-local or otherwise internal address: webhooks only go to public addresses"
+    )]
     Private(String),
     #[error("{0} could not be resolved")]
     Unresolvable(String),

@@ -111,12 +111,16 @@ async fn every_api_route_is_described() {
     let (status, page) = app.page("/docs/api").await;
     assert_eq!(status, StatusCode::OK);
     page.assert_well_formed("/docs/api");
-    let operations: usize = doc["paths"].as_object().expect("paths").values().map(|i| i.as_object().map_or(0, |o| o.len())).sum();
+    let operations: usize =
+        doc["paths"].as_object().expect("paths").values().map(|i| i.as_object().map_or(0, |o| o.len())).sum();
     assert_eq!(page.count("[data-testid=api-operation]"), operations, "one section per operation");
     // Nothing from elsewhere and no script of its own (the site's enhancement script is the
     // layout's; the page needs none of it).
     assert_eq!(page.count("script:not([src])"), 0, "no inline script");
-    assert!(page.attrs("script", "src").iter().chain(page.attrs("link", "href").iter()).all(|u| u.starts_with('/')), "no CDN");
+    assert!(
+        page.attrs("script", "src").iter().chain(page.attrs("link", "href").iter()).all(|u| u.starts_with('/')),
+        "no CDN"
+    );
     for event in ["run.completed", "job.failed", "credits.low"] {
         assert!(page.source.contains(event), "the page describes {event}");
     }
@@ -236,7 +240,8 @@ impl Contract<'_> {
                 if let Some(schema) = media.get("schema") {
                     let found = errors(&standalone(self.doc, schema), &body);
                     if !found.is_empty() {
-                        self.failures.push(format!("{what}: the body does not match its schema: {}\n{body}", found.join("; ")));
+                        self.failures
+                            .push(format!("{what}: the body does not match its schema: {}\n{body}", found.join("; ")));
                     }
                 }
                 Some(body)
@@ -344,7 +349,9 @@ async fn every_operation_answers_as_documented() {
                     events: vec![faceoff::webhooks::EventType::CreditsLow],
                     credits_low_threshold: 1,
                 };
-                let throwaway = faceoff::webhooks::create(&app.pool, user.id, "http://127.0.0.1:9/x", &input).await.expect("endpoint");
+                let throwaway = faceoff::webhooks::create(&app.pool, user.id, "http://127.0.0.1:9/x", &input)
+                    .await
+                    .expect("endpoint");
                 ids.insert("id", throwaway.endpoint_id.to_string());
             }
             let good_path = concrete(path, &ids);
@@ -355,14 +362,20 @@ async fn every_operation_answers_as_documented() {
             });
             if let (Some(schema), Some(example)) = (&body_schema, &example) {
                 let found = errors(&standalone(doc, schema), example);
-                assert!(found.is_empty(), "{method} {path}: the documented example does not match its schema: {found:?}");
+                assert!(
+                    found.is_empty(),
+                    "{method} {path}: the documented example does not match its schema: {found:?}"
+                );
             }
             assert!(body_schema.is_none() || example.is_some(), "{method} {path}: a body without an example");
             let mut headers: Vec<(String, String)> = Vec::new();
             for param in op["parameters"].as_array().into_iter().flatten() {
                 if param["in"] == "header" {
                     let value = param["example"].as_str().map(str::to_string).unwrap_or_else(|| "x".into());
-                    headers.push((param["name"].as_str().unwrap_or_default().to_string(), format!("{value}-{}", Uuid::new_v4())));
+                    headers.push((
+                        param["name"].as_str().unwrap_or_default().to_string(),
+                        format!("{value}-{}", Uuid::new_v4()),
+                    ));
                 }
             }
             let json_body = |value: &Value| Some(("application/json".to_string(), value.to_string().into_bytes()));
@@ -382,19 +395,24 @@ async fn every_operation_answers_as_documented() {
             if !public {
                 // Without a key, and with a revoked-looking one.
                 contract.check(op, call("no key", &good_path, None, body.clone()), Some(&[401])).await;
-                contract.check(op, call("unknown key", &good_path, Some("fo_unknown"), body.clone()), Some(&[401])).await;
+                contract
+                    .check(op, call("unknown key", &good_path, Some("fo_unknown"), body.clone()), Some(&[401]))
+                    .await;
             }
             // Ids that name nothing.
             if path.contains('{') {
                 let unknown = concrete(path, &BTreeMap::new());
                 contract.check(op, call("unknown ids", &unknown, Some(&key), body.clone()), Some(&[404])).await;
-                let garbage = path.replace("{id}", "not-an-id").replace("{job_id}", "x").replace("{delivery_id}", "%20");
+                let garbage =
+                    path.replace("{id}", "not-an-id").replace("{job_id}", "x").replace("{delivery_id}", "%20");
                 contract.check(op, call("malformed ids", &garbage, Some(&key), body.clone()), Some(&[404])).await;
             }
             // Query parameters of the wrong type or out of range.
             for param in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "query") {
                 let name = param["name"].as_str().unwrap_or_default();
-                for (value, expect) in [("abc", &[400, 422][..]), ("0", &[400, 422]), ("100000", &[400, 422]), ("%00", &[400])] {
+                for (value, expect) in
+                    [("abc", &[400, 422][..]), ("0", &[400, 422]), ("100000", &[400, 422]), ("%00", &[400])]
+                {
                     let path = format!("{good_path}?{name}={value}");
                     contract.check(op, call(&format!("{name}={value}"), &path, Some(&key), None), Some(expect)).await;
                 }
@@ -402,26 +420,64 @@ async fn every_operation_answers_as_documented() {
             // Bodies that are not what the document says.
             if let (Some(schema), Some(example)) = (&body_schema, &example) {
                 let invalid: &[u16] = &[400, 422];
-                contract.check(op, call("malformed JSON", &good_path, Some(&key), Some(("application/json".into(), b"{nope".to_vec()))), Some(&[400])).await;
-                contract.check(op, call("not JSON", &good_path, Some(&key), Some(("text/plain".into(), b"hello".to_vec()))), Some(&[415])).await;
+                contract
+                    .check(
+                        op,
+                        call(
+                            "malformed JSON",
+                            &good_path,
+                            Some(&key),
+                            Some(("application/json".into(), b"{nope".to_vec())),
+                        ),
+                        Some(&[400]),
+                    )
+                    .await;
+                contract
+                    .check(
+                        op,
+                        call("not JSON", &good_path, Some(&key), Some(("text/plain".into(), b"hello".to_vec()))),
+                        Some(&[415]),
+                    )
+                    .await;
                 contract.check(op, call("an array", &good_path, Some(&key), json_body(&json!([]))), Some(&[422])).await;
                 let schema = resolve(doc, schema);
-                let required: Vec<&str> = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let required: Vec<&str> =
+                    schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
                 if !required.is_empty() {
-                    contract.check(op, call("an empty object", &good_path, Some(&key), json_body(&json!({}))), Some(&[422])).await;
+                    contract
+                        .check(op, call("an empty object", &good_path, Some(&key), json_body(&json!({}))), Some(&[422]))
+                        .await;
                 }
                 for (name, property) in schema["properties"].as_object().into_iter().flatten() {
                     let mut wrong = example.clone();
                     wrong[name] = wrong_value(doc, property);
-                    contract.check(op, call(&format!("{name} of the wrong type"), &good_path, Some(&key), json_body(&wrong)), Some(invalid)).await;
+                    contract
+                        .check(
+                            op,
+                            call(&format!("{name} of the wrong type"), &good_path, Some(&key), json_body(&wrong)),
+                            Some(invalid),
+                        )
+                        .await;
                     if required.contains(&name.as_str()) {
                         let mut without = example.clone();
                         without.as_object_mut().expect("object").remove(name);
-                        contract.check(op, call(&format!("without {name}"), &good_path, Some(&key), json_body(&without)), Some(&[422])).await;
+                        contract
+                            .check(
+                                op,
+                                call(&format!("without {name}"), &good_path, Some(&key), json_body(&without)),
+                                Some(&[422]),
+                            )
+                            .await;
                     }
                     let mut nul = example.clone();
                     nul[name] = json!("a\u{0}b");
-                    contract.check(op, call(&format!("{name} with a NUL"), &good_path, Some(&key), json_body(&nul)), Some(&[400])).await;
+                    contract
+                        .check(
+                            op,
+                            call(&format!("{name} with a NUL"), &good_path, Some(&key), json_body(&nul)),
+                            Some(&[400]),
+                        )
+                        .await;
                 }
             }
         }

@@ -106,7 +106,11 @@ async fn deliveries_are_signed_with_the_documented_algorithm_and_written_with_th
     let user = app.create_user("hooks@example.com", 100).await;
     let key = key(&app, &user).await;
     let receiver = MockServer::start().await;
-    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(200).set_body_string("ok")).mount(&receiver).await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&receiver)
+        .await;
     let api = reqwest::Client::new();
 
     let created = api
@@ -120,7 +124,8 @@ async fn deliveries_are_signed_with_the_documented_algorithm_and_written_with_th
     let created: Value = created.json().await.expect("json");
     let secret = created["secret"].as_str().expect("the secret, once").to_string();
     assert!(secret.starts_with("whsec_"));
-    let listed: Value = api.get(app.url("/api/v1/webhooks")).bearer_auth(&key).send().await.expect("list").json().await.expect("json");
+    let listed: Value =
+        api.get(app.url("/api/v1/webhooks")).bearer_auth(&key).send().await.expect("list").json().await.expect("json");
     assert!(listed["data"][0].get("secret").is_none(), "never shown again");
     assert!(secret.starts_with(listed["data"][0]["secret_hint"].as_str().expect("hint").trim_end_matches('…')));
 
@@ -140,7 +145,10 @@ async fn deliveries_are_signed_with_the_documented_algorithm_and_written_with_th
     assert_eq!(count(&app, "SELECT count(*) FROM webhook_event WHERE type = 'credits.low'").await, 1);
 
     let workers = start_workers(&app).await;
-    wait_for("the run to settle", async || count(&app, "SELECT count(*) FROM generation_job WHERE status IN ('queued', 'running')").await == 0).await;
+    wait_for("the run to settle", async || {
+        count(&app, "SELECT count(*) FROM generation_job WHERE status IN ('queued', 'running')").await == 0
+    })
+    .await;
     workers.cancel();
     // Written with the settlements, before anything was sent.
     assert_eq!(count(&app, "SELECT count(*) FROM webhook_event").await, 3);
@@ -193,8 +201,15 @@ async fn deliveries_are_signed_with_the_documented_algorithm_and_written_with_th
     types.sort();
     assert_eq!(types, ["credits.low", "job.failed", "run.completed"]);
     // Recorded with the answer.
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_delivery WHERE status = 'succeeded' AND last_status_code = 200").await, 3);
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_attempt WHERE status_code = 200 AND response_excerpt = 'ok'").await, 3);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM webhook_delivery WHERE status = 'succeeded' AND last_status_code = 200")
+            .await,
+        3
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM webhook_attempt WHERE status_code = 200 AND response_excerpt = 'ok'").await,
+        3
+    );
     // Nothing is due any more.
     assert_eq!(deliverer(&app).run_due(now + time::Duration::days(2)).await.expect("deliver"), 0);
     app.assert_invariants().await;
@@ -246,8 +261,18 @@ async fn failures_are_retried_with_exponential_backoff_for_a_day_then_replayed()
     let user = app.create_user("retry@example.com", 100).await;
     let receiver = MockServer::start().await;
     // 500 twice, then no answer in time (the timeout is 400 ms), then 500 for ever.
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500).set_body_string("boom")).up_to_n_times(2).with_priority(1).mount(&receiver).await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3))).up_to_n_times(1).with_priority(2).mount(&receiver).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&receiver)
+        .await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).with_priority(3).mount(&receiver).await;
     let (_, id) = endpoint_with_a_delivery(&app, &user, &format!("{}/hook", receiver.uri())).await;
     let deliverer = deliverer(&app);
@@ -263,7 +288,11 @@ async fn failures_are_retried_with_exponential_backoff_for_a_day_then_replayed()
         }
         if state.attempts > 0 {
             gaps.push((state.next_attempt_at - now).whole_seconds());
-            assert_eq!(deliverer.run_due(state.next_attempt_at - time::Duration::seconds(1)).await.expect("early"), 0, "not due yet");
+            assert_eq!(
+                deliverer.run_due(state.next_attempt_at - time::Duration::seconds(1)).await.expect("early"),
+                0,
+                "not due yet"
+            );
         }
         now = state.next_attempt_at.max(now);
         assert_eq!(deliverer.run_due(now).await.expect("attempt"), 1);
@@ -274,7 +303,11 @@ async fn failures_are_retried_with_exponential_backoff_for_a_day_then_replayed()
     assert_eq!(expected, [30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 21600, 21600]);
     let state = delivery(&app, id).await;
     assert_eq!((state.status.as_str(), state.attempts), ("failed", 13));
-    assert!(now - created <= time::Duration::hours(24) && now - created > time::Duration::hours(20), "{}", now - created);
+    assert!(
+        now - created <= time::Duration::hours(24) && now - created > time::Duration::hours(20),
+        "{}",
+        now - created
+    );
 
     #[derive(sqlx::FromRow, Debug)]
     struct Attempt {
@@ -282,15 +315,21 @@ async fn failures_are_retried_with_exponential_backoff_for_a_day_then_replayed()
         status_code: Option<i32>,
         error: Option<String>,
     }
-    let attempts: Vec<Attempt> = sqlx::query_as("SELECT attempt, status_code, error FROM webhook_attempt WHERE delivery_id = $1 ORDER BY attempt")
-        .bind(id)
-        .fetch_all(&app.pool)
-        .await
-        .expect("attempts");
+    let attempts: Vec<Attempt> = sqlx::query_as(
+        "SELECT attempt, status_code, error FROM webhook_attempt WHERE delivery_id = $1 ORDER BY attempt",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("attempts");
     assert_eq!(attempts.len(), 13);
     assert_eq!((attempts[0].status_code, attempts[1].status_code), (Some(500), Some(500)));
     assert_eq!((attempts[2].status_code, attempts[2].error.as_deref()), (None, Some("timed out")), "{:?}", attempts[2]);
-    assert!(attempts[3..].iter().all(|a| a.status_code == Some(503) && a.error.as_deref() == Some("the endpoint answered 503")));
+    assert!(
+        attempts[3..]
+            .iter()
+            .all(|a| a.status_code == Some(503) && a.error.as_deref() == Some("the endpoint answered 503"))
+    );
     assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), (1..=13).collect::<Vec<_>>());
 
     // The owner sees it on the account page, and replays it from there.
@@ -300,11 +339,18 @@ async fn failures_are_retried_with_exponential_backoff_for_a_day_then_replayed()
     let (_, page) = app.page("/account/webhooks").await;
     page.assert_well_formed("webhooks");
     assert_eq!(page.count("[data-testid=webhook-delivery]"), 1);
-    assert!(page.text("[data-testid=webhook-delivery]").is_some_and(|t| t.contains("failed") && t.contains("503") && t.contains("13")));
+    assert!(
+        page.text("[data-testid=webhook-delivery]")
+            .is_some_and(|t| t.contains("failed") && t.contains("503") && t.contains("13"))
+    );
     let endpoint_id = page.attr("input[name=endpoint_id]", "value").expect("endpoint");
     let replayed = app
         .browser
-        .submit("/account/webhooks", "/account/webhooks", &[("action", "replay"), ("endpoint_id", &endpoint_id), ("delivery_id", &id.to_string())])
+        .submit(
+            "/account/webhooks",
+            "/account/webhooks",
+            &[("action", "replay"), ("endpoint_id", &endpoint_id), ("delivery_id", &id.to_string())],
+        )
         .await;
     assert_eq!(replayed.status(), StatusCode::SEE_OTHER);
     let replay: Uuid = sqlx::query_scalar("SELECT delivery_id FROM webhook_delivery WHERE replay_of = $1")
@@ -317,7 +363,8 @@ async fn failures_are_retried_with_exponential_backoff_for_a_day_then_replayed()
     assert_eq!(delivery(&app, id).await.status, "failed", "the original stays as it was");
     // The same event, the same bytes (the receiver can deduplicate on the id).
     let sent = receiver.received_requests().await.expect("requests");
-    let first_body: String = sqlx::query_scalar("SELECT payload::text FROM webhook_event").fetch_one(&app.pool).await.expect("payload");
+    let first_body: String =
+        sqlx::query_scalar("SELECT payload::text FROM webhook_event").fetch_one(&app.pool).await.expect("payload");
     assert_eq!(String::from_utf8_lossy(&sent[0].body), first_body);
     let (_, page) = app.page("/account/webhooks").await;
     assert_eq!(page.count("[data-testid=webhook-delivery]"), 2);
@@ -334,14 +381,17 @@ async fn a_rotated_secret_keeps_signing_during_the_overlap() {
     let created: Value = api
         .post(app.url("/api/v1/webhooks"))
         .bearer_auth(&key)
-        .json(&json!({"url": format!("{}/hook", receiver.uri()), "events": ["credits.low"], "credits_low_threshold": 50}))
+        .json(
+            &json!({"url": format!("{}/hook", receiver.uri()), "events": ["credits.low"], "credits_low_threshold": 50}),
+        )
         .send()
         .await
         .expect("register")
         .json()
         .await
         .expect("json");
-    let (id, old) = (created["id"].as_str().expect("id").to_string(), created["secret"].as_str().expect("secret").to_string());
+    let (id, old) =
+        (created["id"].as_str().expect("id").to_string(), created["secret"].as_str().expect("secret").to_string());
     let rotated = api
         .post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
         .bearer_auth(&key)
@@ -363,7 +413,10 @@ async fn a_rotated_secret_keeps_signing_during_the_overlap() {
     let requests = receiver.received_requests().await.expect("requests");
     let signature = header(&requests[0], "faceoff-signature");
     let (t, v1) = signature_parts(&signature);
-    assert_eq!(v1, vec![documented_signature(&new, &t, &requests[0].body), documented_signature(&old, &t, &requests[0].body)]);
+    assert_eq!(
+        v1,
+        vec![documented_signature(&new, &t, &requests[0].body), documented_signature(&old, &t, &requests[0].body)]
+    );
     for secret in [&old, &new] {
         assert_eq!(verify(secret, Some(&signature), &requests[0].body, now.unix_timestamp()), Ok(()));
     }
@@ -379,9 +432,24 @@ async fn a_rotated_secret_keeps_signing_during_the_overlap() {
     assert!(verify(&old, Some(&signature), &requests[1].body, later.unix_timestamp()).is_err());
 
     // overlap_seconds 0 retires the old secret at once; out of range is a 422.
-    let bad = api.post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret"))).bearer_auth(&key).json(&json!({"overlap_seconds": 999999999})).send().await.expect("rotate");
+    let bad = api
+        .post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
+        .bearer_auth(&key)
+        .json(&json!({"overlap_seconds": 999999999}))
+        .send()
+        .await
+        .expect("rotate");
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let at_once: Value = api.post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret"))).bearer_auth(&key).json(&json!({"overlap_seconds": 0})).send().await.expect("rotate").json().await.expect("json");
+    let at_once: Value = api
+        .post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
+        .bearer_auth(&key)
+        .json(&json!({"overlap_seconds": 0}))
+        .send()
+        .await
+        .expect("rotate")
+        .json()
+        .await
+        .expect("json");
     assert!(at_once["previous_secret_expires_at"].is_null());
 }
 
@@ -417,7 +485,10 @@ async fn private_addresses_are_refused_unless_configured() {
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["error"]["code"], "invalid_input");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("url") && m.contains(says)), "{url}: {body}");
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| m.contains("url") && m.contains(says)),
+            "{url}: {body}"
+        );
     }
     assert_eq!(count(&app, "SELECT count(*) FROM webhook_endpoint").await, 0);
 
@@ -429,7 +500,12 @@ async fn private_addresses_are_refused_unless_configured() {
     for url in [format!("https://127.0.0.1:{port}/hook"), format!("http://localhost:{port}/hook")] {
         let (_, id) = endpoint_with_a_delivery(&app, &user, &url).await;
         assert_eq!(deliverer(&app).run_due(OffsetDateTime::now_utc()).await.expect("attempt"), 1);
-        let error: Option<String> = sqlx::query_scalar("SELECT last_error FROM webhook_delivery WHERE delivery_id = $1").bind(id).fetch_one(&app.pool).await.expect("error");
+        let error: Option<String> =
+            sqlx::query_scalar("SELECT last_error FROM webhook_delivery WHERE delivery_id = $1")
+                .bind(id)
+                .fetch_one(&app.pool)
+                .await
+                .expect("error");
         assert!(error.as_deref().is_some_and(|e| e.starts_with("refused")), "{url}: {error:?}");
         sqlx::query("DELETE FROM webhook_endpoint").execute(&app.pool).await.expect("clean up");
     }
@@ -454,7 +530,10 @@ async fn a_broken_outbox_never_fails_a_settlement() {
     };
     webhooks::create(&app.pool, user.id, "http://127.0.0.1:9/hook", &input).await.expect("endpoint");
     // Every outbox write fails from now on.
-    sqlx::query("ALTER TABLE webhook_delivery RENAME TO webhook_delivery_elsewhere").execute(&app.pool).await.expect("break");
+    sqlx::query("ALTER TABLE webhook_delivery RENAME TO webhook_delivery_elsewhere")
+        .execute(&app.pool)
+        .await
+        .expect("break");
     let response = reqwest::Client::new()
         .post(app.url("/api/v1/runs"))
         .bearer_auth(&key)
@@ -464,7 +543,10 @@ async fn a_broken_outbox_never_fails_a_settlement() {
         .expect("run");
     assert_eq!(response.status(), StatusCode::CREATED, "the run is created all the same");
     let workers = start_workers(&app).await;
-    wait_for("the jobs to settle", async || count(&app, "SELECT count(*) FROM generation_job WHERE status IN ('queued', 'running')").await == 0).await;
+    wait_for("the jobs to settle", async || {
+        count(&app, "SELECT count(*) FROM generation_job WHERE status IN ('queued', 'running')").await == 0
+    })
+    .await;
     workers.cancel();
     assert_eq!(count(&app, "SELECT count(*) FROM generation_job WHERE status = 'delivered' AND charged = 22").await, 1);
     assert_eq!(count(&app, "SELECT count(*) FROM generation_job WHERE status = 'failed' AND charged = 0").await, 1);
@@ -489,22 +571,35 @@ async fn the_account_page_registers_shows_the_secret_once_rotates_and_deletes() 
     assert!(page.text("#webhook-url-error").is_some_and(|e| e.contains("URL")), "the message is at the field");
     assert_eq!(page.attr("#webhook-url", "value").as_deref(), Some("ftp://nope"), "what was typed is kept");
 
-    let fields = [("action", "create"), ("url", "http://127.0.0.1:9/hook"), ("event_run_completed", "on"), ("event_credits_low", "on"), ("credits_low_threshold", "25")];
+    let fields = [
+        ("action", "create"),
+        ("url", "http://127.0.0.1:9/hook"),
+        ("event_run_completed", "on"),
+        ("event_credits_low", "on"),
+        ("credits_low_threshold", "25"),
+    ];
     let created = app.browser.submit("/account/webhooks", "/account/webhooks", &fields).await;
     assert_eq!(created.status(), StatusCode::OK);
     assert_eq!(created.headers()["cache-control"], "no-store");
     let page = Page::from_response(created).await;
     let secret = page.text("[data-testid=new-webhook-secret]").expect("shown once");
-    let stored: String = sqlx::query_scalar("SELECT secret FROM webhook_endpoint").fetch_one(&app.pool).await.expect("row");
+    let stored: String =
+        sqlx::query_scalar("SELECT secret FROM webhook_endpoint").fetch_one(&app.pool).await.expect("row");
     assert_eq!(secret, stored);
     let endpoints = webhooks::list(&app.pool, user.id).await.expect("list");
-    assert_eq!((endpoints[0].credits_low_threshold, endpoints[0].event_types()), (25, vec![EventType::RunCompleted, EventType::CreditsLow]));
+    assert_eq!(
+        (endpoints[0].credits_low_threshold, endpoints[0].event_types()),
+        (25, vec![EventType::RunCompleted, EventType::CreditsLow])
+    );
     let (_, page) = app.page("/account/webhooks").await;
     assert_eq!(page.count("[data-testid=new-webhook-secret]"), 0, "only once");
     assert_eq!(page.count("[data-testid=webhook-endpoint]"), 1);
 
     let id = endpoints[0].endpoint_id.to_string();
-    let rotated = app.browser.submit("/account/webhooks", "/account/webhooks", &[("action", "rotate"), ("endpoint_id", &id)]).await;
+    let rotated = app
+        .browser
+        .submit("/account/webhooks", "/account/webhooks", &[("action", "rotate"), ("endpoint_id", &id)])
+        .await;
     let page = Page::from_response(rotated).await;
     let new = page.text("[data-testid=new-webhook-secret]").expect("the new secret");
     assert_ne!(new, secret);
@@ -513,9 +608,13 @@ async fn the_account_page_registers_shows_the_secret_once_rotates_and_deletes() 
     // Someone else's endpoint is not theirs to touch.
     let other = app.browser();
     other.sign_in(&app.create_user("other@example.com", 10).await).await;
-    let foreign = other.submit("/account/webhooks", "/account/webhooks", &[("action", "delete"), ("endpoint_id", &id)]).await;
+    let foreign =
+        other.submit("/account/webhooks", "/account/webhooks", &[("action", "delete"), ("endpoint_id", &id)]).await;
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
-    let deleted = app.browser.submit("/account/webhooks", "/account/webhooks", &[("action", "delete"), ("endpoint_id", &id)]).await;
+    let deleted = app
+        .browser
+        .submit("/account/webhooks", "/account/webhooks", &[("action", "delete"), ("endpoint_id", &id)])
+        .await;
     assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
     assert_eq!(count(&app, "SELECT count(*) FROM webhook_endpoint").await, 0);
 }
@@ -551,7 +650,8 @@ async fn api_requests_are_rate_limited_per_key_with_headers_on_every_answer() {
     let no_key = api.get(app.url("/api/v1/me")).send().await.expect("me");
     assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(value(&no_key, "x-ratelimit-limit"), Some(5));
-    let missing = api.get(app.url(&format!("/api/v1/runs/{}", Uuid::new_v4()))).bearer_auth(&bob_key).send().await.expect("run");
+    let missing =
+        api.get(app.url(&format!("/api/v1/runs/{}", Uuid::new_v4()))).bearer_auth(&bob_key).send().await.expect("run");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert!(value(&missing, "x-ratelimit-remaining").is_some());
     let doc = api.get(app.url("/api/v1/openapi.json")).send().await.expect("doc");
@@ -588,7 +688,8 @@ async fn runs_and_credit_history_are_paginated_with_cursors() {
                 Some(c) => format!("{path}?limit={limit}&cursor={c}"),
                 None => format!("{path}?limit={limit}"),
             };
-            let page: Value = api.get(app.url(&url)).bearer_auth(key).send().await.expect("page").json().await.expect("json");
+            let page: Value =
+                api.get(app.url(&url)).bearer_auth(key).send().await.expect("page").json().await.expect("json");
             let data = page["data"].as_array().expect("data").clone();
             assert!(data.len() <= limit);
             pages += 1;
@@ -618,4 +719,30 @@ async fn runs_and_credit_history_are_paginated_with_cursors() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let zero = api.get(app.url("/api/v1/credits/history?limit=0")).bearer_auth(&key).send().await.expect("zero");
     assert_eq!(zero.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn the_studio_form_takes_an_idempotency_key_header_too() {
+    let app = TestApp::spawn().await;
+    app.signed_in_user(100).await;
+    let post = || async {
+        let token = app.browser.token("/studio?models=flux-2,flux-ultra-1-1", Some("/runs")).await;
+        let form = reqwest::multipart::Form::new()
+            .text("csrf_token", token)
+            .text("prompt", "a script posting the form")
+            .text("models", "flux-2")
+            .text("models", "flux-ultra-1-1");
+        app.browser
+            .client
+            .post(app.browser.url("/runs"))
+            .header("Idempotency-Key", "script-run-1")
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST /runs")
+    };
+    let (first, second) = (post().await, post().await);
+    assert_eq!((first.status(), second.status()), (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER));
+    assert_eq!(crate::helpers::location(&first), crate::helpers::location(&second), "the same run");
+    assert_eq!(count(&app, "SELECT count(*) FROM generation_run WHERE idempotency_key = 'script-run-1'").await, 1);
 }

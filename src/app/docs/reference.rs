@@ -74,7 +74,7 @@ pub struct Operation {
     pub anchor: String,
     pub method: String,
     pub path: String,
-    pub summary: String,
+    pub summary: Para,
     pub description: Vec<Para>,
     pub public: bool,
     pub params: Vec<Param>,
@@ -147,7 +147,8 @@ fn type_label(schema: &Value) -> (String, Option<String>) {
         }
     }
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-        let values: Vec<String> = values.iter().map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).collect();
+        let values: Vec<String> =
+            values.iter().map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).collect();
         return (format!("one of {}", values.join(", ")), None);
     }
     let types: Vec<String> = match schema.get("type") {
@@ -225,7 +226,8 @@ fn example_of(doc: &Value, media: &Value) -> Option<Value> {
 }
 
 fn operation(doc: &Value, method: &str, path: &str, op: &Value, base_url: &str) -> Operation {
-    let public = op["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().is_some_and(|o| o.is_empty())));
+    let public =
+        op["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().is_some_and(|o| o.is_empty())));
     let params: Vec<Param> = op["parameters"]
         .as_array()
         .into_iter()
@@ -254,7 +256,11 @@ fn operation(doc: &Value, method: &str, path: &str, op: &Value, base_url: &str) 
             Some(reference) => doc.pointer(&reference.replacen("#", "", 1)).unwrap_or(response),
             None => response,
         };
-        let schema = response.get("content").and_then(Value::as_object).and_then(|c| c.values().next()).and_then(|m| m.get("schema"));
+        let schema = response
+            .get("content")
+            .and_then(Value::as_object)
+            .and_then(|c| c.values().next())
+            .and_then(|m| m.get("schema"));
         let (ty, ty_anchor) = match schema {
             Some(schema) => {
                 let (label, anchor) = type_label(schema);
@@ -269,16 +275,30 @@ fn operation(doc: &Value, method: &str, path: &str, op: &Value, base_url: &str) 
             ty_anchor,
         });
     }
-    let summary = op["summary"].as_str().unwrap_or_default().to_string();
+    let summary = op["summary"].as_str().map(inline).unwrap_or_default();
     let description = op["description"].as_str().map(paragraphs).unwrap_or_default();
     let anchor = op["operationId"].as_str().map(str::to_string).unwrap_or_else(|| format!("{method}-{path}"));
     let curl = curl(method, path, public, body.as_ref().and_then(|b| b.example.as_deref()), base_url);
-    Operation { anchor, method: method.to_uppercase(), path: path.to_string(), summary, description, public, params, body, responses, curl }
+    Operation {
+        anchor,
+        method: method.to_uppercase(),
+        path: path.to_string(),
+        summary,
+        description,
+        public,
+        params,
+        body,
+        responses,
+        curl,
+    }
 }
 
 fn curl(method: &str, path: &str, public: bool, example: Option<&str>, base_url: &str) -> String {
     let path = path.replace("{id}", "$ID").replace("{job_id}", "$JOB_ID").replace("{delivery_id}", "$DELIVERY_ID");
-    let mut lines = vec![format!("curl -s{}", if method == "get" { String::new() } else { format!(" -X {}", method.to_uppercase()) })];
+    let mut lines = vec![format!(
+        "curl -s{}",
+        if method == "get" { String::new() } else { format!(" -X {}", method.to_uppercase()) }
+    )];
     if !public {
         lines.push("  -H \"Authorization: Bearer $KEY\"".into());
     }
@@ -360,7 +380,10 @@ impl ReferencePage {
             base_url: base_url.trim_end_matches('/').to_string(),
             sections,
             hooks,
-            errors: ErrorCode::ALL.iter().map(|(code, status, meaning)| ErrorLine { code: code.as_str(), status: *status, meaning }).collect(),
+            errors: ErrorCode::ALL
+                .iter()
+                .map(|(code, status, meaning)| ErrorLine { code: code.as_str(), status: *status, meaning })
+                .collect(),
             schemas,
         }
     }
@@ -376,7 +399,13 @@ mod tests {
         let kinds: Vec<&str> = para.iter().map(|i| i.kind).collect();
         assert_eq!(kinds, ["text", "strong", "text", "code", "text"]);
         assert_eq!(para[3].text, "Authorization: Bearer");
-        assert_eq!(type_label(&serde_json::json!({"type": ["integer", "null"], "format": "int64"})).0, "integer (int64) or null");
-        assert_eq!(type_label(&serde_json::json!({"type": "array", "items": {"$ref": "#/components/schemas/Job"}})).0, "array of Job");
+        assert_eq!(
+            type_label(&serde_json::json!({"type": ["integer", "null"], "format": "int64"})).0,
+            "integer (int64) or null"
+        );
+        assert_eq!(
+            type_label(&serde_json::json!({"type": "array", "items": {"$ref": "#/components/schemas/Job"}})).0,
+            "array of Job"
+        );
     }
 }
