@@ -115,7 +115,8 @@ fn complete(doc: &mut Value) {
                 }
                 split_summary(operation);
                 // An optional parameter is left out, never null (`Option<T>` says "null" too).
-                for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
+                // (`get_mut`: indexing a missing key mutably would insert a null.)
+                for parameter in operation.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
                     if let Some(types) = parameter["schema"]["type"].as_array_mut() {
                         types.retain(|t| t != "null");
                         if types.len() == 1 {
