@@ -157,6 +157,8 @@ try {
   await visit("runs", "/runs");
   await visit("account", "/account");
   await visit("api-keys", "/account/api-keys");
+  await visit("webhooks", "/account/webhooks");
+  await visit("api-docs", "/docs/api");
   await visit("admin", "/admin");
   await visit("admin-user", `/admin?email=${encodeURIComponent(email)}`);
 

@@ -2,7 +2,7 @@
 //! parsed once at start-up into a typed [`Config`]. An invalid value stops start-up with a message
 //! that names the variable and what it expected.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use url::Url;
 
@@ -49,6 +49,25 @@ impl Default for ThrottleSettings {
     }
 }
 
+/// How webhooks are delivered (`webhooks::delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// `FACEOFF_WEBHOOK_ALLOW_PRIVATE`, for development and tests only: endpoints may be plain
+    /// `http://` and resolve to loopback or private addresses. Off in production: only `https://`
+    /// URLs whose every address is public are called (SSRF).
+    pub allow_private: bool,
+    /// How long one delivery may take (connecting, sending, the answer's headers and body).
+    pub timeout: Duration,
+    /// How often each process looks for due deliveries when no notification woke it.
+    pub poll: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings { allow_private: false, timeout: Duration::from_secs(10), poll: Duration::from_secs(5) }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -88,6 +107,10 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Sign-up and log-in throttling (see `accounts::rate_limit`).
     pub throttle: ThrottleSettings,
+    /// `FACEOFF_API_RATE_LIMIT`: JSON API requests per minute per key (`None`: `off`).
+    pub api_rate_limit: Option<NonZeroU32>,
+    /// Webhook delivery (`FACEOFF_WEBHOOK_ALLOW_PRIVATE`; the rest is fixed outside tests).
+    pub webhooks: WebhookSettings,
 }
 
 /// A configuration error: which variable, what it held, what was expected.
@@ -193,6 +216,19 @@ impl Config {
             })?),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         };
+        let api_rate_limit = match env.non_empty("FACEOFF_API_RATE_LIMIT").as_deref() {
+            Some("off") => None,
+            Some(raw) => Some(raw.parse::<NonZeroU32>().map_err(|_| ConfigError {
+                name: "FACEOFF_API_RATE_LIMIT",
+                value: raw.into(),
+                expected: "requests per minute per API key (1 or more), or off",
+            })?),
+            None => NonZeroU32::new(600),
+        };
+        let webhooks = WebhookSettings {
+            allow_private: env.bool("FACEOFF_WEBHOOK_ALLOW_PRIVATE", false)?,
+            ..WebhookSettings::default()
+        };
         Ok(Config {
             database_url: env.non_empty("DATABASE_URL").map(Secret::new),
             addr,
@@ -216,6 +252,8 @@ impl Config {
             live_refresh: Duration::from_secs(10),
             metrics_addr,
             throttle: Default::default(),
+            api_rate_limit,
+            webhooks,
         })
     }
 
@@ -333,6 +371,11 @@ mod tests {
         assert_eq!(c.metrics_addr.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9464"));
         assert_eq!(config(&[("FACEOFF_METRICS_ADDR", "off")]).expect("off").metrics_addr, None);
         assert_eq!(config(&[("FACEOFF_METRICS_ADDR", "nope")]).expect_err("bad").name, "FACEOFF_METRICS_ADDR");
+        assert_eq!(c.api_rate_limit.map(|n| n.get()), Some(600));
+        assert_eq!(config(&[("FACEOFF_API_RATE_LIMIT", "off")]).expect("off").api_rate_limit, None);
+        assert_eq!(config(&[("FACEOFF_API_RATE_LIMIT", "0")]).expect_err("zero").name, "FACEOFF_API_RATE_LIMIT");
+        assert!(!c.webhooks.allow_private);
+        assert!(config(&[("FACEOFF_WEBHOOK_ALLOW_PRIVATE", "true")]).expect("dev").webhooks.allow_private);
     }
 
     #[test]

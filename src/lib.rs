@@ -19,6 +19,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod web;
+pub mod webhooks;
 
 pub use app::app;
 pub use state::AppState;

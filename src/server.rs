@@ -238,6 +238,11 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
         shutdown.clone(),
     );
     tasks.push(state.catalog.spawn_listener(state.pool.clone(), shutdown.clone()));
+    // Webhook deliveries (every process sends its share: claims skip locked rows).
+    match crate::webhooks::Deliverer::new(state.pool.clone(), state.config.webhooks) {
+        Ok(deliverer) => tasks.extend(deliverer.spawn(shutdown.clone())),
+        Err(err) => tracing::error!("webhook deliveries are off: {err:#}"),
+    }
     // Showcase images of the comparison pages: generated once (across all instances), early;
     // stopped at shutdown (the claim of the one being generated is given back).
     let (showcases, catalog, showcase_shutdown) = (state.showcases.clone(), state.catalog.clone(), shutdown.clone());
@@ -247,6 +252,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
     let pool = state.pool.clone();
     let sessions = PgSessionStore::new(state.pool.clone());
     let throttle = state.throttle.clone();
+    let api_limits = state.api_limits.clone();
     let housekeeping_shutdown = shutdown.clone();
     let housekeeping = tokio::spawn(async move {
         let shutdown = housekeeping_shutdown;
@@ -263,6 +269,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
                 tracing::warn!("session cleanup: {err}");
             }
             throttle.retain_recent();
+            api_limits.retain_recent();
         }
     });
     tasks.push(housekeeping);

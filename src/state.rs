@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::rate_limit::Throttle,
+    accounts::rate_limit::{ApiLimits, Throttle},
     catalog::{
         CatalogHandle,
         showcase::{ShowcaseDeps, Showcases},
@@ -33,6 +33,8 @@ pub struct AppState {
     pub payments: Payments,
     /// Sign-up and log-in throttling (failures per email and address, per address, per device).
     pub throttle: Arc<Throttle>,
+    /// The JSON API's request rate limits per key (per process).
+    pub api_limits: Arc<ApiLimits>,
     /// Signs the device cookies of browsers that signed in (shared by every instance).
     pub device_key: Arc<[u8; 32]>,
     /// Cancelled when the process shuts down: background work stops and live streams end.
@@ -58,6 +60,7 @@ impl AppState {
         let csrf_key = CsrfKey::new(crate::db::secret_key(&pool, "csrf").await?);
         let device_key = Arc::new(crate::db::secret_key(&pool, "device").await?);
         let throttle = Arc::new(Throttle::new(config.throttle));
+        let api_limits = Arc::new(ApiLimits::new(config.api_rate_limit));
         let shutdown = CancellationToken::new();
         let showcases =
             Showcases::new(ShowcaseDeps::new(pool.clone(), store.clone(), providers.clone()), shutdown.clone());
@@ -70,6 +73,7 @@ impl AppState {
             providers,
             payments,
             throttle,
+            api_limits,
             device_key,
             shutdown,
             catalog,

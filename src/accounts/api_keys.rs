@@ -24,11 +24,18 @@ pub fn looks_like_key(secret: &str) -> bool {
     secret.starts_with(KEY_PREFIX) && secret.len() <= 64 && secret.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The user a key belongs to, if it is valid and not revoked. Records the key's use at most once
-/// a minute in the same statement: writing the key's row on every request made a client's
-/// parallel requests queue on its row lock (and cost a WAL flush each).
-pub async fn authenticate(db: impl PgExecutor<'_>, secret: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+/// A valid key: its id (rate limits count per key) and its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyOwner {
+    pub api_key_id: Uuid,
+    pub user_id: Uuid,
+}
+
+/// The key and the user it belongs to, if it is valid and not revoked. Records the key's use at
+/// most once a minute in the same statement: writing the key's row on every request made a
+/// client's parallel requests queue on its row lock (and cost a WAL flush each).
+pub async fn authenticate(db: impl PgExecutor<'_>, secret: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
+    sqlx::query_as(
         "WITH key AS (
              SELECT api_key_id, user_id, last_used_at FROM api_key WHERE secret_hash = $1 AND revoked_at IS NULL
          ), touched AS (
@@ -36,7 +43,7 @@ pub async fn authenticate(db: impl PgExecutor<'_>, secret: &str) -> Result<Optio
              WHERE api_key.api_key_id = key.api_key_id
                AND (key.last_used_at IS NULL OR key.last_used_at < now() - interval '1 minute')
          )
-         SELECT user_id FROM key",
+         SELECT api_key_id, user_id FROM key",
     )
     .bind(hash(secret))
     .fetch_optional(db)

@@ -345,3 +345,113 @@ mod tests {
         assert!(DeviceCookie::verify(&key, "garbage", "ann@example.com").is_none());
     }
 }
+
+/// Where a client stands against its API rate limit, for the `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiQuota {
+    /// Requests allowed per window (a minute).
+    pub limit: u32,
+    /// Requests left now.
+    pub remaining: u32,
+    /// Seconds until the full limit is available again.
+    pub reset: u64,
+    /// Set when this request was refused: seconds until the next one is allowed.
+    pub retry_after: Option<u64>,
+}
+
+type QuotaLimiter<K> = RateLimiter<
+    K,
+    governor::state::keyed::DefaultKeyedStateStore<K>,
+    governor::clock::DefaultClock,
+    governor::middleware::StateInformationMiddleware,
+>;
+
+/// The JSON API's request rate limits: `per_minute` requests per API key (a burst of the whole
+/// minute's budget is allowed, then one request every `60 / per_minute` seconds), and the same
+/// per client address for requests without a valid key. Kept in memory **per process**: with
+/// several instances, each allows the limit (a shared store is a later change).
+pub struct ApiLimits {
+    per_minute: Option<NonZeroU32>,
+    keys: QuotaLimiter<Uuid>,
+    addresses: QuotaLimiter<IpAddr>,
+}
+
+impl std::fmt::Debug for ApiLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiLimits").field("per_minute", &self.per_minute).finish_non_exhaustive()
+    }
+}
+
+impl ApiLimits {
+    /// `None`: no limit (no headers either).
+    pub fn new(per_minute: Option<NonZeroU32>) -> Self {
+        let quota = Quota::per_minute(per_minute.unwrap_or(NonZeroU32::MIN));
+        ApiLimits {
+            per_minute,
+            keys: RateLimiter::keyed(quota).with_middleware(),
+            addresses: RateLimiter::keyed(quota).with_middleware(),
+        }
+    }
+
+    /// Counts a request made with the API key `key_id`.
+    pub fn check_key(&self, key_id: Uuid) -> Option<ApiQuota> {
+        self.per_minute?;
+        Some(Self::check(&self.keys, &key_id))
+    }
+
+    /// Counts a request without a valid key from `address`.
+    pub fn check_address(&self, address: IpAddr) -> Option<ApiQuota> {
+        self.per_minute?;
+        Some(Self::check(&self.addresses, &address))
+    }
+
+    fn check<K: Clone + std::hash::Hash + Eq>(limiter: &QuotaLimiter<K>, key: &K) -> ApiQuota {
+        match limiter.check_key(key) {
+            Ok(snapshot) => {
+                let quota = snapshot.quota();
+                let limit = quota.burst_size().get();
+                let remaining = snapshot.remaining_burst_capacity();
+                let refill = quota.replenish_interval() * limit.saturating_sub(remaining);
+                ApiQuota { limit, remaining, reset: refill.as_secs_f64().ceil() as u64, retry_after: None }
+            }
+            Err(not_until) => {
+                let quota = not_until.quota();
+                let limit = quota.burst_size().get();
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                let refill = quota.replenish_interval() * limit;
+                ApiQuota {
+                    limit,
+                    remaining: 0,
+                    reset: refill.as_secs_f64().ceil() as u64,
+                    retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+                }
+            }
+        }
+    }
+
+    /// Forgets clients that are back at their full limit (call periodically).
+    pub fn retain_recent(&self) {
+        self.keys.retain_recent();
+        self.addresses.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod api_limit_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_gets_its_budget_then_waits_and_others_are_not_affected() {
+        let limits = ApiLimits::new(NonZeroU32::new(3));
+        let key = Uuid::new_v4();
+        let first = limits.check_key(key).expect("limited");
+        assert_eq!((first.limit, first.remaining, first.retry_after), (3, 2, None));
+        assert_eq!(first.reset, 20);
+        limits.check_key(key);
+        assert_eq!(limits.check_key(key).map(|q| q.remaining), Some(0));
+        let refused = limits.check_key(key).expect("limited");
+        assert!(refused.retry_after.is_some_and(|s| (1..=20).contains(&s)), "{refused:?}");
+        assert_eq!(limits.check_key(Uuid::new_v4()).map(|q| q.remaining), Some(2), "per key");
+        assert_eq!(ApiLimits::new(None).check_key(key), None, "off");
+    }
+}

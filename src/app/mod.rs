@@ -42,9 +42,11 @@ use crate::{
         csrf::{self, CsrfSettings},
         error::{self, ErrorPages},
         input,
+        rate_limit::{self, ApiLimitLayer},
     },
 };
 
+pub mod docs;
 mod health;
 mod home;
 
@@ -72,6 +74,10 @@ pub fn routes() -> Routes<AppState> {
         .merge(crate::catalog::pages::routes())
         .merge(crate::runs::pages::routes())
         .merge(crate::runs::api::routes())
+        .merge(crate::payments::api::routes())
+        .merge(crate::webhooks::api::routes())
+        .merge(crate::webhooks::pages::routes())
+        .merge(docs::routes())
         .merge(crate::payments::routes::routes())
         .merge(crate::storage::routes::routes())
 }
@@ -87,6 +93,7 @@ pub fn app(state: AppState) -> Router {
     let csrf_settings = CsrfSettings { key: state.csrf_key.clone(), secure: state.config.secure_cookies };
     let error_pages =
         ErrorPages { pool: state.pool.clone(), assets: state.assets.clone(), config: state.config.clone() };
+    let api_limits = ApiLimitLayer { limits: state.api_limits.clone(), config: state.config.clone() };
 
     let x_request_id = HeaderName::from_static("x-request-id");
     routes()
@@ -100,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::from_fn(input::reject_unstorable_uri))
         .layer(middleware::from_fn_with_state(error_pages, error::render_errors))
+        .layer(middleware::from_fn_with_state(api_limits, rate_limit::middleware))
         .layer(middleware::from_fn(telemetry::track_requests))
         .layer(middleware::from_fn_with_state(csrf_settings, csrf::middleware))
         .layer(sessions)

@@ -40,7 +40,7 @@ pub const HOLD_GRACE: Duration = Duration::from_secs(20 * 60);
 
 /// A job's `status` column (`generation_job_status_check`). sqlx decodes the text directly; a
 /// value not listed here is a decode error, never a default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum JobStatus {
@@ -497,6 +497,10 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
     .bind(charged)
     .execute(&mut *tx)
     .await?;
+    // Webhook events (`job.failed`, `run.completed`) as small rows in this transaction; they
+    // cannot fail it (a savepoint) and are delivered in the background.
+    crate::webhooks::outbox::job_settled(&mut tx, job.user_id, job.run_id, job.job_id, status == JobStatus::Delivered)
+        .await;
     notify_updated(&mut *tx, job.run_id).await?;
     tx.commit().await?;
     Ok(Settled::Done { charged })

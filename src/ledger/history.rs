@@ -41,28 +41,47 @@ impl HistoryLine {
     }
 }
 
+const HISTORY_SELECT: &str =
+    "SELECT e.entry_id, e.created_at, t.kind, t.memo, e.amount, e.balance_after AS balance_after,
+                t.run_id, t.job_id, t.payment_id,
+                (SELECT h.status FROM ledger_hold h WHERE h.reserve_transfer_id = t.transfer_id) AS hold_status
+         FROM ledger_entry e
+         JOIN ledger_transfer t USING (transfer_id)
+         JOIN ledger_account a ON a.account_id = e.account_id";
+
 pub async fn history(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<HistoryLine>, LedgerError> {
-    Ok(sqlx::query_as::<_, HistoryLine>(
-        "SELECT e.entry_id, e.created_at, t.kind, t.memo, e.amount, e.balance_after AS balance_after,
-                t.run_id, t.job_id, t.payment_id,
-                (SELECT h.status FROM ledger_hold h WHERE h.reserve_transfer_id = t.transfer_id) AS hold_status
-         FROM ledger_entry e
-         JOIN ledger_transfer t USING (transfer_id)
-         JOIN ledger_account a ON a.account_id = e.account_id
-         WHERE a.user_id = $1
-         ORDER BY e.entry_id DESC
-         LIMIT $2 OFFSET $3",
-    )
-    .bind(user_id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(db)
-    .await?)
+    let sql = format!("{HISTORY_SELECT} WHERE a.user_id = $1 ORDER BY e.entry_id DESC LIMIT $2 OFFSET $3");
+    Ok(sqlx::query_as::<_, HistoryLine>(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db)
+        .await?)
+}
+
+/// A page of a user's history, newest first, with entries older than `before` (the last entry
+/// id of the previous page: keyset pagination).
+pub async fn history_before(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<HistoryLine>, LedgerError> {
+    let sql = format!(
+        "{HISTORY_SELECT} WHERE a.user_id = $1 AND ($2::bigint IS NULL OR e.entry_id < $2)
+         ORDER BY e.entry_id DESC LIMIT $3"
+    );
+    Ok(sqlx::query_as::<_, HistoryLine>(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db)
+        .await?)
 }
 
 pub async fn history_count(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<i64, LedgerError> {

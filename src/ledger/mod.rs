@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod history;
-pub use history::{HistoryLine, history, history_count};
+pub use history::{HistoryLine, history, history_before, history_count};
 
 pub type AccountId = i64;
 pub type HoldId = i64;
@@ -50,7 +50,8 @@ impl System {
 
 /// What a transfer is, for the user's history: the `kind` column of `ledger_transfer`
 /// (`ledger_transfer_kind_check`). sqlx decodes the text directly; another value is a decode error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Kind {
     SignupBonus,
@@ -348,7 +349,8 @@ pub struct Hold {
 
 /// A hold's `status` column (`ledger_hold_resolution_check`). sqlx decodes the text directly;
 /// another value is a decode error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum HoldStatus {
     Pending,

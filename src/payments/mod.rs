@@ -18,6 +18,7 @@ use crate::{
     ledger,
 };
 
+pub mod api;
 pub mod packs;
 pub mod pages;
 pub mod provider;

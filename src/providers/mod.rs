@@ -23,7 +23,7 @@ pub use sandbox::SandboxProvider;
 /// Resolution modes offered in the catalog. Also the `mode` columns of `variant_price` and
 /// `generation_run` (CHECK `IN ('2k', '4k')`), which sqlx decodes directly: another value there is
 /// a decode error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text")]
 pub enum Mode {
     #[serde(rename = "2k")]

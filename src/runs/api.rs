@@ -1,17 +1,19 @@
 //! The JSON API under `/api/v1`, authenticated with personal API keys
 //! (`Authorization: Bearer fo_…`, see `accounts::api_keys`; the keys are managed on
 //! `/account/api-keys`). Errors are `{"error": {"code", "message"}}` (rendered by the error
-//! middleware).
+//! middleware). Each handler's `#[utoipa::path]` attribute is its entry in the OpenAPI document
+//! (`GET /api/v1/openapi.json`, the reference page `GET /docs/api`).
 
 use axum::{
     Json,
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::UtoipaMethodRouterExt, routes};
 use uuid::Uuid;
 
 use super::{
@@ -23,7 +25,11 @@ use crate::{
     catalog::Mode,
     ledger,
     state::AppState,
-    web::{ApiJson, ApiUser, AppError, Result, Routes},
+    web::{
+        ApiJson, ApiUser, AppError, Result, Routes,
+        error::ApiError,
+        pagination::{PageQuery, split_page},
+    },
 };
 
 /// JSON run bodies carry the reference image as base64 (10 MB → about 13.4 MB).
@@ -31,48 +37,71 @@ pub const API_RUN_LIMIT: usize = 15 * 1024 * 1024;
 
 pub fn routes() -> Routes<AppState> {
     Routes::new()
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/models", get(models))
-        .route("/api/v1/quote", post(quote))
-        .route("/api/v1/runs", post(create_run).layer(DefaultBodyLimit::max(API_RUN_LIMIT)))
-        .route("/api/v1/runs/{id}", get(get_run))
-        .route("/api/v1/runs/{id}/jobs/{job_id}/image", get(job_image))
+        .api(routes!(me))
+        .api(routes!(models))
+        .api(routes!(quote))
+        .api(routes!(create_run).map(|m| m.layer(DefaultBodyLimit::max(API_RUN_LIMIT))))
+        .api(routes!(list_runs))
+        .api(routes!(get_run))
+        .api(routes!(job_image))
 }
 
-#[derive(Serialize)]
+/// The owner of the key and their balance.
+#[derive(Serialize, ToSchema)]
 struct Me {
     id: Uuid,
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// Credits you can spend now.
+    #[schema(example = 62)]
     available: i64,
+    /// Credits reserved by runs still generating.
+    #[schema(example = 38)]
     held: i64,
 }
 
-/// `GET /api/v1/me`: who the key belongs to and their balance.
+/// Who the key belongs to, and their balance.
+#[utoipa::path(get, path = "/api/v1/me", tag = "account", responses((status = 200, body = Me)))]
 async fn me(State(state): State<AppState>, user: ApiUser) -> Result<Json<Me>> {
     let me = accounts::current_user(&state.pool, user.user_id).await?.ok_or(AppError::Unauthorized)?;
     Ok(Json(Me { id: me.id, email: me.email, available: me.available, held: me.held }))
 }
 
-#[derive(Serialize)]
+/// A model of the catalog.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Model)]
 struct ApiModel {
+    #[schema(example = "flux-2")]
     slug: String,
+    #[schema(example = "Flux 2")]
     name: String,
+    /// Who serves the model.
+    #[schema(example = "Black Forest Labs")]
     provider: String,
+    /// Whether the model accepts a `reference_image`.
     image_to_image: bool,
+    #[schema(example = json!(["1:1", "16:9", "9:16", "3:4", "4:3"]))]
     aspect_ratios: Vec<String>,
     variants: Vec<ApiVariant>,
 }
 
-#[derive(Serialize)]
+/// A variant of a model, with its prices.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Variant)]
 struct ApiVariant {
+    #[schema(example = "standard")]
     slug: String,
+    #[schema(example = "Standard")]
     name: String,
+    /// The variant used when a run names only the model.
     is_default: bool,
     /// Credits per image by mode (`2k`, `4k`); a missing mode is not offered.
+    #[schema(value_type = std::collections::BTreeMap<String, i64>, example = json!({"2k": 22, "4k": 44}))]
     prices: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `GET /api/v1/models`: the catalog with prices.
+/// The catalog: models, variants, aspect ratios and prices per mode.
+#[utoipa::path(get, path = "/api/v1/models", tag = "catalog", responses((status = 200, body = Vec<ApiModel>)))]
 async fn models(State(state): State<AppState>, _user: ApiUser) -> Json<Vec<ApiModel>> {
     let catalog = state.catalog.current();
     Json(
@@ -103,32 +132,57 @@ async fn models(State(state): State<AppState>, _user: ApiUser) -> Json<Vec<ApiMo
     )
 }
 
-#[derive(Deserialize)]
+/// Models to price.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"models": ["flux-2", "flux-ultra-1-1"], "mode": "2k"}))]
 struct QuoteBody {
+    /// 2–4 choices, each `model` or `model:variant`.
+    #[schema(example = json!(["flux-2", "flux-2:klein-9b"]))]
     models: Vec<String>,
+    /// `2k` (default) or `4k`.
     #[serde(default)]
+    #[schema(example = "2k")]
     mode: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = QuoteLine)]
 struct QuoteLineJson {
+    #[schema(example = "flux-2")]
     model: String,
+    #[schema(example = "standard")]
     variant: String,
+    #[schema(example = "Flux 2")]
     name: String,
+    #[schema(example = 22)]
     price: i64,
 }
 
-#[derive(Serialize)]
+/// What a run would cost.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Quote)]
 struct QuoteJson {
+    #[schema(example = "2k")]
     mode: String,
     lines: Vec<QuoteLineJson>,
+    #[schema(example = 38)]
     total: i64,
+    #[schema(example = 100)]
     available: i64,
     /// Credits missing for this run (0 when the balance covers it).
+    #[schema(example = 0)]
     missing: i64,
 }
 
-/// `POST /api/v1/quote`: what a run would cost, against the balance.
+/// What a run of these models would cost, against your balance.
+#[utoipa::path(
+    post, path = "/api/v1/quote", tag = "runs",
+    request_body = QuoteBody,
+    responses(
+        (status = 200, body = QuoteJson),
+        (status = 422, description = "Unknown models, too few or too many, or a mode a model does not offer.", body = ApiError),
+    )
+)]
 async fn quote(
     State(state): State<AppState>,
     user: ApiUser,
@@ -156,23 +210,52 @@ async fn quote(
     }))
 }
 
-#[derive(Deserialize)]
+/// A run to start.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"prompt": "a candid café portrait, natural window light", "models": ["flux-2", "flux-ultra-1-1"], "mode": "2k", "aspect_ratio": "3:4", "seed": 42}))]
 struct RunBody {
+    /// 1–2000 characters.
+    #[schema(example = "a candid café portrait, natural window light")]
     prompt: String,
+    /// 2–4 choices, each `model` or `model:variant`.
+    #[schema(example = json!(["flux-2", "flux-ultra-1-1"]))]
     models: Vec<String>,
+    /// `2k` (default) or `4k`.
     #[serde(default)]
+    #[schema(example = "2k")]
     mode: Option<String>,
+    /// One every chosen model supports (default `1:1`).
     #[serde(default)]
+    #[schema(example = "3:4")]
     aspect_ratio: Option<String>,
+    /// The same seed goes to every model (default: random).
     #[serde(default)]
+    #[schema(example = 42)]
     seed: Option<u64>,
-    /// Base64 (standard alphabet, optionally a `data:` URL).
+    /// Base64 (standard alphabet, optionally a `data:` URL) of a PNG, JPEG or WebP: at most
+    /// 10 MB, 25 megapixels and 8192 px a side; only for models that accept one.
     #[serde(default)]
     reference_image: Option<String>,
 }
 
-/// `POST /api/v1/runs`: the same validation, pricing and errors as the studio form. An
-/// `Idempotency-Key` header makes retries return the same run (200 instead of 201).
+/// Starts a run: one job per model, each charged only when its image is delivered. The same
+/// validation, pricing and errors as the studio. An `Idempotency-Key` makes a retry return the
+/// same run (`201` the first time, `200` afterwards; the same key with another request is a
+/// `409`).
+#[utoipa::path(
+    post, path = "/api/v1/runs", tag = "runs",
+    request_body = RunBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–200 printable characters; a retry with the same key and body returns the same run.", example = "3f1c9a52-run-42")),
+    responses(
+        (status = 201, description = "The run was created.", body = RunView,
+            headers(("Location" = String, description = "The run: `/api/v1/runs/{id}`"))),
+        (status = 200, description = "A retry with an `Idempotency-Key` already used for this request: the same run.", body = RunView,
+            headers(("Location" = String, description = "The run: `/api/v1/runs/{id}`"))),
+        (status = 402, description = "Not enough credits (the message says how many are needed).", body = ApiError),
+        (status = 409, description = "The `Idempotency-Key` was used for a different request.", body = ApiError),
+        (status = 422, description = "Missing or invalid fields (the message names them).", body = ApiError),
+    )
+)]
 async fn create_run(
     State(state): State<AppState>,
     user: ApiUser,
@@ -212,7 +295,59 @@ async fn create_run(
     Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
 }
 
-/// `GET /api/v1/runs/{id}`: the run and its jobs (404 for other users' runs).
+/// A page of runs.
+#[derive(Serialize, ToSchema)]
+struct RunList {
+    /// Newest first.
+    data: Vec<RunView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Your runs, newest first, a page at a time.
+#[utoipa::path(
+    get, path = "/api/v1/runs", tag = "runs",
+    params(PageQuery),
+    responses(
+        (status = 200, body = RunList),
+        (status = 400, description = "A cursor this list did not give out, or a malformed query.", body = ApiError),
+        (status = 422, description = "`limit` outside 1–100.", body = ApiError),
+    )
+)]
+async fn list_runs(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<RunList>> {
+    let limit = query.limit()?;
+    let after = query.position(|text| {
+        let (nanos, id) = text.split_once('/')?;
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?;
+        Some((at, id.parse::<Uuid>().ok()?))
+    })?;
+    let runs = super::list_after(&state.pool, user.user_id, after, limit + 1).await?;
+    let (runs, next_cursor) =
+        split_page(runs, limit, |run| format!("{}/{}", run.created_at.unix_timestamp_nanos(), run.run_id));
+    let jobs = crate::jobs::for_runs(&state.pool, &runs.iter().map(|r| r.run_id).collect::<Vec<_>>()).await?;
+    let data = runs
+        .iter()
+        .map(|run| {
+            let own: Vec<_> = jobs.iter().filter(|j| j.run_id == run.run_id).cloned().collect();
+            RunView::build(run, &own)
+        })
+        .collect();
+    Ok(Json(RunList { data, next_cursor }))
+}
+
+/// A run and its jobs. Poll it, or register a webhook for `run.completed`.
+#[utoipa::path(
+    get, path = "/api/v1/runs/{id}", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id.")),
+    responses(
+        (status = 200, body = RunView),
+        (status = 404, description = "No such run (also for other users' runs).", body = ApiError),
+    )
+)]
 async fn get_run(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> Result<Json<RunView>> {
     let run_id = AppError::parse_id(&id, "run")?;
     let run = super::find_owned(&state.pool, run_id, user.user_id)
@@ -221,8 +356,17 @@ async fn get_run(State(state): State<AppState>, user: ApiUser, Path(id): Path<St
     Ok(Json(RunView::load(&state.pool, &run).await?))
 }
 
-/// `GET /api/v1/runs/{id}/jobs/{job_id}/image`: a delivered image's bytes, for key holders
-/// (the `/media` URLs need a browser session).
+/// A delivered image's bytes (the `image_url` of a job needs a browser session; this needs the
+/// key).
+#[utoipa::path(
+    get, path = "/api/v1/runs/{id}/jobs/{job_id}/image", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id."), ("job_id" = Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The image.", content(
+            (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"))),
+        (status = 404, description = "No such run or job, or no image (yet).", body = ApiError),
+    )
+)]
 async fn job_image(
     State(state): State<AppState>,
     user: ApiUser,

@@ -525,6 +525,8 @@ pub async fn create_run(
     if let Some(reference) = &run.reference {
         store.put(&reference_key, reference.bytes.clone()).await?;
     }
+    // `credits.low` for webhook endpoints whose threshold this run crossed (never fails the run).
+    crate::webhooks::outbox::credits_spent(&mut tx, user_id, balance.available, balance.available - run.total).await;
     jobs::notify_queued(&mut *tx).await?;
     tx.commit().await?;
     metrics::counter!("runs_created_total").increment(1);

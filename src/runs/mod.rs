@@ -56,21 +56,59 @@ pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid, limit: i64, offset: i6
     sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(limit).bind(offset).fetch_all(db).await
 }
 
+/// A page of a user's runs, newest first, after the run `after` (`created_at`, `run_id`) of the
+/// previous page (keyset pagination: stable while runs are added, and as fast on page 100 as on
+/// page 1).
+pub async fn list_after(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Run>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM generation_run
+         WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, run_id) < ($2, $3))
+         ORDER BY created_at DESC, run_id DESC LIMIT $4"
+    );
+    let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
+    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(at).bind(id).bind(limit).fetch_all(db).await
+}
+
 pub async fn count(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM generation_run WHERE user_id = $1").bind(user_id).fetch_one(db).await
 }
 
+/// Where a run stands: `pending` while any job is queued or running, then `done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Pending,
+    Done,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Done => "done",
+        })
+    }
+}
+
 /// A run with its jobs, as the pages, the live stream and the API show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Run)]
 pub struct RunView {
     pub id: Uuid,
+    /// The run's page on the site (for a signed-in browser).
+    #[schema(example = "/runs/0196f7a0-0000-7000-8000-000000000001")]
     pub url: String,
-    /// `pending` while any job is queued or running, then `done`.
-    pub status: &'static str,
+    pub status: RunStatus,
     pub prompt: String,
     pub mode: Mode,
     pub aspect_ratio: String,
     pub seed: i64,
+    /// Credits reserved when the run was submitted: the sum of the jobs' prices.
     pub total_price: i64,
     /// Credits charged so far (delivered images).
     pub charged: i64,
@@ -78,31 +116,52 @@ pub struct RunView {
     pub refunded: i64,
     /// Credits still held by unsettled jobs.
     pub held: i64,
+    /// When the run was submitted (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// One job per chosen model, in the order they were chosen.
     pub jobs: Vec<JobView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One model's generation within a run.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
     pub id: Uuid,
+    /// The model's slug.
+    #[schema(example = "flux-2")]
     pub model: String,
+    /// The variant's slug.
+    #[schema(example = "standard")]
     pub variant: String,
     /// `model` or `model:variant`, as the studio form and the API take it.
+    #[schema(example = "flux-2")]
     pub choice: String,
+    /// The model (and variant) as people read it.
+    #[schema(example = "Flux 2")]
     pub name: String,
     pub status: JobStatus,
+    /// The status in words.
+    #[schema(example = "Done")]
     pub status_label: &'static str,
     /// 0–100.
+    #[schema(maximum = 100)]
     pub progress: u32,
+    /// Credits reserved for this job.
     pub price: i64,
+    /// Credits charged once settled: the price when delivered, 0 otherwise; null while pending.
     pub charged: Option<i64>,
+    /// Why the job failed, was blocked or was not charged.
     pub reason: Option<String>,
     /// Shown to the user when the job was not charged.
     pub message: Option<&'static str>,
+    /// The image for a signed-in browser (`/media/…`); with an API key use
+    /// `GET /api/v1/runs/{id}/jobs/{job_id}/image`.
     pub image_url: Option<String>,
     pub thumb_url: Option<String>,
     pub width: Option<i32>,
     pub height: Option<i32>,
+    /// How long the generation took.
     pub duration_ms: Option<u64>,
     pub duration_label: Option<String>,
 }
@@ -193,7 +252,7 @@ impl RunView {
         RunView {
             id: run.run_id,
             url: format!("/runs/{}", run.run_id),
-            status: if pending { "pending" } else { "done" },
+            status: if pending { RunStatus::Pending } else { RunStatus::Done },
             prompt: run.prompt.clone(),
             mode: run.mode,
             aspect_ratio: run.aspect_ratio.clone(),
@@ -211,7 +270,7 @@ impl RunView {
     }
 
     pub fn is_pending(&self) -> bool {
-        self.status == "pending"
+        self.status == RunStatus::Pending
     }
 
     /// Loads a run's view.

@@ -202,15 +202,20 @@ impl FromMultipart for RunForm {
     }
 }
 
-/// `POST /runs`: validates, prices and creates the run; 303 to its page.
+/// `POST /runs`: validates, prices and creates the run; 303 to its page. The idempotency key is
+/// the form's `idempotency_key`, or, when the form has none (a script posting the form), the
+/// `Idempotency-Key` header: the same meaning as in the JSON API.
 async fn submit(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
     layout: Layout,
+    headers: axum::http::HeaderMap,
     CsrfMultipart(form): CsrfMultipart<RunForm>,
 ) -> Result<Response> {
     let catalog = state.catalog.current();
-    let key = match create::check_idempotency_key(&form.idempotency_key) {
+    let header_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let asked = if form.idempotency_key.trim().is_empty() { header_key } else { form.idempotency_key.as_str() };
+    let key = match create::check_idempotency_key(asked) {
         Ok(key) => key.to_string(),
         Err(_) => {
             let mut page = StudioPage::build(layout, &catalog, &form.input, FieldErrors::default());

@@ -20,8 +20,9 @@ use tower_sessions::Session;
 use uuid::Uuid;
 
 use crate::{
-    accounts::{self, CurrentUser, SESSION_USER_KEY, api_keys},
-    web::error::AppError,
+    accounts::{self, CurrentUser, SESSION_USER_KEY, api_keys, rate_limit::ApiLimits},
+    config::Config,
+    web::{client_ip::ClientIp, error::AppError, rate_limit::QuotaSlot},
 };
 
 /// The signed-in user of this request, if any.
@@ -139,29 +140,56 @@ where
     }
 }
 
-/// The user an API request acts for (their API key is valid and not revoked).
+/// The user an API request acts for (their API key is valid and not revoked). The request is
+/// counted against the key's rate limit (`web::rate_limit`): over it, a `429`. A request without
+/// a valid key is counted against the client's address and refused with a `401` (or a `429`).
 #[derive(Debug, Clone, Copy)]
 pub struct ApiUser {
     pub user_id: Uuid,
+    pub api_key_id: Uuid,
 }
 
 impl<S> FromRequestParts<S> for ApiUser
 where
     PgPool: FromRef<S>,
+    Arc<ApiLimits>: FromRef<S>,
+    Arc<Config>: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let limits = Arc::<ApiLimits>::from_ref(state);
+        let slot = parts.extensions.get::<QuotaSlot>().cloned().unwrap_or_default();
         let secret = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
-            .filter(|s| api_keys::looks_like_key(s))
-            .ok_or(AppError::Unauthorized)?;
-        let user_id = api_keys::authenticate(&PgPool::from_ref(state), secret).await?;
-        user_id.map(|user_id| ApiUser { user_id }).ok_or(AppError::Unauthorized)
+            .filter(|s| api_keys::looks_like_key(s));
+        let owner = match secret {
+            Some(secret) => api_keys::authenticate(&PgPool::from_ref(state), secret).await?,
+            None => None,
+        };
+        let Some(owner) = owner else {
+            if !slot.is_set()
+                && let Ok(ClientIp(address)) = ClientIp::from_request_parts(parts, state).await
+                && let Some(quota) = limits.check_address(address)
+            {
+                slot.set(quota);
+                if let Some(retry_after) = quota.retry_after {
+                    return Err(AppError::RateLimited { retry_after });
+                }
+            }
+            return Err(AppError::Unauthorized);
+        };
+        if let Some(quota) = limits.check_key(owner.api_key_id) {
+            slot.set(quota);
+            if let Some(retry_after) = quota.retry_after {
+                return Err(AppError::RateLimited { retry_after });
+            }
+        }
+        Ok(ApiUser { user_id: owner.user_id, api_key_id: owner.api_key_id })
     }
 }

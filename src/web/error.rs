@@ -35,6 +35,89 @@ use crate::{
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
+/// The body of every JSON API error (the OpenAPI document's `Error` schema).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = Error, example = json!({"error": {"code": "invalid_input", "message": "prompt: write a prompt"}}))]
+pub struct ApiError {
+    pub error: ApiErrorDetail,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
+pub struct ApiErrorDetail {
+    pub code: ErrorCode,
+    /// What was wrong, in words for a person (the fields it names, what to do).
+    pub message: String,
+}
+
+/// The stable machine-readable codes of API errors (`error.code`): clients may branch on them;
+/// the messages may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    InsufficientCredits,
+    NotFound,
+    MethodNotAllowed,
+    Timeout,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidInput,
+    RateLimited,
+    Internal,
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// Every code with its status and meaning, for the reference page.
+    pub const ALL: &[(ErrorCode, u16, &str)] = &[
+        (
+            ErrorCode::BadRequest,
+            400,
+            "Malformed JSON, text with NUL characters or invalid UTF-8, a bad Idempotency-Key or cursor, a malformed query.",
+        ),
+        (ErrorCode::Unauthorized, 401, "No API key, or a revoked or unknown one."),
+        (ErrorCode::Forbidden, 403, "The key may not do this."),
+        (
+            ErrorCode::InsufficientCredits,
+            402,
+            "Not enough credits: the message says how many are needed and how many you have.",
+        ),
+        (ErrorCode::NotFound, 404, "No such thing, also for other users' runs and webhooks."),
+        (ErrorCode::MethodNotAllowed, 405, "That method is not available at this address."),
+        (ErrorCode::Timeout, 408, "The request took too long."),
+        (ErrorCode::Conflict, 409, "An Idempotency-Key already used for a different request."),
+        (ErrorCode::PayloadTooLarge, 413, "The body is too large (runs: 15 MB, everything else: 64 KB)."),
+        (ErrorCode::UnsupportedMediaType, 415, "The body is not sent as application/json."),
+        (ErrorCode::InvalidInput, 422, "Missing or wrong fields; the message names them."),
+        (ErrorCode::RateLimited, 429, "Too many requests with this key: wait Retry-After seconds."),
+        (ErrorCode::Internal, 500, "A bug on our side."),
+        (ErrorCode::Unavailable, 503, "The service is briefly unavailable: retry shortly."),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InsufficientCredits => "insufficient_credits",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{0}")]
@@ -182,6 +265,12 @@ impl From<WebhookError> for AppError {
             WebhookError::Ledger(err) => err.into(),
             WebhookError::Db(err) => err.into(),
         }
+    }
+}
+
+impl From<crate::webhooks::InputErrors> for AppError {
+    fn from(errors: crate::webhooks::InputErrors) -> Self {
+        AppError::Unprocessable(errors.summary())
     }
 }
 
@@ -395,4 +484,36 @@ pub struct ErrorPage {
     pub status: u16,
     pub title: &'static str,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_api_error_code_is_documented() {
+        let documented: Vec<&str> = ErrorCode::ALL.iter().map(|(code, _, _)| code.as_str()).collect();
+        let errors = [
+            AppError::not_found(),
+            AppError::BadRequest(String::new()),
+            AppError::Unprocessable(String::new()),
+            AppError::Unauthorized,
+            AppError::Forbidden(String::new()),
+            AppError::InsufficientCredits { need: 1, have: 0 },
+            AppError::Conflict(String::new()),
+            AppError::TooLarge(String::new()),
+            AppError::UnsupportedMediaType,
+            AppError::RateLimited { retry_after: 1 },
+            AppError::Unavailable(anyhow::anyhow!("x")),
+            AppError::Internal(anyhow::anyhow!("x")),
+        ];
+        for err in errors {
+            assert!(documented.contains(&err.code()), "{} is not in ErrorCode::ALL", err.code());
+            let (_, status, _) = ErrorCode::ALL.iter().find(|(c, _, _)| c.as_str() == err.code()).expect("listed");
+            assert_eq!(*status, err.status().as_u16(), "{}", err.code());
+        }
+        for (code, _, _) in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
+        }
+    }
 }

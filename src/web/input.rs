@@ -67,7 +67,8 @@ pub async fn reject_unstorable_uri(request: Request, next: Next) -> Response {
 
 /// A JSON body for the API, with clear errors: not JSON at all (or not UTF-8) is 400
 /// `bad_request`; a NUL in any string is 400; the wrong fields or types are 422
-/// `invalid_input` with serde's explanation; another content type is 415.
+/// `invalid_input` with serde's explanation (also when the body is not an object); another
+/// content type is 415.
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
@@ -94,6 +95,10 @@ where
             .map_err(|err| AppError::BadRequest(format!("the body is not valid JSON: {err}")))?;
         if let Some(path) = nul_in(&value, "") {
             return Err(AppError::BadRequest(format!("{}: {NUL}", if path.is_empty() { "the body" } else { &path })));
+        }
+        // Every API body is an object (serde would otherwise read a struct from a list).
+        if !value.is_object() {
+            return Err(AppError::Unprocessable("the body must be a JSON object".into()));
         }
         serde_json::from_value(value).map(ApiJson).map_err(|err| AppError::Unprocessable(err.to_string()))
     }

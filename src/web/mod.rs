@@ -17,6 +17,8 @@ pub mod csrf;
 pub mod error;
 pub mod input;
 pub mod layout;
+pub mod pagination;
+pub mod rate_limit;
 pub mod routes;
 
 pub use auth::{Admin, ApiUser, SignedIn, Viewer};

@@ -35,6 +35,16 @@ const NAMES: &[&str] = &[
     "page",
     "session_id",
     "canceled",
+    "url",
+    "description",
+    "event_run_completed",
+    "event_job_failed",
+    "event_credits_low",
+    "credits_low_threshold",
+    "endpoint_id",
+    "delivery_id",
+    "limit",
+    "cursor",
 ];
 
 /// Bad values, percent-encoded as they travel in a URL or a form.
@@ -73,6 +83,7 @@ fn concrete(path: &str, value: Option<&str>) -> String {
         .replace("{id}", &param("0196f7a0-0000-7000-8000-000000000001"))
         .replace("{payment_id}", &param("0196f7a0-0000-7000-8000-000000000002"))
         .replace("{job_id}", &param("0196f7a0-0000-7000-8000-000000000003"))
+        .replace("{delivery_id}", &param("0196f7a0-0000-7000-8000-000000000004"))
         .replace("{*key}", &param("runs/x/y.jpg"))
 }
 
@@ -118,7 +129,7 @@ async fn no_input_on_any_route_gets_a_5xx() {
     for path in &paths {
         let good = concrete(path, None);
         let mut methods = Vec::new();
-        for method in [Method::GET, Method::POST] {
+        for method in [Method::GET, Method::POST, Method::PATCH, Method::DELETE] {
             let response = admin.client.request(method.clone(), admin.url(&good)).send().await.expect("probe");
             if response.status() != StatusCode::METHOD_NOT_ALLOWED {
                 methods.push(method);
@@ -142,28 +153,33 @@ async fn no_input_on_any_route_gets_a_5xx() {
             // Query parameters.
             if methods.contains(&Method::GET) {
                 inputs += 1;
-                let query: Vec<String> = NAMES.iter().map(|n| format!("{n}={in_url}")).collect();
+                // Every name at once stays under the 64 KiB an address may have.
+                let each: String = in_url.chars().take(60_000 / NAMES.len()).collect();
+                let query: Vec<String> = NAMES.iter().map(|n| format!("{n}={each}")).collect();
                 let url = format!("{good}?{}", query.join("&"));
                 let status = admin.get(&url).await.status();
                 walk.check(format!("GET {path} with {kind} in the query"), status);
+            }
+            if path.starts_with("/api/") {
+                for method in methods.iter().filter(|m| **m == Method::POST || **m == Method::PATCH) {
+                    inputs += 1;
+                    let status = reqwest::Client::new()
+                        .request(method.clone(), admin.url(&good))
+                        .bearer_auth(&key)
+                        .header("content-type", "application/json")
+                        .body(format!("{{\"prompt\": \"{value}\", \"url\": \"{value}\", \"events\": [\"{value}\"]}}"))
+                        .send()
+                        .await
+                        .expect("send")
+                        .status();
+                    walk.check(format!("{method} {path} with {kind} in a JSON body"), status);
+                }
+                continue;
             }
             if !methods.contains(&Method::POST) {
                 continue;
             }
             inputs += 1;
-            if path.starts_with("/api/") {
-                let status = reqwest::Client::new()
-                    .post(admin.url(&good))
-                    .bearer_auth(&key)
-                    .header("content-type", "application/json")
-                    .body(format!("{{\"prompt\": \"{value}\"}}"))
-                    .send()
-                    .await
-                    .expect("send")
-                    .status();
-                walk.check(format!("POST {path} with {kind} in a JSON body"), status);
-                continue;
-            }
             // A form with every field bad and a valid token (the handler runs).
             let token = admin.token("/account", None).await;
             let mut body: Vec<String> = NAMES.iter().map(|n| format!("{n}={value}")).collect();
@@ -195,7 +211,9 @@ async fn no_input_on_any_route_gets_a_5xx() {
             }
         }
         // JSON bodies that are not what the API expects.
-        if path.starts_with("/api/") && methods.contains(&Method::POST) {
+        let body_methods: Vec<Method> =
+            methods.iter().filter(|m| **m == Method::POST || **m == Method::PATCH).cloned().collect();
+        if path.starts_with("/api/") && !body_methods.is_empty() {
             let mut bodies: Vec<Vec<u8>> = vec![
                 b"{\"prompt\": \"\xff\xfe\"}".to_vec(),
                 b"not json at all".to_vec(),
@@ -207,14 +225,16 @@ async fn no_input_on_any_route_gets_a_5xx() {
             for text in bad_json_strings() {
                 let body = serde_json::json!({
                     "prompt": text, "models": [text, text], "mode": text, "aspect_ratio": text,
-                    "reference_image": text, text.clone(): text,
+                    "reference_image": text, "url": text, "events": [text], "description": text,
+                    "credits_low_threshold": text, "overlap_seconds": text, text.clone(): text,
                 });
                 bodies.push(body.to_string().into_bytes());
             }
-            for body in bodies {
+            bodies.push(b"{\"url\": \"https://10.0.0.1/x\", \"events\": [\"run.completed\"], \"credits_low_threshold\": -9223372036854775808, \"overlap_seconds\": 9223372036854775807}".to_vec());
+            for (method, body) in body_methods.iter().flat_map(|m| bodies.iter().map(move |b| (m.clone(), b.clone()))) {
                 inputs += 1;
                 let status = reqwest::Client::new()
-                    .post(admin.url(&good))
+                    .request(method.clone(), admin.url(&good))
                     .bearer_auth(&key)
                     .header("content-type", "application/json")
                     .header("idempotency-key", format!("bad-{}", walk.requests))
@@ -223,7 +243,7 @@ async fn no_input_on_any_route_gets_a_5xx() {
                     .await
                     .expect("send")
                     .status();
-                walk.check(format!("POST {path} with the JSON body {:?}", String::from_utf8_lossy(&body)), status);
+                walk.check(format!("{method} {path} with the JSON body {:?}", String::from_utf8_lossy(&body)), status);
             }
         }
     }

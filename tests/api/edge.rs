@@ -27,6 +27,7 @@ const PUBLIC_PAGES: &[&str] = &[
     "/readyz",
     "/signup",
     "/login",
+    "/docs/api",
     // Public images for anyone, private ones for their owner only (tests/api/media.rs).
     "/media/{*key}",
 ];
@@ -53,6 +54,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "0196f7a0-0000-7000-8000-000000000001")
         .replace("{payment_id}", "0196f7a0-0000-7000-8000-000000000002")
         .replace("{job_id}", "0196f7a0-0000-7000-8000-000000000003")
+        .replace("{delivery_id}", "0196f7a0-0000-7000-8000-000000000004")
         .replace("{*key}", "runs/nothing/here.jpg")
 }
 
