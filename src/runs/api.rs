@@ -287,7 +287,18 @@ async fn create_run(
         seed: body.seed.map(|s| s.to_string()).unwrap_or_default(),
     };
     let catalog = state.catalog.current();
-    let created = create::submit(&state.pool, &state.store, &catalog, user.user_id, &input, upload, &key).await?;
+    let created = create::submit(
+        &state.pool,
+        &state.store,
+        &catalog,
+        &state.config.queue,
+        crate::jobs::Source::Api,
+        user.user_id,
+        &input,
+        upload,
+        &key,
+    )
+    .await?;
     let run = super::find_owned(&state.pool, created.run_id, user.user_id).await?.ok_or_else(AppError::not_found)?;
     let view = RunView::load(&state.pool, &run).await?;
     let status = if created.replayed { StatusCode::OK } else { StatusCode::CREATED };
