@@ -453,8 +453,14 @@ mod tests {
         .expect("queue")
         .queue;
         assert_eq!((q.api.max_queued, q.studio.max_running, q.max_age), (50, 2, None));
-        assert_eq!(config(&[("FACEOFF_API_MAX_RUNNING_JOBS", "0")]).expect_err("zero").name, "FACEOFF_API_MAX_RUNNING_JOBS");
-        assert_eq!(config(&[("FACEOFF_QUEUE_MAX_AGE_SECS", "soon")]).expect_err("bad").name, "FACEOFF_QUEUE_MAX_AGE_SECS");
+        assert_eq!(
+            config(&[("FACEOFF_API_MAX_RUNNING_JOBS", "0")]).expect_err("zero").name,
+            "FACEOFF_API_MAX_RUNNING_JOBS"
+        );
+        assert_eq!(
+            config(&[("FACEOFF_QUEUE_MAX_AGE_SECS", "soon")]).expect_err("bad").name,
+            "FACEOFF_QUEUE_MAX_AGE_SECS"
+        );
     }
 
     #[test]

@@ -92,7 +92,8 @@ impl Engine {
     /// benchmark drive workers with this; the pool loops over it.)
     pub async fn run_once(&self, shutdown: &CancellationToken) -> anyhow::Result<bool> {
         let skip = self.limits.saturated();
-        let Some(job) = super::claim_with(&self.pool, self.options.lease, &skip, self.options.running_limits).await? else {
+        let Some(job) = super::claim_with(&self.pool, self.options.lease, &skip, self.options.running_limits).await?
+        else {
             return Ok(false);
         };
         let _permit = self.limits.get(&job.provider).acquire_owned().await?;

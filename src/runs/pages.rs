@@ -200,7 +200,8 @@ async fn studio(
 ) -> Result<Response> {
     let catalog = state.catalog.current();
     let input = input_from_query(query.as_deref());
-    let page = StudioPage::build(layout, &catalog, &input, FieldErrors::default()).with_wait(&state.pool, user.id).await;
+    let page =
+        StudioPage::build(layout, &catalog, &input, FieldErrors::default()).with_wait(&state.pool, user.id).await;
     Ok(render(&page))
 }
 

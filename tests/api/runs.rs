@@ -330,7 +330,10 @@ async fn direct_run(app: &TestApp, user: &TestUser, key: &str) -> Uuid {
         seed: "1".into(),
     };
     let valid = validate(&catalog, &input, None).expect("valid");
-    create_run(&app.pool, &app.state.store, &app.state.config.queue, user.id, &valid, key).await.expect("created").run_id
+    create_run(&app.pool, &app.state.store, &app.state.config.queue, user.id, &valid, key)
+        .await
+        .expect("created")
+        .run_id
 }
 
 #[tokio::test]
