@@ -310,6 +310,30 @@ pub async fn claim(
     claim_with(pool, lease, skip_providers, RunningLimits::NONE).await
 }
 
+/// The claim of a queued job in fair order ($1 lease token, $2 lease seconds, $3 providers to
+/// skip, $4/$5 the studio/API running limits, $6 the window): public for the benchmark's
+/// `EXPLAIN` (`cargo bench --bench queue`).
+pub const CLAIM_QUEUED_SQL: &str = "WITH head AS (
+         SELECT job_id, user_id, interactive FROM generation_job
+         WHERE status = 'queued' AND run_after <= now() AND NOT (provider = ANY($3))
+         ORDER BY fair_slot, interactive DESC, job_id
+         LIMIT $6
+     ), next AS (
+         SELECT j.job_id FROM generation_job j JOIN head h ON h.job_id = j.job_id
+         WHERE j.status = 'queued'
+           AND (SELECT count(*) FROM generation_job r
+                WHERE r.user_id = h.user_id AND r.interactive = h.interactive AND r.status = 'running')
+               < CASE WHEN h.interactive THEN $4 ELSE $5 END
+         ORDER BY j.fair_slot, j.interactive DESC, j.job_id
+         LIMIT 1
+         FOR UPDATE OF j SKIP LOCKED
+     )
+     UPDATE generation_job j
+     SET status = 'running', attempts = j.attempts + 1, lease_token = $1,
+         lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(j.started_at, now())
+     FROM next WHERE j.job_id = next.job_id
+     RETURNING j.job_id";
+
 /// [`claim`] with per-user running limits (the workers pass the configured ones). The limit is
 /// read without a lock: claims racing for one user may exceed it by the number of concurrent
 /// claims.
@@ -341,28 +365,7 @@ pub async fn claim_with(
     let claimed = match expired {
         Some(job_id) => Some(job_id),
         None => {
-            sqlx::query_scalar(
-                "WITH head AS (
-                     SELECT job_id, user_id, interactive FROM generation_job
-                     WHERE status = 'queued' AND run_after <= now() AND NOT (provider = ANY($3))
-                     ORDER BY fair_slot, interactive DESC, job_id
-                     LIMIT $6
-                 ), next AS (
-                     SELECT j.job_id FROM generation_job j JOIN head h ON h.job_id = j.job_id
-                     WHERE j.status = 'queued'
-                       AND (SELECT count(*) FROM generation_job r
-                            WHERE r.user_id = h.user_id AND r.interactive = h.interactive AND r.status = 'running')
-                           < CASE WHEN h.interactive THEN $4 ELSE $5 END
-                     ORDER BY j.fair_slot, j.interactive DESC, j.job_id
-                     LIMIT 1
-                     FOR UPDATE OF j SKIP LOCKED
-                 )
-                 UPDATE generation_job j
-                 SET status = 'running', attempts = j.attempts + 1, lease_token = $1,
-                     lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(j.started_at, now())
-                 FROM next WHERE j.job_id = next.job_id
-                 RETURNING j.job_id",
-            )
+            sqlx::query_scalar(CLAIM_QUEUED_SQL)
             .bind(token)
             .bind(lease.as_secs_f64())
             .bind(skip_providers)
