@@ -261,9 +261,11 @@ async fn reset(pool: &PgPool) -> anyhow::Result<()> {
     )
     .execute(pool)
     .await?;
-    sqlx::query("DELETE FROM generation_job WHERE run_id IN (SELECT run_id FROM generation_run WHERE prompt = 'newcomer')")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "DELETE FROM generation_job WHERE run_id IN (SELECT run_id FROM generation_run WHERE prompt = 'newcomer')",
+    )
+    .execute(pool)
+    .await?;
     sqlx::query("DELETE FROM generation_run WHERE prompt = 'newcomer'").execute(pool).await?;
     let mut conn = pool.acquire().await?;
     sqlx::query("VACUUM ANALYZE generation_job").execute(&mut *conn).await?;

@@ -366,14 +366,14 @@ pub async fn claim_with(
         Some(job_id) => Some(job_id),
         None => {
             sqlx::query_scalar(CLAIM_QUEUED_SQL)
-            .bind(token)
-            .bind(lease.as_secs_f64())
-            .bind(skip_providers)
-            .bind(i64::from(limits.studio))
-            .bind(i64::from(limits.api))
-            .bind(queue::CLAIM_WINDOW)
-            .fetch_optional(pool)
-            .await?
+                .bind(token)
+                .bind(lease.as_secs_f64())
+                .bind(skip_providers)
+                .bind(i64::from(limits.studio))
+                .bind(i64::from(limits.api))
+                .bind(queue::CLAIM_WINDOW)
+                .fetch_optional(pool)
+                .await?
         }
     };
     let Some(job_id) = claimed else { return Ok(None) };
