@@ -68,8 +68,9 @@
     });
     var summary = root.querySelector('[data-role="summary"]');
     if (summary) {
+      var generating = run.jobs.some(function (job) { return job.status === "running"; });
       summary.textContent = run.status === "pending"
-        ? "Generating… " + run.held + " credits held."
+        ? (generating ? "Generating… " : "Waiting in the queue… ") + run.held + " credits held."
         : "Finished: " + run.charged + " credits charged" + (run.refunded > 0 ? ", " + run.refunded + " refunded" : "") + ".";
     }
     // Keep the header's balance in step once everything is settled.

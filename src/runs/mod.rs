@@ -282,6 +282,16 @@ impl RunView {
         self.status == RunStatus::Pending
     }
 
+    /// The page's line while the run is pending: generating once a job runs, waiting before.
+    pub fn pending_summary(&self) -> String {
+        let doing = if self.jobs.iter().any(|j| j.status == JobStatus::Running) {
+            "Generating…"
+        } else {
+            "Waiting in the queue…"
+        };
+        format!("{doing} {} credits held.", self.held)
+    }
+
     /// Loads a run's view, with the place in the queue of each queued job.
     pub async fn load(pool: &sqlx::PgPool, run: &Run) -> Result<RunView, sqlx::Error> {
         let jobs = jobs::for_run(pool, run.run_id).await?;

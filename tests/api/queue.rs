@@ -274,6 +274,8 @@ async fn the_run_page_the_api_and_the_studio_show_the_wait() {
     let waits = page.texts("[data-testid=wait]");
     assert_eq!(waits.len(), 2, "{waits:?}");
     assert!(waits.iter().all(|w| w.starts_with("Queued:") && w.contains("before it starts")), "{waits:?}");
+    let summary = page.text("[data-role=summary]").expect("summary");
+    assert!(summary.starts_with("Waiting in the queue…"), "{summary}");
 
     // The live stream carries it too.
     let mut stream = app.get(&format!("/runs/{id}/events")).await;
