@@ -47,7 +47,7 @@ pub fn safe_next(next: Option<&str>) -> Option<String> {
     local.then(|| next.to_string())
 }
 
-fn next_query(next: &Option<String>) -> String {
+pub(super) fn next_query(next: &Option<String>) -> String {
     match next {
         Some(next) => format!("?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()),
         None => String::new(),
@@ -181,7 +181,7 @@ async fn signup(
         SignUp::Created(user_id) => tracing::info!(%user_id, "new account"),
         SignUp::Existing => tracing::info!("sign-up with an address that has an account"),
     }
-    Ok(Redirect::to("/signup/check-email").into_response())
+    Ok(Redirect::to(&format!("/signup/check-email{}", next_query(&page.next))).into_response())
 }
 
 

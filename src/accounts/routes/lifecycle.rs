@@ -5,7 +5,7 @@
 //! `GET /account/export`.
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -45,12 +45,21 @@ struct CheckEmailPage {
     layout: Layout,
     heading: &'static str,
     message: &'static str,
+    /// The log-in link (with where to go next).
+    login: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    next: Option<String>,
 }
 
 /// Where sign-up lands, whether or not the address already had an account.
-async fn check_email(layout: Layout) -> Result<Response> {
+async fn check_email(layout: Layout, Query(q): Query<NextQuery>) -> Result<Response> {
+    let next = super::auth::safe_next(q.next.as_deref());
     Ok(render(&CheckEmailPage {
         layout,
+        login: format!("/login{}", super::auth::next_query(&next)),
         heading: "Check your inbox",
         message: "We sent a message to the address you entered. Open the link in it to confirm your address and start comparing models. If you already have an account with this address, the message tells you how to get back in.",
     }))
@@ -171,6 +180,7 @@ async fn forgot(
         layout,
         heading: "Check your inbox",
         message: "If an account uses that address, we sent it a link to choose a new password. The link works once, for an hour.",
+        login: "/login".into(),
     }))
 }
 
