@@ -279,7 +279,11 @@ impl Config {
             }
             None => {
                 let from = format!("Faceoff <noreply@{}>", public_url.host_str().unwrap_or("localhost"));
-                if from.parse::<lettre::message::Mailbox>().is_ok() { from } else { "Faceoff <noreply@localhost>".into() }
+                if from.parse::<lettre::message::Mailbox>().is_ok() {
+                    from
+                } else {
+                    "Faceoff <noreply@localhost>".into()
+                }
             }
         };
         let mail = MailSettings {

@@ -80,7 +80,12 @@ pub enum SignUp {
 /// Signs `email` (valid, trimmed) up with the password `password_hash`: a new, unverified
 /// account and a verification mail; or, when the address is taken, a mail to its owner. Where
 /// no mail is configured the free credits are granted now, as before; otherwise at verification.
-pub async fn sign_up(pool: &PgPool, config: &Config, email: &str, password_hash: &str) -> Result<SignUp, LifecycleError> {
+pub async fn sign_up(
+    pool: &PgPool,
+    config: &Config,
+    email: &str,
+    password_hash: &str,
+) -> Result<SignUp, LifecycleError> {
     let mut tx = crate::db::begin(pool).await?;
     if let Some(existing) = super::find_by_email(&mut *tx, email).await? {
         notify_signup_attempt(&mut tx, config, existing.id, &existing.email).await?;
@@ -144,7 +149,11 @@ pub struct Verified {
 
 /// Redeems a verification link: the address is confirmed and, where mail is configured, the
 /// free credits are granted (once per normalized address, ever).
-pub async fn verify_email(pool: &PgPool, config: &Config, token: &str) -> Result<Result<Verified, Refused>, LifecycleError> {
+pub async fn verify_email(
+    pool: &PgPool,
+    config: &Config,
+    token: &str,
+) -> Result<Result<Verified, Refused>, LifecycleError> {
     let mut tx = crate::db::begin(pool).await?;
     let valid = match tokens::redeem(&mut tx, token, Purpose::VerifyEmail).await? {
         Ok(valid) => valid,
@@ -255,8 +264,7 @@ pub async fn reset_password(
     super::set_password_hash(&mut *tx, valid.user_id, password_hash).await?;
     tokens::retire(&mut *tx, valid.user_id, Purpose::ResetPassword).await?;
     let sessions_ended = super::delete_sessions(&mut *tx, valid.user_id, None).await?;
-    let keys_revoked =
-        if revoke_keys { super::api_keys::revoke_all(&mut *tx, valid.user_id).await? } else { 0 };
+    let keys_revoked = if revoke_keys { super::api_keys::revoke_all(&mut *tx, valid.user_id).await? } else { 0 };
     tx.commit().await?;
     tracing::info!(user_id = %valid.user_id, sessions_ended, keys_revoked, "password reset");
     Ok(Ok(Reset { user_id: valid.user_id, sessions_ended, keys_revoked }))

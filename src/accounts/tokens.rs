@@ -52,7 +52,12 @@ pub fn looks_like_token(token: &str) -> bool {
 }
 
 /// Issues a token for `user_id` confirming `email`; returns the token (never stored).
-pub async fn issue(db: impl PgExecutor<'_>, user_id: Uuid, purpose: Purpose, email: &str) -> Result<String, sqlx::Error> {
+pub async fn issue(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    purpose: Purpose,
+    email: &str,
+) -> Result<String, sqlx::Error> {
     let random: [u8; 32] = rand::random();
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
     sqlx::query(

@@ -201,7 +201,9 @@ impl Sender {
             Transport::Files(dir) => {
                 tokio::fs::create_dir_all(dir).await.map_err(|err| format!("{}: {err}", dir.display()))?;
                 let path = dir.join(format!("{}.eml", mail.mail_id));
-                tokio::fs::write(&path, message.formatted()).await.map_err(|err| format!("{}: {err}", path.display()))?;
+                tokio::fs::write(&path, message.formatted())
+                    .await
+                    .map_err(|err| format!("{}: {err}", path.display()))?;
                 let links = links(&mail.text_body);
                 tracing::info!(
                     to = %mail.to_address,
@@ -215,7 +217,12 @@ impl Sender {
         }
     }
 
-    async fn record(&self, mail: &Claimed, outcome: Result<(), String>, now: OffsetDateTime) -> Result<(), sqlx::Error> {
+    async fn record(
+        &self,
+        mail: &Claimed,
+        outcome: Result<(), String>,
+        now: OffsetDateTime,
+    ) -> Result<(), sqlx::Error> {
         match outcome {
             Ok(()) => {
                 sqlx::query(
@@ -310,7 +317,10 @@ mod tests {
         };
         let (text, html) = mail.render().expect("render");
         assert!(text.contains("Hello & welcome.") && text.contains("https://faceoff.example/verify-email/abc?x=1&y=2"));
-        assert!(html.contains("Hello &amp; welcome.") && html.contains("href=\"https://faceoff.example/verify-email/abc?x=1&amp;y=2\""));
+        assert!(
+            html.contains("Hello &amp; welcome.")
+                && html.contains("href=\"https://faceoff.example/verify-email/abc?x=1&amp;y=2\"")
+        );
         assert_eq!(links(&text), ["https://faceoff.example/verify-email/abc?x=1&y=2"]);
     }
 

@@ -166,8 +166,8 @@ impl TestApp {
         let signal = shutdown.clone();
         // The mail sender, as `serve` runs it (the other background tasks are started by the
         // tests that need them).
-        let sender = faceoff::mail::Sender::new(pool.clone(), &state.config.mail, &state.config.data_dir)
-            .expect("mail sender");
+        let sender =
+            faceoff::mail::Sender::new(pool.clone(), &state.config.mail, &state.config.data_dir).expect("mail sender");
         sender.spawn(state.shutdown.clone());
         let app = faceoff::app(state.clone());
         let server = tokio::spawn(async move {

@@ -39,7 +39,7 @@ struct Received {
 impl Received {
     /// The path (and query) of the first link to this site's `prefix` (e.g. `/verify-email/`).
     fn link(&self, prefix: &str) -> String {
-        let at = self.body.find(&format!("{prefix}")).unwrap_or_else(|| panic!("no {prefix} link in {}", self.body));
+        let at = self.body.find(prefix).unwrap_or_else(|| panic!("no {prefix} link in {}", self.body));
         let rest = &self.body[at..];
         let end = rest.find(|c: char| c.is_whitespace() || c == '"' || c == '<').unwrap_or(rest.len());
         rest[..end].to_string()
@@ -60,7 +60,10 @@ impl SmtpSink {
             .expect("python3 runs (the SMTP sink needs `pip install aiosmtpd`, as .ci/run does)");
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "the SMTP sink (python3 -m aiosmtpd) did not start: is aiosmtpd installed?");
+            assert!(
+                Instant::now() < deadline,
+                "the SMTP sink (python3 -m aiosmtpd) did not start: is aiosmtpd installed?"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         SmtpSink { child, dir, port }
@@ -195,7 +198,10 @@ async fn sign_up_mails_a_verification_link_that_works_once_and_grants_the_credit
     let phone = app.browser();
     let link = second.link("/verify-email/");
     let response = phone.get(&link).await;
-    assert_eq!((response.status(), location(&response)), (StatusCode::SEE_OTHER, "/account?notice=email-verified".into()));
+    assert_eq!(
+        (response.status(), location(&response)),
+        (StatusCode::SEE_OTHER, "/account?notice=email-verified".into())
+    );
     let (_, account) = phone.page("/account?notice=email-verified").await;
     assert_eq!(account.text("[data-testid=balance]").as_deref(), Some("100"));
     assert_eq!(account.count("[data-testid=verify-banner]"), 0);
@@ -255,7 +261,8 @@ async fn the_free_credits_are_granted_once_per_normalized_address_even_after_del
     // Deleted and signed up again with the very address: still no second grant.
     let browser = app.browser();
     assert_eq!(browser.log_in("ann.lee@gmail.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
-    let response = browser.submit("/account/delete", "/account/delete", &[("password", PASSWORD), ("confirm", "on")]).await;
+    let response =
+        browser.submit("/account/delete", "/account/delete", &[("password", PASSWORD), ("confirm", "on")]).await;
     assert_eq!(location(&response), "/login?notice=account-deleted");
     app.browser().submit_sign_up("ann.lee@gmail.com", PASSWORD).await;
     verify("ann.lee@gmail.com", 2).await;
@@ -335,7 +342,10 @@ async fn an_email_change_is_confirmed_at_the_new_address_and_told_to_the_old_one
     let (status, page) = app.page("/account/email").await;
     assert_eq!(status, StatusCode::OK);
     page.assert_well_formed("change email");
-    let wrong = app.browser.submit("/account/email", "/account/email", &[("email", "new@example.com"), ("password", "nope nope")]).await;
+    let wrong = app
+        .browser
+        .submit("/account/email", "/account/email", &[("email", "new@example.com"), ("password", "nope nope")])
+        .await;
     assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let ok = app
         .browser
@@ -344,7 +354,10 @@ async fn an_email_change_is_confirmed_at_the_new_address_and_told_to_the_old_one
     assert_eq!(ok.status(), StatusCode::OK);
     assert!(Page::from_response(ok).await.text("[data-testid=email-change-sent]").is_some());
     let (_, account) = app.page("/account").await;
-    assert!(account.text("[data-testid=account-email]").is_some_and(|e| e.contains(&user.email)), "unchanged until confirmed");
+    assert!(
+        account.text("[data-testid=account-email]").is_some_and(|e| e.contains(&user.email)),
+        "unchanged until confirmed"
+    );
 
     let mail = sink.wait_for("new@example.com", "Confirm your new email address").await;
     let link = mail.link("/verify-email/");
@@ -469,7 +482,8 @@ async fn deleting_an_account_leaves_no_content_behind_and_the_books_balance() {
     assert_eq!(status, StatusCode::OK);
     page.assert_well_formed("delete account");
     assert!(page.text("[data-testid=delete-credits]").is_some_and(|t| t.contains("unspent")));
-    let wrong = app.browser.submit("/account/delete", "/account/delete", &[("password", "wrong"), ("confirm", "on")]).await;
+    let wrong =
+        app.browser.submit("/account/delete", "/account/delete", &[("password", "wrong"), ("confirm", "on")]).await;
     assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let phone = app.browser();
     phone.sign_in(&user).await;

@@ -184,7 +184,6 @@ async fn signup(
     Ok(Redirect::to(&format!("/signup/check-email{}", next_query(&page.next))).into_response())
 }
 
-
 // ---- log-in / log-out ----
 
 #[derive(askama::Template)]

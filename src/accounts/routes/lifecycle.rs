@@ -121,9 +121,9 @@ async fn verify_email(
             Ok(Redirect::to(to).into_response())
         }
         Err(ChangeRefused::Link(refused)) => Ok(refused_page(layout, refused, RESEND)),
-        Err(ChangeRefused::Taken) => Err(AppError::Conflict(
-            "another account uses that address now, so yours was not changed".into(),
-        )),
+        Err(ChangeRefused::Taken) => {
+            Err(AppError::Conflict("another account uses that address now, so yours was not changed".into()))
+        }
     }
 }
 
@@ -198,7 +198,12 @@ async fn reset_form(State(state): State<AppState>, layout: Layout, Path(token): 
     match accounts::tokens::check(&mut conn, &token, accounts::tokens::Purpose::ResetPassword).await? {
         Ok(valid) => {
             let active_keys = accounts::api_keys::active_count(&mut *conn, valid.user_id).await?;
-            Ok(render(&ResetPage { layout, action: format!("/reset-password/{token}"), password_error: None, active_keys }))
+            Ok(render(&ResetPage {
+                layout,
+                action: format!("/reset-password/{token}"),
+                password_error: None,
+                active_keys,
+            }))
         }
         Err(refused) => Ok(refused_page(layout, refused, FORGOT)),
     }
@@ -221,12 +226,11 @@ async fn reset(
 ) -> Result<Response> {
     if let Err(error) = password::validate(&form.password) {
         let mut conn = state.pool.acquire().await?;
-        let active_keys = match accounts::tokens::check(&mut conn, &token, accounts::tokens::Purpose::ResetPassword)
-            .await?
-        {
-            Ok(valid) => accounts::api_keys::active_count(&mut *conn, valid.user_id).await?,
-            Err(refused) => return Ok(refused_page(layout, refused, FORGOT)),
-        };
+        let active_keys =
+            match accounts::tokens::check(&mut conn, &token, accounts::tokens::Purpose::ResetPassword).await? {
+                Ok(valid) => accounts::api_keys::active_count(&mut *conn, valid.user_id).await?,
+                Err(refused) => return Ok(refused_page(layout, refused, FORGOT)),
+            };
         let page = ResetPage {
             layout,
             action: format!("/reset-password/{token}"),

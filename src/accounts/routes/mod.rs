@@ -22,7 +22,11 @@ mod lifecycle;
 pub use auth::safe_next;
 
 pub fn routes() -> Routes<AppState> {
-    Routes::new().merge(auth::routes()).merge(account::routes()).merge(api_keys::routes()).merge(admin::routes())
+    Routes::new()
+        .merge(auth::routes())
+        .merge(account::routes())
+        .merge(api_keys::routes())
+        .merge(admin::routes())
         .merge(lifecycle::routes())
 }
 
