@@ -133,6 +133,7 @@ try {
   await visit("forgot-password", "/forgot-password");
   await visit("link-refused", "/reset-password/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 404);
   // A reset link, read from the server's file outbox: the form it opens.
+  await page.goto(`${base}/forgot-password`);
   await page.getByLabel("Email").fill(email);
   await page.getByRole("button", { name: "Send me a link" }).click();
   await page.waitForURL("**/forgot-password");
