@@ -273,6 +273,12 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             if let Err(err) = sessions.delete_expired().await {
                 tracing::warn!("session cleanup: {err}");
             }
+            if let Err(err) = crate::mail::purge_old(&pool).await {
+                tracing::warn!("mail outbox cleanup: {err}");
+            }
+            if let Err(err) = crate::accounts::tokens::purge_old(&pool).await {
+                tracing::warn!("account token cleanup: {err}");
+            }
             throttle.retain_recent();
             api_limits.retain_recent();
         }

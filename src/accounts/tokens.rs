@@ -187,6 +187,14 @@ pub async fn retire(db: impl PgExecutor<'_>, user_id: Uuid, purpose: Purpose) ->
         .rows_affected())
 }
 
+/// Deletes tokens that expired more than a week ago (used or not); returns how many.
+pub async fn purge_old(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM account_token WHERE expires_at < now() - interval '7 days'")
+        .execute(db)
+        .await?
+        .rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,21 @@ pub async fn forget_user(db: &mut PgConnection, user_id: Uuid) -> Result<u64, sq
     Ok(sqlx::query("DELETE FROM mail_outbox WHERE user_id = $1").bind(user_id).execute(db).await?.rows_affected())
 }
 
+/// How long sent and failed messages (their addresses; their bodies are blanked once sent) and
+/// finished tokens are kept.
+pub const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes sent and failed messages older than [`KEEP`]; returns how many.
+pub async fn purge_old(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM mail_outbox WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1)",
+    )
+    .bind(KEEP.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
 /// The wait after failed attempt number `attempt` (1-based): `first` × 2^(attempt−1), at most
 /// an hour.
 pub fn next_delay(first: Duration, attempt: i32) -> Duration {

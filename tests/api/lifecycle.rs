@@ -327,6 +327,19 @@ async fn a_password_reset_link_works_once_ends_every_session_and_can_revoke_keys
     let second = sink.wait_for_nth("cy@example.com", "Reset your Faceoff password", 2).await;
     expire_tokens(&app, "cy@example.com").await;
     assert_refused(&app.browser(), &second.link("/reset-password/"), StatusCode::GONE, "expired").await;
+    // Rate-limited: at most 3 reset links per account per quarter hour (the 4th ask sends nothing,
+    // and the page says the same).
+    for _ in 0..4 {
+        let page = app.browser.submit("/forgot-password", "/forgot-password", &[("email", "cy@example.com")]).await;
+        assert_eq!(page.status(), StatusCode::OK);
+    }
+    let recent: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM account_token WHERE purpose = 'reset_password' AND created_at > now() - interval '15 minutes'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(recent, 3);
     let unknown: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox WHERE to_address = 'nobody@example.com'")
         .fetch_one(&app.pool)
         .await
