@@ -490,11 +490,18 @@ async fn deleting_an_account_leaves_no_content_behind_and_the_books_balance() {
     assert!(document["runs"][0]["jobs"][0]["image"].as_str().is_some_and(|u| u.contains("/media/")));
     assert!(document["credit_history"].as_array().is_some_and(|h| h.len() >= 3), "{}", document["credit_history"]);
 
-    // The page states what will be lost; the password is asked.
+    // A pack bought in the sandbox: 200 credits paid for.
+    let checkout = app.browser.submit("/credits", "/credits/checkout", &[("pack", "starter-200")]).await;
+    let to = location(&checkout);
+    let paid = app.browser.submit(&to, &format!("{to}/pay"), &[]).await;
+    assert_eq!(paid.status(), StatusCode::SEE_OTHER, "paid");
+
+    // The page states what will be lost, bought credits included; the password is asked.
     let (status, page) = app.page("/account/delete").await;
     assert_eq!(status, StatusCode::OK);
     page.assert_well_formed("delete account");
     assert!(page.text("[data-testid=delete-credits]").is_some_and(|t| t.contains("unspent")));
+    assert_eq!(page.text("[data-testid=delete-purchased]").as_deref(), Some("200"));
     let wrong =
         app.browser.submit("/account/delete", "/account/delete", &[("password", "wrong"), ("confirm", "on")]).await;
     assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
