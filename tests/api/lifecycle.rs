@@ -178,6 +178,8 @@ async fn assert_refused(browser: &Browser, path: &str, status: StatusCode, words
 async fn sign_up_mails_a_verification_link_that_works_once_and_grants_the_credits() {
     let sink = SmtpSink::start().await;
     let app = app_with_mail(&sink).await;
+    let (_, signup) = app.page("/signup").await;
+    assert!(signup.text("main").is_some_and(|t| t.contains("once you confirm your email address")));
     let response = app.browser.submit_sign_up("Ann@Example.com", PASSWORD).await;
     assert_eq!(location(&response), "/signup/check-email");
     assert_eq!(balance(&app, "ann@example.com").await, 0, "no credits before verification where mail is configured");

@@ -115,6 +115,8 @@ struct AuthForm {
 struct SignupPage {
     layout: Layout,
     signup_credits: i64,
+    /// Whether the free credits come when the address is confirmed (mail configured).
+    credits_on_verification: bool,
     email: String,
     next: Option<String>,
     email_error: Option<String>,
@@ -135,6 +137,7 @@ async fn signup_form(State(state): State<AppState>, layout: Layout, Query(q): Qu
     let page = SignupPage {
         layout,
         signup_credits: state.config.signup_credits,
+        credits_on_verification: state.config.mail.configured(),
         email: String::new(),
         next,
         email_error: None,
@@ -154,6 +157,7 @@ async fn signup(
         let page = SignupPage {
             layout,
             signup_credits: state.config.signup_credits,
+            credits_on_verification: state.config.mail.configured(),
             email: String::new(),
             next: safe_next(Some(&form.next)),
             email_error: Some(message),
@@ -165,6 +169,7 @@ async fn signup(
     let page = SignupPage {
         layout,
         signup_credits: state.config.signup_credits,
+        credits_on_verification: state.config.mail.configured(),
         email: email.clone(),
         next: safe_next(Some(&form.next)),
         email_error: accounts::validate_email(&email).err().map(String::from),
