@@ -145,7 +145,8 @@ try {
   await page.getByRole("button", { name: "Log in" }).click();
   await waitFor("the header balance", async () => (await page.locator('[data-testid="balance"]').count()) > 0);
   await visit("account-unverified", "/account");
-  await page.goto(await mailLink(env, email, "/verify-email/"));
+  await visit("confirm-email", new URL(await mailLink(env, email, "/verify-email/")).pathname);
+  await page.getByRole("button", { name: "Confirm my email address" }).click();
   await page.waitForURL("**/account?notice=email-verified");
 
   execFileSync(BINARY, ["admin", "promote", "--email", email], { env, stdio: ["ignore", "ignore", "inherit"] });

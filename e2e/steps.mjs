@@ -46,6 +46,7 @@ export async function journey({ page, base, step, waitFor, balance, imagesLoaded
     // The verification mail, read from the server's file outbox (no SMTP configured).
     const link = await mailLink(email, "/verify-email/");
     await page.goto(link);
+    await page.getByRole("button", { name: "Confirm my email address" }).click();
     await page.waitForURL("**/account?notice=email-verified");
     await waitFor("the header balance", async () => (await page.locator('[data-testid="balance"]').count()) > 0);
     expect((await page.locator('[data-testid="verify-banner"]').count()) === 0, "no banner once verified");

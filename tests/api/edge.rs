@@ -37,7 +37,8 @@ const PUBLIC_PAGES: &[&str] = &[
 ];
 
 /// State-changing routes a visitor may use (with a valid token).
-const VISITOR_FORMS: &[&str] = &["/signup", "/login", "/logout", "/forgot-password", "/reset-password/{token}"];
+const VISITOR_FORMS: &[&str] =
+    &["/signup", "/login", "/logout", "/forgot-password", "/reset-password/{token}", "/verify-email/{token}"];
 
 /// How a route that takes no cookies authenticates its requests.
 fn cookieless(path: &str) -> Option<&'static str> {

@@ -16,7 +16,7 @@ use reqwest::{StatusCode, multipart};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Browser, Page, TEST_PASSWORD, TestApp, location};
+use crate::helpers::{Browser, Form, Page, TEST_PASSWORD, TestApp, location};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -165,6 +165,21 @@ async fn expire_tokens(app: &TestApp, email: &str) {
     .expect("expire");
 }
 
+/// The confirmation form a mailed verification or email-change link opens (the GET changes
+/// nothing: link scanners fetch links).
+async fn confirm_form(browser: &Browser, link: &str) -> Form {
+    let (status, page) = browser.page(link).await;
+    assert_eq!(status, StatusCode::OK, "{link}");
+    page.assert_well_formed("confirm link");
+    Form::on(&page, link)
+}
+
+/// Opens a mailed verification or email-change link as a person does: loads it and presses the
+/// button.
+async fn open_link(browser: &Browser, link: &str) -> reqwest::Response {
+    confirm_form(browser, link).await.submit(browser, &[]).await
+}
+
 async fn assert_refused(browser: &Browser, path: &str, status: StatusCode, words: &str) {
     let response = browser.get(path).await;
     assert_eq!(response.status(), status, "{path}");
@@ -199,7 +214,11 @@ async fn sign_up_mails_a_verification_link_that_works_once_and_grants_the_credit
     // The link, opened in another browser: verified, signed in there, credits granted.
     let phone = app.browser();
     let link = second.link("/verify-email/");
-    let response = phone.get(&link).await;
+    let form = confirm_form(&phone, &link).await;
+    // Loading the page used nothing: it can be loaded again (here by a scanner that keeps it).
+    let scanner = app.browser();
+    let stale = confirm_form(&scanner, &link).await;
+    let response = form.submit(&phone, &[]).await;
     assert_eq!(
         (response.status(), location(&response)),
         (StatusCode::SEE_OTHER, "/account?notice=email-verified".into())
@@ -212,7 +231,10 @@ async fn sign_up_mails_a_verification_link_that_works_once_and_grants_the_credit
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].memo, accounts::SIGNUP_MEMO_VERIFIED, "the ledger line says why");
 
-    // Used, and the older link was retired with it; an unknown one is refused too.
+    // Used (pressing the button again is refused too), and the older link was retired with it;
+    // an unknown one is refused too.
+    let again = stale.submit(&scanner, &[]).await;
+    assert_eq!(again.status(), StatusCode::GONE);
     assert_refused(&app.browser(), &link, StatusCode::GONE, "already used").await;
     assert_refused(&app.browser(), &first.link("/verify-email/"), StatusCode::GONE, "already used").await;
     assert_refused(&app.browser(), "/verify-email/nonsense", StatusCode::NOT_FOUND, "not valid").await;
@@ -247,7 +269,7 @@ async fn the_free_credits_are_granted_once_per_normalized_address_even_after_del
         let (app, sink) = (&app, &sink);
         async move {
             let mail = sink.wait_for_nth(email, "Confirm your email address", n).await;
-            let response = app.browser().get(&mail.link("/verify-email/")).await;
+            let response = open_link(&app.browser(), &mail.link("/verify-email/")).await;
             assert_eq!(response.status(), StatusCode::SEE_OTHER, "{email} verified");
         }
     };
@@ -376,7 +398,7 @@ async fn an_email_change_is_confirmed_at_the_new_address_and_told_to_the_old_one
 
     let mail = sink.wait_for("new@example.com", "Confirm your new email address").await;
     let link = mail.link("/verify-email/");
-    let response = app.browser.get(&link).await;
+    let response = open_link(&app.browser, &link).await;
     assert_eq!(location(&response), "/account?notice=email-changed");
     let (_, account) = app.page("/account").await;
     assert!(account.text("[data-testid=account-email]").is_some_and(|e| e.contains("new@example.com")));
@@ -654,7 +676,7 @@ async fn without_smtp_mail_is_written_as_eml_files_and_the_links_work() {
     };
     let mail = parse(&format!("X-RcptTo: offline@example.com\n{raw}"));
     assert!(mail.body.contains("To: offline@example.com"));
-    let response = app.browser.get(&mail.link("/verify-email/")).await;
+    let response = open_link(&app.browser, &mail.link("/verify-email/")).await;
     assert_eq!(location(&response), "/account?notice=email-verified");
     let user = accounts::find_by_email(&app.pool, "offline@example.com").await.expect("db").expect("user");
     assert!(user.email_verified);

@@ -1,5 +1,6 @@
-//! The mail-link flows' pages: `GET /signup/check-email`, `GET /verify-email/{token}` (a
-//! sign-up's verification link and an email change's confirmation link),
+//! The mail-link flows' pages: `GET /signup/check-email`, `GET/POST /verify-email/{token}` (a
+//! sign-up's verification link and an email change's confirmation link: the GET shows one
+//! button, the POST uses the link, so link scanners that fetch it do not),
 //! `POST /account/resend-verification`, `GET/POST /forgot-password`,
 //! `GET/POST /reset-password/{token}`, `GET/POST /account/email`, `GET/POST /account/delete` and
 //! `GET /account/export`.
@@ -19,7 +20,7 @@ use crate::{
         self, SESSION_USER_KEY,
         lifecycle::{self, ChangeRefused, DeleteRefused, DeletionSummary, Requested},
         password,
-        tokens::Refused,
+        tokens::{self, Purpose, Refused},
     },
     state::AppState,
     web::{AppError, CsrfForm, Layout, Result, Routes, SignedIn, client_ip::ClientIp, csrf::NoFields, render},
@@ -28,7 +29,7 @@ use crate::{
 pub fn routes() -> Routes<AppState> {
     Routes::new()
         .route("/signup/check-email", get(check_email))
-        .route("/verify-email/{token}", get(verify_email))
+        .route("/verify-email/{token}", get(confirm_link_page).post(verify_email))
         .route("/account/resend-verification", post(resend_verification))
         .route("/forgot-password", get(forgot_form).post(forgot))
         .route("/reset-password/{token}", get(reset_form).post(reset))
@@ -86,11 +87,51 @@ fn refused_page(layout: Layout, refused: Refused, retry: (&'static str, &'static
 
 // ---- verification and email change links ----
 
+#[derive(askama::Template)]
+#[template(path = "accounts/confirm_link.html")]
+struct ConfirmLinkPage {
+    layout: Layout,
+    action: String,
+    heading: &'static str,
+    address: String,
+    button: &'static str,
+}
+
+/// A verification or email-change link, opened: a page with one button that confirms (a POST),
+/// so that mail scanners and link previews, which fetch links, do not use it up.
+async fn confirm_link_page(
+    State(state): State<AppState>,
+    layout: Layout,
+    Path(token): Path<String>,
+) -> Result<Response> {
+    let mut conn = state.pool.acquire().await?;
+    let (purpose, heading, button) = match tokens::check(&mut conn, &token, Purpose::VerifyEmail).await? {
+        Ok(valid) => (Ok(valid), "Confirm your email address", "Confirm my email address"),
+        Err(Refused::Unknown) => (
+            tokens::check(&mut conn, &token, Purpose::ChangeEmail).await?,
+            "Confirm your new email address",
+            "Confirm my new address",
+        ),
+        Err(refused) => (Err(refused), "", ""),
+    };
+    match purpose {
+        Ok(valid) => Ok(render(&ConfirmLinkPage {
+            layout,
+            action: format!("/verify-email/{token}"),
+            heading,
+            address: valid.email,
+            button,
+        })),
+        Err(refused) => Ok(refused_page(layout, refused, RESEND)),
+    }
+}
+
 async fn verify_email(
     State(state): State<AppState>,
     session: Session,
     layout: Layout,
     Path(token): Path<String>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response> {
     let signed_in = layout.user.as_ref().map(|u| u.id);
     match lifecycle::verify_email(&state.pool, &state.config, &token).await? {
@@ -195,7 +236,7 @@ struct ResetPage {
 
 async fn reset_form(State(state): State<AppState>, layout: Layout, Path(token): Path<String>) -> Result<Response> {
     let mut conn = state.pool.acquire().await?;
-    match accounts::tokens::check(&mut conn, &token, accounts::tokens::Purpose::ResetPassword).await? {
+    match tokens::check(&mut conn, &token, Purpose::ResetPassword).await? {
         Ok(valid) => {
             let active_keys = accounts::api_keys::active_count(&mut *conn, valid.user_id).await?;
             Ok(render(&ResetPage {
@@ -226,11 +267,10 @@ async fn reset(
 ) -> Result<Response> {
     if let Err(error) = password::validate(&form.password) {
         let mut conn = state.pool.acquire().await?;
-        let active_keys =
-            match accounts::tokens::check(&mut conn, &token, accounts::tokens::Purpose::ResetPassword).await? {
-                Ok(valid) => accounts::api_keys::active_count(&mut *conn, valid.user_id).await?,
-                Err(refused) => return Ok(refused_page(layout, refused, FORGOT)),
-            };
+        let active_keys = match tokens::check(&mut conn, &token, Purpose::ResetPassword).await? {
+            Ok(valid) => accounts::api_keys::active_count(&mut *conn, valid.user_id).await?,
+            Err(refused) => return Ok(refused_page(layout, refused, FORGOT)),
+        };
         let page = ResetPage {
             layout,
             action: format!("/reset-password/{token}"),
