@@ -18,7 +18,7 @@
   }
 
   function renderJob(figure, job, run) {
-    if (figure.getAttribute("data-status") === job.status && job.status !== "running") return;
+    if (figure.getAttribute("data-status") === job.status && job.status !== "running" && job.status !== "queued") return;
     figure.setAttribute("data-status", job.status);
     while (figure.firstChild) figure.removeChild(figure.firstChild);
     if (job.image_url) {
@@ -39,6 +39,9 @@
     cap.appendChild(el("span", { "class": badgeClass(job.status), "data-role": "status" }, job.status_label));
     if (job.status === "queued" || job.status === "running") {
       cap.appendChild(el("progress", { max: "100", value: String(job.progress), "data-role": "progress", "aria-label": job.name + " progress" }, job.progress + "%"));
+    }
+    if (job.queue) {
+      cap.appendChild(el("p", { "class": "small job-wait", "data-role": "wait", "data-testid": "wait" }, "Queued: " + job.queue.label + "."));
     }
     var detail = el("p", { "class": "small job-detail", "data-role": "detail" });
     var parts = [];
@@ -65,8 +68,9 @@
     });
     var summary = root.querySelector('[data-role="summary"]');
     if (summary) {
+      var generating = run.jobs.some(function (job) { return job.status === "running"; });
       summary.textContent = run.status === "pending"
-        ? "Generating… " + run.held + " credits held."
+        ? (generating ? "Generating… " : "Waiting in the queue… ") + run.held + " credits held."
         : "Finished: " + run.charged + " credits charged" + (run.refunded > 0 ? ", " + run.refunded + " refunded" : "") + ".";
     }
     // Keep the header's balance in step once everything is settled.

@@ -55,6 +55,9 @@ async fn bench(
     server::prepare_database(&pool, &config).await?;
     let state = AppState::new(pool.clone(), config).await?;
     let catalog = state.catalog.current();
+    // The benchmark measures throughput, not the per-user limits.
+    let mut queue = state.config.queue;
+    queue.api.max_queued = u32::MAX;
 
     let mut user_ids = Vec::new();
     for i in 0..users {
@@ -79,6 +82,7 @@ async fn bench(
         idle_poll: Duration::from_millis(200),
         per_provider: workers.max(1),
         max_transient: 3,
+        running_limits: faceoff::jobs::RunningLimits::NONE,
     };
     let tasks =
         jobs::spawn_workers(pool.clone(), state.store.clone(), state.providers.clone(), options, shutdown.clone());
@@ -99,7 +103,7 @@ async fn bench(
                     seed: r.to_string(),
                 };
                 let valid = runs::validate(&catalog, &input, None).map_err(|e| anyhow::anyhow!(e.summary()))?;
-                runs::create_run(&pool, &store, user_id, &valid, &format!("bench-{r}")).await?;
+                runs::create_run(&pool, &store, &queue, user_id, &valid, &format!("bench-{r}")).await?;
             }
             anyhow::Ok(())
         }));

@@ -68,6 +68,38 @@ impl Default for WebhookSettings {
     }
 }
 
+/// Per-user limits of one source of runs (the studio or API keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Jobs of a user from this source that run at once; more wait in the queue (`jobs::claim`).
+    pub max_running: u32,
+    /// Jobs of a user from this source waiting in the queue; a submission that would go over is
+    /// refused with 429 (`runs::create`).
+    pub max_queued: u32,
+}
+
+/// The fair queue (`jobs::queue`): per-user limits and backpressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// `FACEOFF_STUDIO_MAX_RUNNING_JOBS`, `FACEOFF_STUDIO_MAX_QUEUED_JOBS`.
+    pub studio: JobLimits,
+    /// `FACEOFF_API_MAX_RUNNING_JOBS`, `FACEOFF_API_MAX_QUEUED_JOBS`.
+    pub api: JobLimits,
+    /// `FACEOFF_QUEUE_MAX_AGE_SECS`: when the oldest queued job has waited longer, new API runs
+    /// get 503 with `Retry-After` (the studio keeps working). `None`: `off`.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            studio: JobLimits { max_running: 8, max_queued: 40 },
+            api: JobLimits { max_running: 16, max_queued: 1000 },
+            max_age: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -111,6 +143,8 @@ pub struct Config {
     pub api_rate_limit: Option<NonZeroU32>,
     /// Webhook delivery (`FACEOFF_WEBHOOK_ALLOW_PRIVATE`; the rest is fixed outside tests).
     pub webhooks: WebhookSettings,
+    /// The fair queue's per-user limits and backpressure.
+    pub queue: QueueSettings,
     /// Outgoing mail (`FACEOFF_SMTP_URL`, `FACEOFF_MAIL_FROM`).
     pub mail: MailSettings,
 }
@@ -253,6 +287,38 @@ impl Config {
             allow_private: env.bool("FACEOFF_WEBHOOK_ALLOW_PRIVATE", false)?,
             ..WebhookSettings::default()
         };
+        let defaults = QueueSettings::default();
+        let limit = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+            let value: u32 = env.parsed(name, "a number of jobs, 1 or more", default)?;
+            if value == 0 {
+                return Err(ConfigError { name, value: "0".into(), expected: "a number of jobs, 1 or more" });
+            }
+            Ok(value)
+        };
+        let queue = QueueSettings {
+            studio: JobLimits {
+                max_running: limit("FACEOFF_STUDIO_MAX_RUNNING_JOBS", defaults.studio.max_running)?,
+                max_queued: limit("FACEOFF_STUDIO_MAX_QUEUED_JOBS", defaults.studio.max_queued)?,
+            },
+            api: JobLimits {
+                max_running: limit("FACEOFF_API_MAX_RUNNING_JOBS", defaults.api.max_running)?,
+                max_queued: limit("FACEOFF_API_MAX_QUEUED_JOBS", defaults.api.max_queued)?,
+            },
+            max_age: match env.non_empty("FACEOFF_QUEUE_MAX_AGE_SECS").as_deref() {
+                Some("off") => None,
+                Some(raw) => match raw.parse::<u64>() {
+                    Ok(secs) if secs > 0 => Some(Duration::from_secs(secs)),
+                    _ => {
+                        return Err(ConfigError {
+                            name: "FACEOFF_QUEUE_MAX_AGE_SECS",
+                            value: raw.into(),
+                            expected: "seconds (1 or more), or off",
+                        });
+                    }
+                },
+                None => defaults.max_age,
+            },
+        };
         let smtp_url = match env.non_empty("FACEOFF_SMTP_URL") {
             Some(raw) => match Url::parse(&raw) {
                 Ok(url) if matches!(url.scheme(), "smtp" | "smtps") && url.host().is_some() => Some(Secret::new(raw)),
@@ -317,6 +383,7 @@ impl Config {
             throttle: Default::default(),
             api_rate_limit,
             webhooks,
+            queue,
             mail,
         })
     }
@@ -440,6 +507,24 @@ mod tests {
         assert_eq!(config(&[("FACEOFF_API_RATE_LIMIT", "0")]).expect_err("zero").name, "FACEOFF_API_RATE_LIMIT");
         assert!(!c.webhooks.allow_private);
         assert!(config(&[("FACEOFF_WEBHOOK_ALLOW_PRIVATE", "true")]).expect("dev").webhooks.allow_private);
+        assert_eq!(c.queue, QueueSettings::default());
+        assert_eq!(c.queue.max_age, Some(Duration::from_secs(600)));
+        let q = config(&[
+            ("FACEOFF_API_MAX_QUEUED_JOBS", "50"),
+            ("FACEOFF_STUDIO_MAX_RUNNING_JOBS", "2"),
+            ("FACEOFF_QUEUE_MAX_AGE_SECS", "off"),
+        ])
+        .expect("queue")
+        .queue;
+        assert_eq!((q.api.max_queued, q.studio.max_running, q.max_age), (50, 2, None));
+        assert_eq!(
+            config(&[("FACEOFF_API_MAX_RUNNING_JOBS", "0")]).expect_err("zero").name,
+            "FACEOFF_API_MAX_RUNNING_JOBS"
+        );
+        assert_eq!(
+            config(&[("FACEOFF_QUEUE_MAX_AGE_SECS", "soon")]).expect_err("bad").name,
+            "FACEOFF_QUEUE_MAX_AGE_SECS"
+        );
     }
 
     #[test]

@@ -58,5 +58,25 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Err(err)) => tracing::warn!("metrics: reading the job queue: {err}"),
         Err(_) => tracing::warn!("metrics: reading the job queue took more than 2 s"),
     }
+    // Per provider route: every catalog provider (0 when none of its jobs waits) and any other
+    // route that has queued jobs.
+    let routes = tokio::time::timeout(std::time::Duration::from_secs(2), crate::jobs::queue::route_stats(pool)).await;
+    match routes {
+        Ok(Ok(routes)) => {
+            let mut providers: Vec<String> =
+                state.catalog.current().models().iter().map(|m| m.provider.clone()).collect();
+            providers.extend(routes.iter().map(|r| r.provider.clone()));
+            providers.sort();
+            providers.dedup();
+            for provider in providers {
+                let stats = routes.iter().find(|r| r.provider == provider);
+                let (queued, age) = stats.map_or((0.0, 0.0), |r| (r.queued as f64, r.oldest_queued_seconds));
+                metrics::gauge!("jobs_queued_by_route", "route" => provider.clone()).set(queued);
+                metrics::gauge!("jobs_queued_oldest_age_seconds_by_route", "route" => provider).set(age);
+            }
+        }
+        Ok(Err(err)) => tracing::warn!("metrics: reading the queue per route: {err}"),
+        Err(_) => tracing::warn!("metrics: reading the queue per route took more than 2 s"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

@@ -25,8 +25,10 @@ use crate::{
     providers::{Mode, Submission},
 };
 
+pub mod queue;
 mod worker;
 
+pub use queue::{RunningLimits, Source, Wait};
 pub use worker::{Engine, WorkerOptions, spawn_workers};
 
 /// Channel announcing new (or released) jobs; workers listen to it.
@@ -84,13 +86,20 @@ pub struct NewJob {
     pub price: i64,
     pub hold_id: ledger::HoldId,
     pub deadline: OffsetDateTime,
+    /// The run's owner.
+    pub user_id: Uuid,
+    /// A studio job (claimed first among equals).
+    pub interactive: bool,
+    /// Its place in the fair queue ([`queue::next_slot`]).
+    pub fair_slot: i64,
 }
 
 pub async fn insert(db: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO generation_job (job_id, run_id, position, model_slug, model_name, variant_slug, variant_name,
-                                     variant_is_default, provider, endpoint, width, height, price, hold_id, deadline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                                     variant_is_default, provider, endpoint, width, height, price, hold_id, deadline,
+                                     user_id, interactive, fair_slot)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(job.job_id)
     .bind(job.run_id)
@@ -107,6 +116,9 @@ pub async fn insert(db: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::Err
     .bind(job.price)
     .bind(job.hold_id)
     .bind(job.deadline)
+    .bind(job.user_id)
+    .bind(job.interactive)
+    .bind(job.fair_slot)
     .execute(db)
     .await?;
     Ok(())
@@ -152,6 +164,8 @@ pub struct Job {
     pub started_at: Option<OffsetDateTime>,
     pub finished_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+    pub interactive: bool,
+    pub fair_slot: i64,
 }
 
 impl Job {
@@ -198,7 +212,7 @@ impl Job {
 const JOB_COLUMNS: &str =
     "job_id, run_id, position, model_slug, model_name, variant_slug, variant_name, variant_is_default, provider, width,
     height, price, hold_id, status, attempts, progress, reason, image_key, thumb_key, image_width, image_height,
-    charged, started_at, finished_at, created_at";
+    charged, started_at, finished_at, created_at, interactive, fair_slot";
 
 /// The queue as an operator watches it (`/metrics`): jobs waiting and how long the oldest has
 /// waited since its run was submitted, jobs running, and running jobs whose lease ran out (a
@@ -283,26 +297,63 @@ impl ClaimedJob {
     }
 }
 
-/// Claims the next runnable job: queued and due, or running with an expired lease (its worker
-/// died). Jobs of providers in `skip_providers` (at their concurrency limit) are left alone.
+/// Claims the next runnable job: first a running job whose lease expired (its worker died),
+/// else the first queued job in fair order ([`queue`]) whose user is under their running limit
+/// for its source, looking at most [`queue::CLAIM_WINDOW`] entries of the fair index ahead.
+/// Jobs of providers in `skip_providers` (at their concurrency limit) are left alone. No
+/// running limits: [`claim_with`] with [`RunningLimits::NONE`].
 pub async fn claim(
     pool: &PgPool,
     lease: Duration,
     skip_providers: &[String],
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
+    claim_with(pool, lease, skip_providers, RunningLimits::NONE).await
+}
+
+/// The claim of a queued job in fair order ($1 lease token, $2 lease seconds, $3 providers to
+/// skip, $4/$5 the studio/API running limits, $6 the window): public for the benchmark's
+/// `EXPLAIN` (`cargo bench --bench queue`).
+pub const CLAIM_QUEUED_SQL: &str = "WITH head AS (
+         SELECT job_id, user_id, interactive FROM generation_job
+         WHERE status = 'queued' AND run_after <= now() AND NOT (provider = ANY($3))
+         ORDER BY fair_slot, interactive DESC, job_id
+         LIMIT $6
+     ), next AS (
+         SELECT j.job_id FROM generation_job j JOIN head h ON h.job_id = j.job_id
+         WHERE j.status = 'queued'
+           AND (SELECT count(*) FROM generation_job r
+                WHERE r.user_id = h.user_id AND r.interactive = h.interactive AND r.status = 'running')
+               < CASE WHEN h.interactive THEN $4 ELSE $5 END
+         ORDER BY j.fair_slot, j.interactive DESC, j.job_id
+         LIMIT 1
+         FOR UPDATE OF j SKIP LOCKED
+     )
+     UPDATE generation_job j
+     SET status = 'running', attempts = j.attempts + 1, lease_token = $1,
+         lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(j.started_at, now())
+     FROM next WHERE j.job_id = next.job_id
+     RETURNING j.job_id";
+
+/// [`claim`] with per-user running limits (the workers pass the configured ones). The limit is
+/// read without a lock: claims racing for one user may exceed it by the number of concurrent
+/// claims.
+pub async fn claim_with(
+    pool: &PgPool,
+    lease: Duration,
+    skip_providers: &[String],
+    limits: RunningLimits,
+) -> Result<Option<ClaimedJob>, sqlx::Error> {
     let token = Uuid::new_v4();
-    let claimed: Option<Uuid> = sqlx::query_scalar(
+    let expired: Option<Uuid> = sqlx::query_scalar(
         "WITH next AS (
              SELECT job_id FROM generation_job
-             WHERE ((status = 'queued' AND run_after <= now()) OR (status = 'running' AND lease_expires_at < now()))
-               AND NOT (provider = ANY($3))
-             ORDER BY run_after, created_at
+             WHERE status = 'running' AND lease_expires_at < now() AND NOT (provider = ANY($3))
+             ORDER BY lease_expires_at
              LIMIT 1
              FOR UPDATE SKIP LOCKED
          )
          UPDATE generation_job j
-         SET status = 'running', attempts = j.attempts + 1, lease_token = $1,
-             lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(j.started_at, now())
+         SET attempts = j.attempts + 1, lease_token = $1, lease_expires_at = now() + make_interval(secs => $2)
          FROM next WHERE j.job_id = next.job_id
          RETURNING j.job_id",
     )
@@ -311,6 +362,20 @@ pub async fn claim(
     .bind(skip_providers)
     .fetch_optional(pool)
     .await?;
+    let claimed = match expired {
+        Some(job_id) => Some(job_id),
+        None => {
+            sqlx::query_scalar(CLAIM_QUEUED_SQL)
+                .bind(token)
+                .bind(lease.as_secs_f64())
+                .bind(skip_providers)
+                .bind(i64::from(limits.studio))
+                .bind(i64::from(limits.api))
+                .bind(queue::CLAIM_WINDOW)
+                .fetch_optional(pool)
+                .await?
+        }
+    };
     let Some(job_id) = claimed else { return Ok(None) };
     let job = sqlx::query_as::<_, ClaimedJob>(
         "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,

@@ -34,6 +34,8 @@ pub struct WorkerOptions {
     pub per_provider: usize,
     /// Transient provider failures tolerated in a row before a job fails.
     pub max_transient: u32,
+    /// Jobs of one user (per source) run at once across all workers.
+    pub running_limits: super::RunningLimits,
 }
 
 impl WorkerOptions {
@@ -44,6 +46,7 @@ impl WorkerOptions {
             idle_poll: Duration::from_secs(2),
             per_provider: 24,
             max_transient: 6,
+            running_limits: super::RunningLimits::from_settings(&config.queue),
         }
     }
 }
@@ -89,7 +92,8 @@ impl Engine {
     /// benchmark drive workers with this; the pool loops over it.)
     pub async fn run_once(&self, shutdown: &CancellationToken) -> anyhow::Result<bool> {
         let skip = self.limits.saturated();
-        let Some(job) = super::claim(&self.pool, self.options.lease, &skip).await? else {
+        let Some(job) = super::claim_with(&self.pool, self.options.lease, &skip, self.options.running_limits).await?
+        else {
             return Ok(false);
         };
         let _permit = self.limits.get(&job.provider).acquire_owned().await?;

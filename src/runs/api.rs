@@ -239,7 +239,8 @@ struct RunBody {
 }
 
 /// Starts a run: one job per model, each charged only when its image is delivered. The same
-/// validation, pricing and errors as the studio. An `Idempotency-Key` makes a retry return the
+/// validation, pricing and errors as the studio. Jobs are queued fairly between users; each
+/// queued job shows its place and estimated start (`queue`). An `Idempotency-Key` makes a retry return the
 /// same run (`201` the first time, `200` afterwards; the same key with another request is a
 /// `409`).
 #[utoipa::path(
@@ -254,6 +255,10 @@ struct RunBody {
         (status = 402, description = "Not enough credits (the message says how many are needed).", body = ApiError),
         (status = 409, description = "The `Idempotency-Key` was used for a different request.", body = ApiError),
         (status = 422, description = "Missing or invalid fields (the message names them).", body = ApiError),
+        (status = 429, description = "Too many requests with this key, or too many of your jobs already waiting in the queue (`FACEOFF_API_MAX_QUEUED_JOBS`): nothing was created.", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        (status = 503, description = "The generation queue is backed up (its oldest job waited longer than `FACEOFF_QUEUE_MAX_AGE_SECS`): new API runs are refused for now; the studio keeps working.", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
     )
 )]
 async fn create_run(
@@ -287,7 +292,18 @@ async fn create_run(
         seed: body.seed.map(|s| s.to_string()).unwrap_or_default(),
     };
     let catalog = state.catalog.current();
-    let created = create::submit(&state.pool, &state.store, &catalog, user.user_id, &input, upload, &key).await?;
+    let created = create::submit(
+        &state.pool,
+        &state.store,
+        &catalog,
+        &state.config.queue,
+        crate::jobs::Source::Api,
+        user.user_id,
+        &input,
+        upload,
+        &key,
+    )
+    .await?;
     let run = super::find_owned(&state.pool, created.run_id, user.user_id).await?.ok_or_else(AppError::not_found)?;
     let view = RunView::load(&state.pool, &run).await?;
     let status = if created.replayed { StatusCode::OK } else { StatusCode::CREATED };

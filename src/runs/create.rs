@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::{
     catalog::{Catalog, Mode, Model, ModelChoice, Variant},
-    jobs::{self, HOLD_GRACE, JOB_DEADLINE, NewJob},
+    config::QueueSettings,
+    jobs::{self, HOLD_GRACE, JOB_DEADLINE, NewJob, Source, queue},
     ledger::{self, LedgerError, Refs},
     providers::dimensions,
     storage::{
@@ -240,6 +241,8 @@ pub struct ValidRun {
     /// What was asked, as sent ([`fingerprint`]): a retry with the same idempotency key must
     /// ask for the same run.
     pub fingerprint: [u8; 32],
+    /// Where it was submitted ([`validate`] says the API; [`submit`] sets it).
+    pub source: Source,
 }
 
 /// The digest of a run request as sent (trimmed text, the models in their order, the seed as
@@ -327,6 +330,7 @@ pub fn validate(catalog: &Catalog, input: &RunInput, upload: Option<&[u8]>) -> R
                 reference: None,
                 total,
                 fingerprint: fingerprint(input, upload),
+                source: Source::Api,
             })
         }
         _ => Err(errors),
@@ -345,6 +349,18 @@ pub enum CreateError {
         "the idempotency key {key:?} was already used for a different run; send the same request to get that run, or a new key for a new run"
     )]
     KeyConflict { key: String, run_id: Uuid },
+    /// The user's queue for this source is full: nothing was created.
+    #[error(
+        "you have {queued} jobs waiting from the {origin} and this run adds {adding}; at most {limit} may wait at once. \
+         Try again in about {retry_after} s, when some have started"
+    )]
+    TooManyJobs { origin: &'static str, queued: i64, adding: i64, limit: u32, retry_after: u64 },
+    /// The whole queue is backed up: new API runs are refused for now (the studio still works).
+    #[error(
+        "the generation queue is backed up (its oldest job has waited {waited} s); new API runs are refused for \
+         now; try again in {retry_after} s"
+    )]
+    Busy { waited: u64, retry_after: u64 },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     #[error(transparent)]
@@ -365,10 +381,13 @@ impl From<LedgerError> for CreateError {
 /// named another request); then the cheap checks (fields, models, mode, the reference image's
 /// size and header); then the credits; only then is the reference image decoded (off the async
 /// threads, a few at a time) and the run created. A refused run stores nothing.
+#[allow(clippy::too_many_arguments)]
 pub async fn submit(
     pool: &PgPool,
     store: &Store,
     catalog: &Catalog,
+    queue: &QueueSettings,
+    source: Source,
     user_id: Uuid,
     input: &RunInput,
     upload: Option<Bytes>,
@@ -378,7 +397,14 @@ pub async fn submit(
     if let Some(created) = replay(pool, user_id, idempotency_key, &asked).await? {
         return Ok(created);
     }
+    if let (Source::Api, Some(max_age)) = (source, queue.max_age) {
+        let waited = queue::oldest_queued_age(pool).await?;
+        if waited > max_age {
+            return Err(CreateError::Busy { waited: waited.as_secs(), retry_after: BUSY_RETRY_AFTER });
+        }
+    }
     let mut valid = validate(catalog, input, upload.as_deref()).map_err(CreateError::Invalid)?;
+    valid.source = source;
     let available = ledger::balance(pool, user_id).await?.available;
     if available < valid.total {
         return Err(CreateError::InsufficientCredits { need: valid.total, have: available });
@@ -391,8 +417,11 @@ pub async fn submit(
             CreateError::Invalid(errors)
         })?);
     }
-    create_run(pool, store, user_id, &valid, idempotency_key).await
+    create_run(pool, store, queue, user_id, &valid, idempotency_key).await
 }
+
+/// `Retry-After` of a refusal while the queue is backed up.
+pub const BUSY_RETRY_AFTER: u64 = 30;
 
 /// The run an idempotency key already names: the same request replays it, another request is a
 /// conflict. Runs made before requests were fingerprinted replay whatever was sent.
@@ -417,11 +446,14 @@ pub struct Created {
 /// Creates the run, one job per model and one hold per job (`job:{id}:hold`) in one
 /// transaction, and wakes the workers (callers other than the benchmark and tests go through
 /// [`submit`]). The same `(user, idempotency_key)` with the same request gives the same run;
-/// with another request it is a [`CreateError::KeyConflict`]. Not enough credits creates
-/// nothing and stores nothing; the reference image is stored only once the holds are made.
+/// with another request it is a [`CreateError::KeyConflict`]. Not enough credits, or a user's
+/// queue for the run's source already full ([`CreateError::TooManyJobs`], checked under a
+/// per-user lock), creates nothing and stores nothing; the reference image is stored only once
+/// the holds are made. The jobs get their places in the fair queue ([`queue::next_slot`]).
 pub async fn create_run(
     pool: &PgPool,
     store: &Store,
+    queue_settings: &QueueSettings,
     user_id: Uuid,
     run: &ValidRun,
     idempotency_key: &str,
@@ -433,6 +465,26 @@ pub async fn create_run(
     let reference_key = format!("runs/{run_id}/reference.jpg");
 
     let mut tx = crate::db::begin(pool).await?;
+    queue::lock_user(&mut tx, user_id).await?;
+    let limits = run.source.limits(queue_settings);
+    let load = queue::user_load(&mut *tx, user_id, run.source).await?;
+    let adding = run.selections.len() as i64;
+    if load.queued + adding > i64::from(limits.max_queued) {
+        tx.rollback().await?;
+        let excess = (load.queued + adding - i64::from(limits.max_queued)) as f64;
+        let retry_after = match queue::start_rate(pool, None).await? {
+            Some(rate) => (excess / rate).ceil().clamp(1.0, 600.0) as u64,
+            None => 30,
+        };
+        return Err(CreateError::TooManyJobs {
+            origin: if run.source.interactive() { "studio" } else { "API" },
+            queued: load.queued,
+            adding,
+            limit: limits.max_queued,
+            retry_after,
+        });
+    }
+    let slot = queue::next_slot(&mut *tx, user_id, run.source).await?;
     let balance = ledger::balance(&mut *tx, user_id).await?;
     if balance.available < run.total {
         return Err(CreateError::InsufficientCredits { need: run.total, have: balance.available });
@@ -452,8 +504,8 @@ pub async fn create_run(
     }
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO generation_run (run_id, user_id, prompt, mode, aspect_ratio, seed, reference_key, idempotency_key,
-                                     total_price, request_fingerprint)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                     total_price, request_fingerprint, source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT ON CONSTRAINT generation_run_user_key_unique DO NOTHING
          RETURNING run_id",
     )
@@ -467,6 +519,7 @@ pub async fn create_run(
     .bind(idempotency_key)
     .bind(run.total)
     .bind(&run.fingerprint[..])
+    .bind(run.source)
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
@@ -518,6 +571,10 @@ pub async fn create_run(
                 price: selection.price,
                 hold_id: hold.hold_id,
                 deadline,
+                user_id,
+                interactive: run.source.interactive(),
+                // A studio run's jobs share a slot (the person waits for all of them).
+                fair_slot: if run.source.interactive() { slot } else { slot + position as i64 },
             },
         )
         .await?;

@@ -164,6 +164,9 @@ pub struct JobView {
     /// How long the generation took.
     pub duration_ms: Option<u64>,
     pub duration_label: Option<String>,
+    /// While the job is queued: its place in its provider route's queue and the estimated start
+    /// (in a run's own view and its live stream; null in lists).
+    pub queue: Option<jobs::Wait>,
 }
 
 impl JobView {
@@ -189,7 +192,13 @@ impl JobView {
             height: job.image_height,
             duration_ms: job.duration().map(|d| d.as_millis() as u64),
             duration_label: job.duration().map(duration_label),
+            queue: None,
         }
+    }
+
+    /// What the page shows under a queued job: "Queued: 3 jobs ahead, about 40 s before it starts".
+    pub fn wait_label(&self) -> Option<String> {
+        self.queue.as_ref().map(|w| format!("Queued: {}.", w.label))
     }
 
     pub fn is_pending(&self) -> bool {
@@ -273,9 +282,31 @@ impl RunView {
         self.status == RunStatus::Pending
     }
 
-    /// Loads a run's view.
+    /// The page's line while the run is pending: generating once a job runs, waiting before.
+    pub fn pending_summary(&self) -> String {
+        let doing = if self.jobs.iter().any(|j| j.status == JobStatus::Running) {
+            "Generating…"
+        } else {
+            "Waiting in the queue…"
+        };
+        format!("{doing} {} credits held.", self.held)
+    }
+
+    /// Loads a run's view, with the place in the queue of each queued job.
     pub async fn load(pool: &sqlx::PgPool, run: &Run) -> Result<RunView, sqlx::Error> {
         let jobs = jobs::for_run(pool, run.run_id).await?;
-        Ok(RunView::build(run, &jobs))
+        let mut view = RunView::build(run, &jobs);
+        if jobs.iter().any(|j| j.status == JobStatus::Queued) {
+            let mut conn = pool.acquire().await?;
+            for (job, shown) in jobs.iter().zip(view.jobs.iter_mut()) {
+                if job.status == JobStatus::Queued {
+                    shown.queue = Some(
+                        jobs::queue::wait_for(&mut conn, &job.provider, job.fair_slot, job.interactive, job.job_id)
+                            .await?,
+                    );
+                }
+            }
+        }
+        Ok(view)
     }
 }

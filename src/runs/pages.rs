@@ -83,6 +83,8 @@ pub struct StudioPage {
     pub available: i64,
     pub missing: i64,
     pub max_prompt: usize,
+    /// The current wait for a new run ("About 40 s before a run you start now begins").
+    pub wait: Option<String>,
 }
 
 impl StudioPage {
@@ -139,7 +141,35 @@ impl StudioPage {
             available,
             missing: (total - available).max(0),
             max_prompt: create::MAX_PROMPT_CHARS,
+            wait: None,
         }
+    }
+
+    /// Adds the current wait for a new studio run of `user_id` (left out when it cannot be read).
+    async fn with_wait(mut self, pool: &sqlx::PgPool, user_id: Uuid) -> Self {
+        let wait = async {
+            let mut conn = pool.acquire().await?;
+            crate::jobs::queue::studio_wait(&mut conn, user_id).await
+        }
+        .await;
+        match wait {
+            Ok(wait) => self.wait = Some(studio_wait_label(&wait)),
+            Err(err) => tracing::warn!("studio: reading the queue: {err}"),
+        }
+        self
+    }
+}
+
+/// The studio's sentence for the current wait.
+fn studio_wait_label(wait: &crate::jobs::Wait) -> String {
+    let jobs = if wait.ahead == 1 { "1 job".to_string() } else { format!("{} jobs", wait.ahead) };
+    match (wait.ahead, wait.estimated_start_seconds) {
+        (0, _) => "Current wait: none, a run you start now is next in line.".into(),
+        (_, Some(secs)) => format!(
+            "Current wait: about {} before a run you start now begins ({jobs} ahead).",
+            crate::jobs::queue::seconds_label(secs)
+        ),
+        (_, None) => format!("Current wait: {jobs} ahead of a run you start now."),
     }
 }
 
@@ -164,13 +194,15 @@ fn input_from_query(query: Option<&str>) -> RunInput {
 /// `GET /studio`: the run form; also the no-JS "update quote" target.
 async fn studio(
     State(state): State<AppState>,
-    SignedIn(_): SignedIn,
+    SignedIn(user): SignedIn,
     layout: Layout,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let catalog = state.catalog.current();
     let input = input_from_query(query.as_deref());
-    Ok(render(&StudioPage::build(layout, &catalog, &input, FieldErrors::default())))
+    let page =
+        StudioPage::build(layout, &catalog, &input, FieldErrors::default()).with_wait(&state.pool, user.id).await;
+    Ok(render(&page))
 }
 
 /// What the studio's multipart form carried.
@@ -223,7 +255,19 @@ async fn submit(
             return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
         }
     };
-    match create::submit(&state.pool, &state.store, &catalog, user.id, &form.input, form.reference, &key).await {
+    let submitted = create::submit(
+        &state.pool,
+        &state.store,
+        &catalog,
+        &state.config.queue,
+        crate::jobs::Source::Studio,
+        user.id,
+        &form.input,
+        form.reference,
+        &key,
+    )
+    .await;
+    match submitted {
         Ok(created) => Ok(Redirect::to(&format!("/runs/{}", created.run_id)).into_response()),
         Err(CreateError::Invalid(errors)) => {
             let mut page = StudioPage::build(layout, &catalog, &form.input, errors);
@@ -249,6 +293,17 @@ async fn submit(
             page.available = have;
             page.missing = need - have;
             Ok((StatusCode::PAYMENT_REQUIRED, render(&page)).into_response())
+        }
+        Err(err @ CreateError::TooManyJobs { retry_after, .. }) => {
+            let mut page = StudioPage::build(layout, &catalog, &form.input, FieldErrors::default())
+                .with_wait(&state.pool, user.id)
+                .await;
+            let message = err.to_string();
+            let mut chars = message.chars();
+            page.form_error = chars.next().map(|first| format!("{}{}.", first.to_uppercase(), chars.as_str()));
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, render(&page)).into_response();
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after.into());
+            Ok(response)
         }
         Err(err) => Err(err.into()),
     }

@@ -93,9 +93,17 @@ impl ErrorCode {
         (ErrorCode::PayloadTooLarge, 413, "The body is too large (runs: 15 MB, everything else: 64 KB)."),
         (ErrorCode::UnsupportedMediaType, 415, "The body is not sent as application/json."),
         (ErrorCode::InvalidInput, 422, "Missing or wrong fields; the message names them."),
-        (ErrorCode::RateLimited, 429, "Too many requests with this key: wait Retry-After seconds."),
+        (
+            ErrorCode::RateLimited,
+            429,
+            "Too many requests with this key, or too many of your jobs waiting in the queue: wait Retry-After seconds.",
+        ),
         (ErrorCode::Internal, 500, "A bug on our side."),
-        (ErrorCode::Unavailable, 503, "The service is briefly unavailable: retry shortly."),
+        (
+            ErrorCode::Unavailable,
+            503,
+            "The service is briefly unavailable, or the generation queue is backed up: retry after Retry-After seconds.",
+        ),
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,6 +150,12 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("too many attempts; try again in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
+    /// A per-user queue limit (429 `rate_limited`, with `Retry-After`).
+    #[error("{message}")]
+    QueueLimit { message: String, retry_after: u64 },
+    /// The generation queue is backed up (503 `unavailable`, with `Retry-After`).
+    #[error("{message}")]
+    Busy { message: String, retry_after: u64 },
     #[error("the service is temporarily unavailable; try again shortly")]
     Unavailable(#[source] anyhow::Error),
     #[error("something went wrong on our side")]
@@ -170,8 +184,8 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RateLimited { .. } | AppError::QueueLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -189,8 +203,8 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::TooLarge(_) => "payload_too_large",
             AppError::UnsupportedMediaType => "unsupported_media_type",
-            AppError::RateLimited { .. } => "rate_limited",
-            AppError::Unavailable(_) => "unavailable",
+            AppError::RateLimited { .. } | AppError::QueueLimit { .. } => "rate_limited",
+            AppError::Unavailable(_) | AppError::Busy { .. } => "unavailable",
             AppError::Internal(_) => "internal",
         }
     }
@@ -286,6 +300,10 @@ impl From<CreateError> for AppError {
             CreateError::Invalid(errors) => errors.into(),
             CreateError::KeyConflict { .. } => AppError::Conflict(err.to_string()),
             CreateError::InsufficientCredits { need, have } => AppError::InsufficientCredits { need, have },
+            CreateError::TooManyJobs { retry_after, .. } => {
+                AppError::QueueLimit { message: err.to_string(), retry_after }
+            }
+            CreateError::Busy { retry_after, .. } => AppError::Busy { message: err.to_string(), retry_after },
             CreateError::Db(err) => err.into(),
             CreateError::Other(err) => AppError::Internal(err),
         }
@@ -342,7 +360,9 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let retry_after = match &self {
-            AppError::RateLimited { retry_after } => Some(*retry_after),
+            AppError::RateLimited { retry_after }
+            | AppError::QueueLimit { retry_after, .. }
+            | AppError::Busy { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         let info = ErrorInfo { status, code: self.code(), message: self.to_string(), retry_after };
@@ -515,6 +535,8 @@ mod tests {
             AppError::TooLarge(String::new()),
             AppError::UnsupportedMediaType,
             AppError::RateLimited { retry_after: 1 },
+            AppError::QueueLimit { message: String::new(), retry_after: 1 },
+            AppError::Busy { message: String::new(), retry_after: 1 },
             AppError::Unavailable(anyhow::anyhow!("x")),
             AppError::Internal(anyhow::anyhow!("x")),
         ];

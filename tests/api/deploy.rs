@@ -1001,6 +1001,7 @@ async fn a_dump_restores_into_a_fresh_database_with_the_ledger_intact() {
         idle_poll: Duration::from_millis(100),
         per_provider: 24,
         max_transient: 3,
+        running_limits: faceoff::jobs::RunningLimits::NONE,
     };
     jobs::spawn_workers(
         app.pool.clone(),

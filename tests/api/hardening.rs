@@ -422,9 +422,16 @@ async fn a_live_stream_ends_with_its_session() {
         ..Default::default()
     };
     let valid = faceoff::runs::create::validate(&catalog, &input, None).expect("valid");
-    let run = faceoff::runs::create::create_run(&app.pool, &app.state.store, user.id, &valid, "live-session")
-        .await
-        .expect("run");
+    let run = faceoff::runs::create::create_run(
+        &app.pool,
+        &app.state.store,
+        &app.state.config.queue,
+        user.id,
+        &valid,
+        "live-session",
+    )
+    .await
+    .expect("run");
     let mut events = app.get(&format!("/runs/{}/events", run.run_id)).await;
     let first = tokio::time::timeout(Duration::from_secs(10), events.chunk()).await.expect("first event");
     assert!(String::from_utf8_lossy(&first.expect("stream").expect("chunk")).contains("event: run"));

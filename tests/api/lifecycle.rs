@@ -455,6 +455,7 @@ async fn deleting_an_account_leaves_no_content_behind_and_the_books_balance() {
             idle_poll: Duration::from_millis(100),
             per_provider: 24,
             max_transient: 3,
+            running_limits: faceoff::jobs::RunningLimits::NONE,
         },
         workers.clone(),
     );

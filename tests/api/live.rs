@@ -20,7 +20,10 @@ async fn a_run(app: &TestApp, user: &TestUser) -> Uuid {
         seed: "7".into(),
     };
     let valid = validate(&catalog, &input, None).expect("valid");
-    create_run(&app.pool, &app.state.store, user.id, &valid, &Uuid::new_v4().to_string()).await.expect("created").run_id
+    create_run(&app.pool, &app.state.store, &app.state.config.queue, user.id, &valid, &Uuid::new_v4().to_string())
+        .await
+        .expect("created")
+        .run_id
 }
 
 /// Ends every job of the run behind the live page's back: no notification is sent.

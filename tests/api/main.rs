@@ -16,6 +16,7 @@ mod media;
 mod openapi;
 mod pages;
 mod payments;
+mod queue;
 mod rows;
 mod runs;
 mod webhooks;

@@ -311,6 +311,7 @@ async fn every_operation_answers_as_documented() {
             idle_poll: std::time::Duration::from_millis(50),
             per_provider: 8,
             max_transient: 1,
+            running_limits: faceoff::jobs::RunningLimits::NONE,
         },
         token.clone(),
     );

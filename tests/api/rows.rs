@@ -494,7 +494,10 @@ async fn unknown_job_values_fail_claim_and_the_run_reads() {
         seed: "1".into(),
     };
     let valid = validate(&catalog, &input, None).expect("valid");
-    let run_id = create_run(&app.pool, &app.state.store, user.id, &valid, "rows-1").await.expect("created").run_id;
+    let run_id = create_run(&app.pool, &app.state.store, &app.state.config.queue, user.id, &valid, "rows-1")
+        .await
+        .expect("created")
+        .run_id;
     let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
     assert_eq!(jobs.len(), 2);
     assert!(jobs.iter().all(|j| j.status == JobStatus::Queued && j.status() == JobStatus::Queued));

@@ -21,6 +21,7 @@ fn fast_options(workers: usize) -> WorkerOptions {
         idle_poll: Duration::from_millis(100),
         per_provider: 24,
         max_transient: 3,
+        running_limits: faceoff::jobs::RunningLimits::NONE,
     }
 }
 
@@ -329,7 +330,10 @@ async fn direct_run(app: &TestApp, user: &TestUser, key: &str) -> Uuid {
         seed: "1".into(),
     };
     let valid = validate(&catalog, &input, None).expect("valid");
-    create_run(&app.pool, &app.state.store, user.id, &valid, key).await.expect("created").run_id
+    create_run(&app.pool, &app.state.store, &app.state.config.queue, user.id, &valid, key)
+        .await
+        .expect("created")
+        .run_id
 }
 
 #[tokio::test]

@@ -82,6 +82,7 @@ async fn start_workers(app: &TestApp) -> CancellationToken {
             idle_poll: Duration::from_millis(50),
             per_provider: 8,
             max_transient: 1,
+            running_limits: faceoff::jobs::RunningLimits::NONE,
         },
         token.clone(),
     );

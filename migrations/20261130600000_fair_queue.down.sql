@@ -1,0 +1,10 @@
+DROP INDEX generation_job_started_idx;
+DROP INDEX generation_job_queued_age_idx;
+DROP INDEX generation_job_user_pending_idx;
+DROP INDEX generation_job_fair_idx;
+DROP TRIGGER generation_job_fill_user ON generation_job;
+DROP FUNCTION generation_job_fill_user();
+ALTER TABLE generation_job DROP COLUMN fair_slot;
+ALTER TABLE generation_job DROP COLUMN interactive;
+ALTER TABLE generation_job DROP COLUMN user_id;
+ALTER TABLE generation_run DROP COLUMN source;

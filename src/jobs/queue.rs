@@ -1,0 +1,266 @@
+//! The fair queue: where a new job goes, the per-user limits, and what a waiting job (or a run
+//! about to be submitted) can expect.
+//!
+//! Jobs are claimed in `fair_slot` order (start-time fair queueing, `generation_job_fair_idx`).
+//! Each user's jobs of one [`Source`] form a *flow*; a new job's slot is the later of the
+//! queue's virtual time (the smallest slot still queued) and one past the last slot its flow
+//! holds, so a user with 10,000 queued jobs holds slots far ahead while another user's first
+//! job lands at the front. API jobs take one slot each; the jobs of a studio run share one slot
+//! and win ties (`interactive DESC`): a person waiting on the page is served before bulk API
+//! work, also their own. Computing a slot reads three index entries, never the queue.
+//!
+//! Limits: at most `max_queued` jobs of a user and source may wait (a submission over it is
+//! refused and creates nothing; the check runs in the submission's transaction under a per-user
+//! lock, so concurrent submissions cannot pass it together), and at most `max_running` run at
+//! once (the claim skips the user's jobs meanwhile).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::config::{JobLimits, QueueSettings};
+
+/// Where a run was submitted: the studio (a person waits on the page) or the JSON API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Source {
+    Studio,
+    Api,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Studio => "studio",
+            Source::Api => "api",
+        }
+    }
+
+    /// Studio jobs are interactive: claimed first among equals.
+    pub fn interactive(self) -> bool {
+        self == Source::Studio
+    }
+
+    pub fn limits(self, settings: &QueueSettings) -> JobLimits {
+        match self {
+            Source::Studio => settings.studio,
+            Source::Api => settings.api,
+        }
+    }
+}
+
+/// How far ahead the window of the claim looks for a job whose user is under their running
+/// limit (the claim reads at most this many index entries).
+pub const CLAIM_WINDOW: i64 = 32;
+
+/// Serializes the submissions of one user until the transaction ends (the limits are checked
+/// and the slots chosen under it).
+pub async fn lock_user(db: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('faceoff:queue:' || $1::text, 0))")
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A user's unsettled jobs of one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct UserLoad {
+    pub queued: i64,
+    pub running: i64,
+}
+
+pub async fn user_load(db: impl PgExecutor<'_>, user_id: Uuid, source: Source) -> Result<UserLoad, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'queued') AS queued, count(*) FILTER (WHERE status = 'running') AS running
+         FROM generation_job WHERE user_id = $1 AND interactive = $2 AND status IN ('queued', 'running')",
+    )
+    .bind(user_id)
+    .bind(source.interactive())
+    .fetch_one(db)
+    .await
+}
+
+/// The first slot for `count` new jobs of the user's flow (API jobs take `slot`, `slot + 1`, …;
+/// a studio run's jobs all take `slot`).
+pub async fn next_slot(db: impl PgExecutor<'_>, user_id: Uuid, source: Source) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT GREATEST(
+             COALESCE((SELECT min(fair_slot) FROM generation_job WHERE status = 'queued'),
+                      (SELECT max(fair_slot) FROM generation_job WHERE status = 'running'), 0),
+             COALESCE((SELECT max(fair_slot) + 1 FROM generation_job
+                       WHERE user_id = $1 AND interactive = $2 AND status = 'queued'), 0))",
+    )
+    .bind(user_id)
+    .bind(source.interactive())
+    .fetch_one(db)
+    .await
+}
+
+/// Jobs of a provider route that started recently, per second (`None` without any).
+pub async fn start_rate(db: impl PgExecutor<'_>, provider: Option<&str>) -> Result<Option<f64>, sqlx::Error> {
+    let (count, span): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(started_at))::float8 FROM generation_job
+         WHERE started_at > now() - interval '5 minutes' AND ($1::text IS NULL OR provider = $1)",
+    )
+    .bind(provider)
+    .fetch_one(db)
+    .await?;
+    Ok(match span {
+        Some(span) if count > 0 => Some(count as f64 / span.max(10.0)),
+        _ => None,
+    })
+}
+
+/// Positions are counted up to this many jobs ahead ("more than 10,000 jobs ahead").
+pub const MAX_COUNTED: i64 = 10_000;
+
+/// Queued jobs (of `provider`, or all) claimed before a job at `slot`.
+async fn ahead_of(
+    db: impl PgExecutor<'_>,
+    provider: Option<&str>,
+    slot: i64,
+    interactive: bool,
+    job_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT 1 FROM generation_job
+             WHERE status = 'queued' AND fair_slot <= $2
+               AND (fair_slot < $2 OR (interactive AND NOT $3) OR (interactive = $3 AND job_id < $4))
+               AND ($1::text IS NULL OR provider = $1)
+             LIMIT $5) ahead",
+    )
+    .bind(provider)
+    .bind(slot)
+    .bind(interactive)
+    .bind(job_id)
+    .bind(MAX_COUNTED)
+    .fetch_one(db)
+    .await
+}
+
+/// What a queued job (or a run about to be submitted) can expect.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Wait {
+    /// Jobs of the same provider route claimed before this one (counted up to 10,000).
+    pub ahead: i64,
+    /// About how many seconds until it starts, from the route's recent throughput (null while
+    /// nothing started on it in the last 5 minutes).
+    pub estimated_start_seconds: Option<u64>,
+    /// The same in words: "3 jobs ahead, about 40 s before it starts".
+    #[schema(example = "3 jobs ahead, about 40 s before it starts")]
+    pub label: String,
+}
+
+impl Wait {
+    pub fn new(ahead: i64, rate: Option<f64>) -> Wait {
+        let estimated_start_seconds = rate.filter(|r| *r > 0.0).map(|r| (ahead as f64 / r).ceil() as u64);
+        let jobs = match ahead {
+            0 => "Next in line".to_string(),
+            1 => "1 job ahead".to_string(),
+            n if n >= MAX_COUNTED => format!("More than {MAX_COUNTED} jobs ahead"),
+            n => format!("{n} jobs ahead"),
+        };
+        let label = match estimated_start_seconds {
+            Some(secs) if ahead > 0 => format!("{jobs}, about {} before it starts", seconds_label(secs)),
+            _ => jobs,
+        };
+        Wait { ahead, estimated_start_seconds, label }
+    }
+}
+
+/// "40 s", "3 min", "1 h 5 min".
+pub fn seconds_label(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{} s", secs.max(1)),
+        60..3600 => format!("{} min", secs.div_ceil(60)),
+        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+/// A queued job's place in its provider route and the estimated start.
+pub async fn wait_for(
+    db: &mut PgConnection,
+    provider: &str,
+    slot: i64,
+    interactive: bool,
+    job_id: Uuid,
+) -> Result<Wait, sqlx::Error> {
+    let ahead = ahead_of(&mut *db, Some(provider), slot, interactive, job_id).await?;
+    let rate = start_rate(&mut *db, Some(provider)).await?;
+    Ok(Wait::new(ahead, rate))
+}
+
+/// The wait a new studio run of `user_id` would have now (all routes together): shown in the
+/// studio before paying.
+pub async fn studio_wait(db: &mut PgConnection, user_id: Uuid) -> Result<Wait, sqlx::Error> {
+    let slot = next_slot(&mut *db, user_id, Source::Studio).await?;
+    let ahead = ahead_of(&mut *db, None, slot, true, Uuid::max()).await?;
+    let rate = start_rate(&mut *db, None).await?;
+    Ok(Wait::new(ahead, rate))
+}
+
+/// How long the oldest queued job has waited (zero when none waits).
+pub async fn oldest_queued_age(db: impl PgExecutor<'_>) -> Result<Duration, sqlx::Error> {
+    let secs: f64 = sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 FROM generation_job WHERE status = 'queued'",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// The queue of one provider route, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct RouteStats {
+    pub provider: String,
+    pub queued: i64,
+    pub oldest_queued_seconds: f64,
+}
+
+pub async fn route_stats(db: impl PgExecutor<'_>) -> Result<Vec<RouteStats>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider, count(*) AS queued,
+                EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest_queued_seconds
+         FROM generation_job WHERE status = 'queued' GROUP BY provider ORDER BY provider",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Running limits per source, for the claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningLimits {
+    pub studio: u32,
+    pub api: u32,
+}
+
+impl RunningLimits {
+    /// No limit (tests and tools that claim by hand).
+    pub const NONE: RunningLimits = RunningLimits { studio: u32::MAX, api: u32::MAX };
+
+    pub fn from_settings(settings: &QueueSettings) -> Self {
+        RunningLimits { studio: settings.studio.max_running, api: settings.api.max_running }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_read_as_sentences() {
+        assert_eq!(Wait::new(0, Some(2.0)).label, "Next in line");
+        assert_eq!(Wait::new(1, None).label, "1 job ahead");
+        let w = Wait::new(80, Some(2.0));
+        assert_eq!(w.estimated_start_seconds, Some(40));
+        assert_eq!(w.label, "80 jobs ahead, about 40 s before it starts");
+        assert_eq!(Wait::new(600, Some(2.0)).label, "600 jobs ahead, about 5 min before it starts");
+        assert!(Wait::new(MAX_COUNTED, None).label.starts_with("More than"));
+        assert_eq!(seconds_label(3900), "1 h 5 min");
+    }
+}
