@@ -164,6 +164,13 @@ pub struct JobView {
     /// How long the generation took.
     pub duration_ms: Option<u64>,
     pub duration_label: Option<String>,
+    /// The route that made (or is making) the image: `adapter:endpoint`, e.g.
+    /// `fal:fal-ai/ideogram/v3`; `sandbox:…` when no provider key is configured.
+    #[schema(example = "bfl:flux-2-pro")]
+    pub route: Option<String>,
+    /// The route as people read it.
+    #[schema(example = "bfl · flux-2-pro")]
+    pub route_label: Option<String>,
 }
 
 impl JobView {
@@ -189,6 +196,8 @@ impl JobView {
             height: job.image_height,
             duration_ms: job.duration().map(|d| d.as_millis() as u64),
             duration_label: job.duration().map(duration_label),
+            route: job.route.clone(),
+            route_label: job.route_label(),
         }
     }
 
