@@ -5,7 +5,9 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, types::Json};
 
-use super::{CHANNEL, Catalog, CatalogProvider, Comparison, Faq, Lifecycle, Mode, Model, Route, UseCase, Variant, file};
+use super::{
+    CHANNEL, Catalog, CatalogProvider, Comparison, Faq, Lifecycle, Mode, Model, Route, UseCase, Variant, file,
+};
 
 /// What a load did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -427,7 +427,13 @@ pub async fn release(pool: &PgPool, job: &ClaimedJob) -> Result<bool, sqlx::Erro
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// `usage_usd`: what the provider reported the image cost (usage-billed models).
-    Delivered { image_key: String, thumb_key: Option<String>, width: u32, height: u32, usage_usd: Option<f64> },
+    Delivered {
+        image_key: String,
+        thumb_key: Option<String>,
+        width: u32,
+        height: u32,
+        usage_usd: Option<f64>,
+    },
     Failed(String),
     Moderated(String),
     TimedOut(String),

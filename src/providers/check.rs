@@ -66,8 +66,12 @@ pub async fn check_all(config: &Config) -> Vec<CheckResult> {
     out.push(result("google", "GEMINI_API_KEY, GEMINI_API_URL", google));
     let fal = match &config.fal_key {
         Some(key) => Some(
-            match FalProvider::with_timeout(key.clone(), config.fal_queue_url.clone(), config.fal_api_url.clone(), timeout)
-            {
+            match FalProvider::with_timeout(
+                key.clone(),
+                config.fal_queue_url.clone(),
+                config.fal_api_url.clone(),
+                timeout,
+            ) {
                 Ok(p) => Ok(p.check().await),
                 Err(e) => Err(e),
             },
@@ -76,10 +80,12 @@ pub async fn check_all(config: &Config) -> Vec<CheckResult> {
     };
     out.push(result("fal", "FAL_KEY, FAL_QUEUE_URL, FAL_API_URL", fal));
     let replicate = match &config.replicate_api_token {
-        Some(key) => Some(match ReplicateProvider::with_timeout(key.clone(), config.replicate_api_url.clone(), timeout) {
-            Ok(p) => Ok(p.check().await),
-            Err(e) => Err(e),
-        }),
+        Some(key) => {
+            Some(match ReplicateProvider::with_timeout(key.clone(), config.replicate_api_url.clone(), timeout) {
+                Ok(p) => Ok(p.check().await),
+                Err(e) => Err(e),
+            })
+        }
         None => None,
     };
     out.push(result("replicate", "REPLICATE_API_TOKEN, REPLICATE_API_URL", replicate));

@@ -120,7 +120,8 @@ pub async fn drive_routes(
         } else {
             limits
         };
-        let job = Drive { provider: provider.as_ref(), request: &request, deadline, cancel, limits, resume: resume.take() };
+        let job =
+            Drive { provider: provider.as_ref(), request: &request, deadline, cancel, limits, resume: resume.take() };
         let driven = drive(job, hooks).await?;
         match driven {
             Driven::Unavailable(why) if more => {

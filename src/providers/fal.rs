@@ -84,7 +84,11 @@ impl FalProvider {
         Ok(url)
     }
 
-    async fn get_json(&self, url: Url, what: &str) -> Result<(StatusCode, reqwest::header::HeaderMap, Value), ProviderError> {
+    async fn get_json(
+        &self,
+        url: Url,
+        what: &str,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Value), ProviderError> {
         let response = self
             .client
             .get(url)
@@ -103,7 +107,9 @@ impl FalProvider {
         let (status, headers, value) = self.get_json(response_url, "fetching the result").await?;
         if !status.is_success() {
             if is_policy_violation(&value) {
-                return Ok(Poll::Moderated { reason: format!("fal's safety checker refused the request{}", detail(&value)) });
+                return Ok(Poll::Moderated {
+                    reason: format!("fal's safety checker refused the request{}", detail(&value)),
+                });
             }
             return match http::status_error(WHO, "the result", status, &headers, &detail_text(&value)) {
                 ProviderError::Fatal(why) => Ok(Poll::Failed { reason: why }),
@@ -149,11 +155,9 @@ fn is_policy_violation(value: &Value) -> bool {
 fn detail_text(value: &Value) -> String {
     match &value["detail"] {
         Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|i| i["msg"].as_str().map(str::to_string))
-            .collect::<Vec<_>>()
-            .join("; "),
+        Value::Array(items) => {
+            items.iter().filter_map(|i| i["msg"].as_str().map(str::to_string)).collect::<Vec<_>>().join("; ")
+        }
         Value::Null => String::new(),
         other => other.to_string(),
     }
@@ -189,7 +193,10 @@ impl Provider for FalProvider {
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             if status == StatusCode::UNPROCESSABLE_ENTITY && is_policy_violation(&value) {
-                return Err(ProviderError::Moderated(format!("fal's safety checker refused the prompt{}", detail(&value))));
+                return Err(ProviderError::Moderated(format!(
+                    "fal's safety checker refused the prompt{}",
+                    detail(&value)
+                )));
             }
             return Err(http::status_error(WHO, "submission", status, &headers, &detail_text(&value)));
         }

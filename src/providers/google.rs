@@ -69,10 +69,8 @@ impl GoogleProvider {
         let mut parts = vec![json!({"text": request.prompt})];
         if let Some(reference) = &request.reference_image {
             let uri = http::data_uri(reference);
-            let (mime, data) = uri
-                .strip_prefix("data:")
-                .and_then(|r| r.split_once(";base64,"))
-                .unwrap_or(("image/jpeg", ""));
+            let (mime, data) =
+                uri.strip_prefix("data:").and_then(|r| r.split_once(";base64,")).unwrap_or(("image/jpeg", ""));
             parts.push(json!({"inlineData": {"mimeType": mime, "data": data}}));
         }
         let size = match request.mode {
@@ -227,11 +225,8 @@ fn error(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) 
             retry_after,
         };
     }
-    let invalid_key = err["details"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|d| d["reason"].as_str() == Some("API_KEY_INVALID"));
+    let invalid_key =
+        err["details"].as_array().into_iter().flatten().any(|d| d["reason"].as_str() == Some("API_KEY_INVALID"));
     if invalid_key {
         return ProviderError::Fatal(format!("{WHO}: the API key is not valid (HTTP {status})"));
     }

@@ -236,7 +236,10 @@ mod tests {
     #[test]
     fn retry_after_reads_milliseconds_seconds_and_dates_capped() {
         assert_eq!(retry_after(&headers(&[("retry-after", "7")])), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after(&headers(&[("retry-after-ms", "1500"), ("retry-after", "9")])), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after-ms", "1500"), ("retry-after", "9")])),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(retry_after(&headers(&[("retry-after", "3600")])), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after(&headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")])), Some(Duration::ZERO));
         assert_eq!(retry_after(&headers(&[])), None);

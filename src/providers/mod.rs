@@ -23,11 +23,11 @@ pub mod replicate;
 pub mod sandbox;
 
 pub use bfl::BflProvider;
+pub use driver::{Drive, DriveHooks, DriveLimits, Driven, NoHooks, drive, drive_routes};
 pub use fal::FalProvider;
 pub use google::GoogleProvider;
 pub use openai::OpenAiProvider;
 pub use replicate::ReplicateProvider;
-pub use driver::{Drive, DriveHooks, DriveLimits, Driven, NoHooks, drive, drive_routes};
 pub use sandbox::SandboxProvider;
 
 /// Resolution modes offered in the catalog. Also the `mode` columns of `variant_price` and

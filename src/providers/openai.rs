@@ -89,10 +89,7 @@ impl OpenAiProvider {
 
     async fn call(&self, request: &GenerationRequest) -> Result<Image, ProviderError> {
         let builder = match &request.reference_image {
-            None => self
-                .client
-                .post(self.url("images/generations")?)
-                .json(&Self::body(request)),
+            None => self.client.post(self.url("images/generations")?).json(&Self::body(request)),
             Some(reference) => {
                 let mime = match image::guess_format(reference) {
                     Ok(image::ImageFormat::Png) => "image/png",
@@ -115,11 +112,8 @@ impl OpenAiProvider {
                 self.client.post(self.url("images/edits")?).multipart(form)
             }
         };
-        let response = builder
-            .bearer_auth(self.key.expose())
-            .send()
-            .await
-            .map_err(|e| http::transient(WHO, "generating", &e))?;
+        let response =
+            builder.bearer_auth(self.key.expose()).send().await.map_err(|e| http::transient(WHO, "generating", &e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = http::read_capped(response, MAX_JSON_BYTES, WHO, "response").await?;
@@ -251,7 +245,10 @@ fn error(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) 
         return ProviderError::Moderated(format!("OpenAI's safety system flagged {what}{why}"));
     }
     if status == StatusCode::TOO_MANY_REQUESTS && code == "insufficient_quota" {
-        return ProviderError::Fatal(format!("{WHO}: the account is out of quota (HTTP 429){}", http::suffix(&message)));
+        return ProviderError::Fatal(format!(
+            "{WHO}: the account is out of quota (HTTP 429){}",
+            http::suffix(&message)
+        ));
     }
     let detail = if code.is_empty() { message } else { format!("{code}: {message}") };
     http::status_error(WHO, "the Images API", status, headers, &detail)

@@ -135,12 +135,15 @@ impl Provider for ReplicateProvider {
             .await
             .map_err(|e| http::transient(WHO, "creating a prediction", &e))?;
         let value = self.read(response, "prediction").await?;
-        let id = value["id"]
-            .as_str()
-            .ok_or_else(|| ProviderError::Transient(format!("{WHO}: the prediction has no id")))?;
+        let id =
+            value["id"].as_str().ok_or_else(|| ProviderError::Transient(format!("{WHO}: the prediction has no id")))?;
         let get = match value["urls"]["get"].as_str() {
             Some(get) => self.checked(get)?.to_string(),
-            None => self.base.join(&format!("predictions/{id}")).map_err(|e| ProviderError::Fatal(e.to_string()))?.to_string(),
+            None => self
+                .base
+                .join(&format!("predictions/{id}"))
+                .map_err(|e| ProviderError::Fatal(e.to_string()))?
+                .to_string(),
         };
         if value["status"] == "failed"
             && let Some(error) = value["error"].as_str()
@@ -190,7 +193,6 @@ impl Provider for ReplicateProvider {
         Duration::from_millis((500 + 250 * u64::from(attempt)).min(3_000))
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ mod media;
 mod openapi;
 mod pages;
 mod payments;
+mod routes;
 mod rows;
 mod runs;
 mod webhooks;

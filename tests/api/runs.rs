@@ -389,7 +389,8 @@ async fn a_resumed_job_reuses_its_recorded_provider_task() {
         cost: None,
         submitted_at_ms: 0,
     };
-    assert!(jobs::record_submission(&app.pool, &first, "sandbox", &submission).await.expect("record"));
+    let route = format!("sandbox:{}", first.endpoint);
+    assert!(jobs::record_submission(&app.pool, &first, "sandbox", &route, &submission).await.expect("record"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let engine = Engine::new(app.pool.clone(), app.state.store.clone(), app.state.providers.clone(), fast_options(1));
     // Two jobs are claimable now (the other one never ran); take both, keep the resumed one.

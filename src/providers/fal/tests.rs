@@ -31,8 +31,7 @@ fn request() -> GenerationRequest {
 
 fn provider(server: &MockServer) -> FalProvider {
     let base = Url::parse(&format!("{}/", server.uri())).expect("url");
-    FalProvider::with_timeout(Secret::new("test-key"), base.clone(), base, Duration::from_millis(1500))
-        .expect("client")
+    FalProvider::with_timeout(Secret::new("test-key"), base.clone(), base, Duration::from_millis(1500)).expect("client")
 }
 
 async fn accept(server: &MockServer) {
@@ -149,7 +148,11 @@ async fn the_safety_checker_is_moderation_both_ways() {
 async fn rate_limits_and_server_errors_are_retried() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "4").set_body_json(json!({"detail": "Too many requests"})))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "4")
+                .set_body_json(json!({"detail": "Too many requests"})),
+        )
         .up_to_n_times(1)
         .mount(&server)
         .await;
@@ -186,7 +189,10 @@ async fn slow_polls_time_out_as_transient_and_bad_keys_are_fatal() {
     assert!(matches!(&err, ProviderError::Transient(m) if m.contains("timed out")), "{err:?}");
 
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(401).set_body_json(json!({"detail": "Invalid key"}))).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"detail": "Invalid key"})))
+        .mount(&server)
+        .await;
     let err = run(&provider(&server)).await.expect_err("401");
     assert!(matches!(&err, ProviderError::Fatal(m) if m.contains("401")), "{err:?}");
 }
@@ -212,7 +218,11 @@ async fn malformed_oversized_and_expired_results_are_refused() {
     let server = MockServer::start().await;
     accept(&server).await;
     status(&server, state("COMPLETED"), None).await;
-    Mock::given(method("GET")).and(path(RESULT)).respond_with(ResponseTemplate::new(200).set_body_json(json!({"seed": 1}))).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path(RESULT))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"seed": 1})))
+        .mount(&server)
+        .await;
     let err = run(&provider(&server)).await.expect_err("no image");
     assert!(err.to_string().contains("no image"), "{err:?}");
 

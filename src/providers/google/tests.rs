@@ -92,17 +92,31 @@ async fn a_generation_returns_the_last_non_thought_image_and_its_token_cost() {
 #[tokio::test]
 async fn safety_outcomes_arrive_as_http_200_and_are_told_apart() {
     let cases = [
-        (json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT", "safetyRatings": []}}), "moderated: Google's safety filter blocked the prompt (PROHIBITED_CONTENT)"),
-        (json!({"candidates": [{"content": {"role": "model"}, "finishReason": "IMAGE_SAFETY",
+        (
+            json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT", "safetyRatings": []}}),
+            "moderated: Google's safety filter blocked the prompt (PROHIBITED_CONTENT)",
+        ),
+        (
+            json!({"candidates": [{"content": {"role": "model"}, "finishReason": "IMAGE_SAFETY",
             "finishMessage": "Unable to show the generated image: it may violate Google's Responsible AI practices."}]}),
-         "moderated: Google's safety filter blocked the image (IMAGE_SAFETY): Unable to show the generated image: it may violate Google's Responsible AI practices."),
-        (json!({"candidates": [{"content": {"role": "model"}, "finishReason": "NO_IMAGE"}]}), "failed: the model returned no image (NO_IMAGE)"),
-        (json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "I can't draw that."}]}, "finishReason": "STOP"}]}),
-         "failed: the model answered with text only, without an image"),
+            "moderated: Google's safety filter blocked the image (IMAGE_SAFETY): Unable to show the generated image: it may violate Google's Responsible AI practices.",
+        ),
+        (
+            json!({"candidates": [{"content": {"role": "model"}, "finishReason": "NO_IMAGE"}]}),
+            "failed: the model returned no image (NO_IMAGE)",
+        ),
+        (
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "I can't draw that."}]}, "finishReason": "STOP"}]}),
+            "failed: the model answered with text only, without an image",
+        ),
     ];
     for (answer, expected) in cases {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).and(path(PATH)).respond_with(ResponseTemplate::new(200).set_body_json(answer)).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+            .mount(&server)
+            .await;
         let got = match poll(&provider(&server)).await {
             Ok(Poll::Moderated { reason }) => format!("moderated: {reason}"),
             Ok(Poll::Failed { reason }) => format!("failed: {reason}"),
@@ -119,18 +133,33 @@ async fn resource_exhausted_waits_as_told_and_server_errors_are_transient() {
         ResponseTemplate::new(429).set_body_json(json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
             "message": message, "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure"}]}}))
     };
-    Mock::given(method("POST")).and(path(PATH))
+    Mock::given(method("POST"))
+        .and(path(PATH))
         .respond_with(exhausted("Quota exceeded").insert_header("retry-after", "3"))
-        .up_to_n_times(1).mount(&server).await;
-    Mock::given(method("POST")).and(path(PATH))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(PATH))
         .respond_with(exhausted("Quota exceeded. Please retry in 28.0s."))
-        .up_to_n_times(1).mount(&server).await;
-    Mock::given(method("POST")).and(path(PATH))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(PATH))
         .respond_with(exhausted("Quota exceeded"))
-        .up_to_n_times(1).mount(&server).await;
-    Mock::given(method("POST")).and(path(PATH))
-        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"error": {"code": 503, "status": "UNAVAILABLE", "message": "overloaded"}})))
-        .up_to_n_times(2).mount(&server).await;
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(PATH))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .set_body_json(json!({"error": {"code": 503, "status": "UNAVAILABLE", "message": "overloaded"}})),
+        )
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
     Mock::given(method("POST")).and(path(PATH)).respond_with(success()).mount(&server).await;
     let provider = provider(&server);
     let mut got = Vec::new();
@@ -151,17 +180,22 @@ async fn resource_exhausted_waits_as_told_and_server_errors_are_transient() {
 #[tokio::test]
 async fn bad_keys_and_retired_models_are_fatal_and_slow_answers_time_out() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path(PATH)).respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+    Mock::given(method("POST"))
+        .and(path(PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
         "code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid. Please pass a valid API key.",
         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}})))
-        .mount(&server).await;
+        .mount(&server)
+        .await;
     let err = poll(&provider(&server)).await.expect_err("bad key");
     assert!(matches!(&err, ProviderError::Fatal(m) if m.contains("API key is not valid")), "{err:?}");
 
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {
         "code": 404, "status": "NOT_FOUND", "message": "models/imagen-4.0-generate-001 is not found"}})))
-        .mount(&server).await;
+        .mount(&server)
+        .await;
     let err = poll(&provider(&server)).await.expect_err("404");
     assert!(matches!(&err, ProviderError::Fatal(m) if m.contains("NOT_FOUND")), "{err:?}");
 

@@ -114,12 +114,16 @@ async fn a_prediction_succeeds_and_its_output_is_downloaded() {
     assert!(matches!(run(&provider(&server)).await, Ok(Poll::Ready(_))));
 }
 
-
 #[tokio::test]
 async fn a_flagged_prediction_is_moderation_and_other_failures_are_not() {
     let server = MockServer::start().await;
     create(&server).await;
-    get(&server, prediction(&server, "failed", Value::Null, json!("NSFW content detected. Try a different prompt.")), None).await;
+    get(
+        &server,
+        prediction(&server, "failed", Value::Null, json!("NSFW content detected. Try a different prompt.")),
+        None,
+    )
+    .await;
     assert!(matches!(run(&provider(&server)).await, Ok(Poll::Moderated { reason }) if reason.contains("NSFW")));
 
     for (status, error, expected) in [
@@ -137,8 +141,13 @@ async fn a_flagged_prediction_is_moderation_and_other_failures_are_not() {
 #[tokio::test]
 async fn throttling_waits_as_told_and_server_errors_are_transient() {
     let server = MockServer::start().await;
-    let throttled = ResponseTemplate::new(429).set_body_json(json!({"detail": "Request was throttled. Your rate limit resets in ~30s."}));
-    Mock::given(method("POST")).respond_with(throttled.clone().insert_header("retry-after", "30")).up_to_n_times(1).mount(&server).await;
+    let throttled = ResponseTemplate::new(429)
+        .set_body_json(json!({"detail": "Request was throttled. Your rate limit resets in ~30s."}));
+    Mock::given(method("POST"))
+        .respond_with(throttled.clone().insert_header("retry-after", "30"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
     Mock::given(method("POST")).respond_with(throttled).up_to_n_times(1).mount(&server).await;
     create(&server).await;
     get(&server, ResponseTemplate::new(500).set_body_string("internal"), Some(3)).await;
@@ -147,7 +156,10 @@ async fn throttling_waits_as_told_and_server_errors_are_transient() {
     let provider = provider(&server);
     let request = request();
     let first = provider.submit(&request).await.expect_err("429");
-    assert!(matches!(&first, ProviderError::RateLimited { retry_after: Some(d), message } if *d == Duration::from_secs(30) && message.contains("throttled")), "{first:?}");
+    assert!(
+        matches!(&first, ProviderError::RateLimited { retry_after: Some(d), message } if *d == Duration::from_secs(30) && message.contains("throttled")),
+        "{first:?}"
+    );
     let second = provider.submit(&request).await.expect_err("429");
     assert!(matches!(second, ProviderError::RateLimited { retry_after: None, .. }));
     let submission = provider.submit(&request).await.expect("created");
@@ -160,12 +172,20 @@ async fn throttling_waits_as_told_and_server_errors_are_transient() {
 #[tokio::test]
 async fn slow_answers_time_out_and_bad_tokens_are_fatal() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(prediction(&server, "starting", Value::Null, Value::Null).set_delay(Duration::from_secs(5))).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(prediction(&server, "starting", Value::Null, Value::Null).set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
     let err = run(&provider(&server)).await.expect_err("timeout");
     assert!(matches!(&err, ProviderError::Transient(m) if m.contains("timed out")), "{err:?}");
 
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(401).set_body_json(json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token"}))).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token"}),
+        ))
+        .mount(&server)
+        .await;
     let err = run(&provider(&server)).await.expect_err("401");
     assert!(matches!(&err, ProviderError::Fatal(m) if m.contains("401")), "{err:?}");
 }
