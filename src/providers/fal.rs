@@ -2,9 +2,9 @@
 //! (`fal-ai/ideogram/v3`, `fal-ai/recraft/v3/text-to-image`, …).
 //!
 //! - Submit `POST {queue}{endpoint}` with `Authorization: Key …`; the body is the model's input
-//!   (no wrapper): `prompt`, `seed`, `num_images: 1`, `image_size {width, height}` and
-//!   `aspect_ratio` (models read the one they know), `output_format`, the safety checker on, and
-//!   a reference image as a `data:` URI in `image_url` and `image_urls`.
+//!   (no wrapper): `prompt`, `seed`, `num_images: 1`, the size (`image_size {width, height}`, or
+//!   `aspect_ratio` for endpoints sized by preset ratio), `output_format`, the safety checker on,
+//!   and a reference image as a `data:` URI in `image_url` and `image_urls`.
 //! - The answer's `request_id` and `status_url` are recorded; the result is at the status URL
 //!   without `/status` (fal's `response_url`). Always use the returned URLs (the subpath rule).
 //! - `IN_QUEUE`/`IN_PROGRESS` are pending (a request can stay queued forever: the job's
@@ -57,14 +57,24 @@ impl FalProvider {
         format!("Key {}", self.key.expose())
     }
 
-    /// The model input.
+    /// The model input. Endpoints sized by preset ratio (Luma Photon, the Nano Banana and GPT
+    /// Image hosts) take `aspect_ratio` (and Nano Banana a `resolution`); the others take
+    /// `image_size` in pixels.
     pub fn body(request: &GenerationRequest) -> Value {
         let mut body = Map::new();
         body.insert("prompt".into(), json!(request.prompt));
         body.insert("seed".into(), json!(request.seed));
         body.insert("num_images".into(), json!(1));
-        body.insert("image_size".into(), json!({"width": request.width, "height": request.height}));
-        body.insert("aspect_ratio".into(), json!(request.aspect_ratio));
+        let e = request.endpoint.as_str();
+        if e.contains("luma-photon") || e.contains("nano-banana") || e.starts_with("openai/") {
+            body.insert("aspect_ratio".into(), json!(request.aspect_ratio));
+            if e.contains("nano-banana") {
+                let resolution = if request.mode == super::Mode::FourK { "4K" } else { "2K" };
+                body.insert("resolution".into(), json!(resolution));
+            }
+        } else {
+            body.insert("image_size".into(), json!({"width": request.width, "height": request.height}));
+        }
         body.insert("output_format".into(), json!("png"));
         body.insert("enable_safety_checker".into(), json!(true));
         if let Some(reference) = &request.reference_image {

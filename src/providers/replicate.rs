@@ -53,6 +53,11 @@ impl ReplicateProvider {
         input.insert("seed".into(), json!(request.seed));
         input.insert("aspect_ratio".into(), json!(request.aspect_ratio));
         input.insert("output_format".into(), json!("png"));
+        if request.endpoint.starts_with("bytedance/seedream") {
+            // Seedream sizes by `size`: "2K" or "4K" (with `aspect_ratio`).
+            let size = if request.mode == super::Mode::FourK { "4K" } else { "2K" };
+            input.insert("size".into(), json!(size));
+        }
         if let Some(reference) = &request.reference_image {
             input.insert("image_input".into(), json!([http::data_uri(reference)]));
         }

@@ -244,3 +244,19 @@ async fn queue_urls_on_foreign_hosts_are_refused() {
     let err = run(&provider(&server)).await.expect_err("foreign");
     assert!(matches!(&err, ProviderError::Fatal(m) if m.contains("refusing")), "{err:?}");
 }
+
+#[test]
+fn ratio_sized_endpoints_get_an_aspect_ratio_the_others_pixels() {
+    let mut r = request();
+    let body = FalProvider::body(&r);
+    assert_eq!((body.get("aspect_ratio"), &body["image_size"]), (None, &json!({"width": 1216, "height": 1632})));
+    r.endpoint = "fal-ai/luma-photon".into();
+    let body = FalProvider::body(&r);
+    assert_eq!((&body["aspect_ratio"], body.get("image_size")), (&json!("3:4"), None));
+    r.endpoint = "fal-ai/nano-banana-pro".into();
+    r.mode = Mode::FourK;
+    assert_eq!(FalProvider::body(&r)["resolution"], "4K");
+    r.reference_image = Some(sample_png(4, 4));
+    let body = FalProvider::body(&r);
+    assert!(body["image_urls"][0].as_str().is_some_and(|u| u.starts_with("data:image/png;base64,")));
+}
