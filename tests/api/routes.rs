@@ -250,6 +250,14 @@ async fn a_retired_model_keeps_its_page_but_leaves_the_studio_and_the_api() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page.count("input[name=models][value=gpt-image-1]"), 0);
 
+    // Its comparison pages stay, say so, and send the studio to the successor.
+    let (status, page) = app.page("/compare/gpt-image-2-vs-gpt-image-1/typography").await;
+    assert_eq!(status, StatusCode::OK);
+    page.assert_well_formed("comparison with a retired model");
+    let notice = page.text("[data-testid=lifecycle-notice]").expect("notice");
+    assert_eq!(notice, "GPT Image 1 was retired by its maker; the studio runs GPT Image 2 in its place.");
+    assert!(page.attrs(".actions a.button", "href").iter().all(|h| !h.contains("gpt-image-1")));
+
     // The API's model list: offered models only, with maker, lifecycle and billing.
     let catalog = app.state.catalog.current();
     let offered: Vec<&str> = catalog.offered_models().map(|m| m.slug.as_str()).collect();
