@@ -45,9 +45,11 @@ fn json_ld_types(page: &Page, what: &str) -> Vec<String> {
     types
 }
 
-/// Polls `path` until it shows `want` showcase images.
+/// Polls `path` until it shows `want` showcase images. The deadline is generous: with the full
+/// suite running, the sitemap walk generates every model's showcase images (100 of them) at the
+/// same time on a shared 2-core machine.
 async fn page_with_showcase_images(app: &TestApp, path: &str, selector: &str, want: usize) -> Page {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
         let (status, page) = app.page(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
