@@ -47,8 +47,10 @@
     var parts = [];
     if (job.duration_label) parts.push("Took " + job.duration_label + ".");
     if (job.charged === null || job.charged === undefined) parts.push(job.price + " credits held.");
+    else if (job.charged > 0 && job.charged < job.price) parts.push("Charged " + job.charged + " credits (billed by usage; " + (job.price - job.charged) + " of " + job.price + " held returned).");
     else if (job.charged > 0) parts.push("Charged " + job.charged + " credits.");
     else parts.push("Not charged (" + job.price + " credits refunded).");
+    if (job.route_label) parts.push("Made via " + job.route_label + ".");
     detail.appendChild(document.createTextNode(parts.join(" ") + " "));
     if (job.image_url) detail.appendChild(el("a", { href: job.image_url, download: "" }, "Download"));
     cap.appendChild(detail);

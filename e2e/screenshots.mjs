@@ -102,7 +102,7 @@ try {
 
   // The showcase images are generated once at start-up: wait for them so the pages show images.
   await waitFor("the showcase images", async () => {
-    for (const path of ["/", "/compare/flux-2-vs-flux-ultra-1-1/portrait"]) {
+    for (const path of ["/", "/compare/flux-2-vs-flux-ultra-1-1/portrait", "/compare/gpt-image-2-vs-nano-banana-2/typography"]) {
       if ((await (await fetch(`${base}${path}`)).text()).includes("showcase-pending")) return false;
     }
     return true;
@@ -116,6 +116,10 @@ try {
   await visit("compare-picker-3", "/compare?models=flux-2,flux-ultra-1-1,flux-2-max");
   await visit("comparison-seed", "/compare/flux-2-vs-flux-ultra-1-1/portrait");
   await visit("comparison-plain", "/compare/flux-2-max-vs-flux-2-flex");
+  await visit("model-usage-billed", "/models/gpt-image-2");
+  await visit("model-retired", "/models/gpt-image-1");
+  await visit("comparison-cross-maker", "/compare/gpt-image-2-vs-nano-banana-2/typography");
+  await visit("comparison-generic-cross-maker", "/compare/ideogram-3-vs-hunyuan-image-3");
   await visit("login", "/login");
   await visit("not-found", "/models/no-such-model", 404);
 

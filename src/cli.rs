@@ -44,6 +44,19 @@ pub enum Command {
         #[command(subcommand)]
         action: CatalogCommand,
     },
+    /// The image providers (BFL, OpenAI, Google, fal, Replicate).
+    Providers {
+        #[command(subcommand)]
+        action: ProvidersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// For each configured provider, one cheap authenticated call (an account, credit or
+    /// model-list endpoint) that says whether its key works, without generating. Exits 1 when
+    /// a configured provider fails.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +121,14 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Admin(command) => admin(config, command).await,
         Command::Catalog { action } => catalog_command(config, action).await,
+        Command::Providers { action: ProvidersCommand::Check } => {
+            let results = crate::providers::check::check_all(&config).await;
+            println!("{}", crate::providers::check::report(&results));
+            if results.iter().any(|r| r.status == crate::providers::check::CheckStatus::Failed) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

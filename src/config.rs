@@ -121,6 +121,20 @@ pub struct Config {
     pub sandbox_fail: Vec<String>,
     pub bfl_api_key: Option<Secret>,
     pub bfl_api_url: Url,
+    /// `OPENAI_API_KEY`, `OPENAI_API_URL`: the OpenAI Images API.
+    pub openai_api_key: Option<Secret>,
+    pub openai_api_url: Url,
+    /// `GEMINI_API_KEY`, `GEMINI_API_URL`: Google's Gemini API (image output).
+    pub gemini_api_key: Option<Secret>,
+    pub gemini_api_url: Url,
+    /// `FAL_KEY`, `FAL_QUEUE_URL`, `FAL_API_URL`: fal's queue (generation) and platform API
+    /// (the key check).
+    pub fal_key: Option<Secret>,
+    pub fal_queue_url: Url,
+    pub fal_api_url: Url,
+    /// `REPLICATE_API_TOKEN`, `REPLICATE_API_URL`: Replicate's predictions API.
+    pub replicate_api_token: Option<Secret>,
+    pub replicate_api_url: Url,
     pub stripe_secret_key: Option<Secret>,
     pub stripe_webhook_secret: Option<Secret>,
     pub stripe_api_url: Url,
@@ -241,6 +255,23 @@ impl Config {
             Some(raw) => parse_http_url("BFL_API_URL", &raw)?,
             None => Url::parse("https://api.bfl.ai").expect("valid default"),
         };
+        // Base URLs of provider APIs: paths are joined onto them, so they end with `/`.
+        let url = |name: &'static str, default: &str| -> Result<Url, ConfigError> {
+            let mut url = match env.non_empty(name) {
+                Some(raw) => parse_http_url(name, &raw)?,
+                None => Url::parse(default).expect("valid default"),
+            };
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            Ok(url)
+        };
+        let openai_api_url = url("OPENAI_API_URL", "https://api.openai.com/v1/")?;
+        let gemini_api_url = url("GEMINI_API_URL", "https://generativelanguage.googleapis.com/")?;
+        let fal_queue_url = url("FAL_QUEUE_URL", "https://queue.fal.run/")?;
+        let fal_api_url = url("FAL_API_URL", "https://api.fal.ai/v1/")?;
+        let replicate_api_url = url("REPLICATE_API_URL", "https://api.replicate.com/v1/")?;
         let stripe_api_url = match env.non_empty("STRIPE_API_URL") {
             Some(raw) => parse_http_url("STRIPE_API_URL", &raw)?,
             None => Url::parse("https://api.stripe.com").expect("valid default"),
@@ -371,6 +402,15 @@ impl Config {
             sandbox_fail,
             bfl_api_key: env.non_empty("BFL_API_KEY").map(Secret::new),
             bfl_api_url,
+            openai_api_key: env.non_empty("OPENAI_API_KEY").map(Secret::new),
+            openai_api_url,
+            gemini_api_key: env.non_empty("GEMINI_API_KEY").map(Secret::new),
+            gemini_api_url,
+            fal_key: env.non_empty("FAL_KEY").map(Secret::new),
+            fal_queue_url,
+            fal_api_url,
+            replicate_api_token: env.non_empty("REPLICATE_API_TOKEN").map(Secret::new),
+            replicate_api_url,
             stripe_secret_key: env.non_empty("STRIPE_SECRET_KEY").map(Secret::new),
             stripe_webhook_secret: env.non_empty("STRIPE_WEBHOOK_SECRET").map(Secret::new),
             stripe_api_url,

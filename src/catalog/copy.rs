@@ -60,7 +60,7 @@ pub fn feature_table(models: &[&Model]) -> FeatureTable {
                     "—".to_string()
                 }
             }),
-            row("Starting Price", &|m| m.starting_price().map(credits).unwrap_or_else(|| "—".into())),
+            row("Starting Price", &|m| m.starting_price().map(|p| m.price_label(p)).unwrap_or_else(|| "—".into())),
         ],
     }
 }
@@ -111,7 +111,7 @@ pub fn generic_strengths(m: &Model, other: &Model) -> Vec<String> {
     if let (Some(p), Some(q)) = (m.starting_price(), other.starting_price())
         && p < q
     {
-        points.push(format!("Cheaper per image: from {} against {}.", credits(p), credits(q)));
+        points.push(format!("Cheaper per image: from {} against {}.", m.price_label(p), other.price_label(q)));
     }
     let extra: Vec<String> = m.aspect_ratios.iter().filter(|r| !other.aspect_ratios.contains(r)).cloned().collect();
     if !extra.is_empty() {
@@ -141,12 +141,12 @@ pub fn generic_verdict(a: &Model, b: &Model, use_case: Option<&UseCase>) -> Stri
             parts.push(format!(
                 "On price, {} wins: {} per image against {} for {}.",
                 cheap.name,
-                credits(cp),
-                credits(dp),
+                cheap.price_label(cp),
+                dear.price_label(dp),
                 dear.name
             ));
         }
-        (Some(p), Some(_)) => parts.push(format!("Both start at {} per image.", credits(p))),
+        (Some(p), Some(_)) => parts.push(format!("Both start at {} per image.", a.price_label(p))),
         _ => {}
     }
     for (m, other) in [(a, b), (b, a)] {
@@ -177,13 +177,14 @@ pub fn generic_faq(a: &Model, b: &Model, use_case: Option<&UseCase>) -> Vec<Faq>
         faq.push(Faq {
             question: format!("How much does it cost to compare {} and {}?", a.name, b.name),
             answer: format!(
-                "One prompt through both costs {} in the 1080p / 2k mode ({}: {}, {}: {}). Failed or blocked images \
+                "One prompt through both costs {}{} in the 1080p / 2k mode ({}: {}, {}: {}). Failed or blocked images \
                  are never charged, and new accounts start with free credits.",
+                if a.is_usage_billed() || b.is_usage_billed() { "at most " } else { "" },
                 credits(p + q),
                 a.name,
-                credits(p),
+                a.price_label(p),
                 b.name,
-                credits(q)
+                b.price_label(q)
             ),
         });
     }

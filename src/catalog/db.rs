@@ -5,7 +5,9 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, types::Json};
 
-use super::{CHANNEL, Catalog, CatalogProvider, Comparison, Faq, Mode, Model, UseCase, Variant, file};
+use super::{
+    CHANNEL, Catalog, CatalogProvider, Comparison, Faq, Lifecycle, Mode, Model, Route, UseCase, Variant, file,
+};
 
 /// What a load did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,14 +69,17 @@ async fn write(conn: &mut PgConnection, catalog: &Catalog) -> Result<(), sqlx::E
     for (i, m) in catalog.models.iter().enumerate() {
         sqlx::query(
             "INSERT INTO catalog_model (slug, name, provider_slug, description, subcategories, capabilities,
-                 image_to_image, max_megapixels, nsfw_rating, aspect_ratios, display_order, active)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true)
+                 image_to_image, max_megapixels, nsfw_rating, aspect_ratios, display_order, active, lifecycle,
+                 lifecycle_note, successor, usage_markup, price_note)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $14, $15, $16)
              ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name, provider_slug = EXCLUDED.provider_slug,
                  description = EXCLUDED.description, subcategories = EXCLUDED.subcategories,
                  capabilities = EXCLUDED.capabilities, image_to_image = EXCLUDED.image_to_image,
                  max_megapixels = EXCLUDED.max_megapixels, nsfw_rating = EXCLUDED.nsfw_rating,
                  aspect_ratios = EXCLUDED.aspect_ratios,
-                 display_order = EXCLUDED.display_order, active = true",
+                 display_order = EXCLUDED.display_order, active = true, lifecycle = EXCLUDED.lifecycle,
+                 lifecycle_note = EXCLUDED.lifecycle_note, successor = EXCLUDED.successor,
+                 usage_markup = EXCLUDED.usage_markup, price_note = EXCLUDED.price_note",
         )
         .bind(&m.slug)
         .bind(&m.name)
@@ -87,14 +92,20 @@ async fn write(conn: &mut PgConnection, catalog: &Catalog) -> Result<(), sqlx::E
         .bind(&m.nsfw_rating)
         .bind(&m.aspect_ratios)
         .bind(i as i32)
+        .bind(m.lifecycle)
+        .bind(&m.lifecycle_note)
+        .bind(&m.successor)
+        .bind(m.usage_markup)
+        .bind(&m.price_note)
         .execute(&mut *conn)
         .await?;
         for (j, v) in m.variants.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO model_variant (model_slug, slug, name, endpoint, is_default, display_order, active)
-                 VALUES ($1, $2, $3, $4, $5, $6, true)
+                "INSERT INTO model_variant (model_slug, slug, name, endpoint, is_default, display_order, active, routes)
+                 VALUES ($1, $2, $3, $4, $5, $6, true, $7)
                  ON CONFLICT (model_slug, slug) DO UPDATE SET name = EXCLUDED.name, endpoint = EXCLUDED.endpoint,
-                     is_default = EXCLUDED.is_default, display_order = EXCLUDED.display_order, active = true",
+                     is_default = EXCLUDED.is_default, display_order = EXCLUDED.display_order, active = true,
+                     routes = EXCLUDED.routes",
             )
             .bind(&m.slug)
             .bind(&v.slug)
@@ -102,6 +113,7 @@ async fn write(conn: &mut PgConnection, catalog: &Catalog) -> Result<(), sqlx::E
             .bind(&v.endpoint)
             .bind(v.is_default)
             .bind(j as i32)
+            .bind(v.routes.iter().map(Route::to_string).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
             for (mode, credits) in &v.prices {
@@ -184,6 +196,11 @@ struct ModelRow {
     max_megapixels: f32,
     nsfw_rating: String,
     aspect_ratios: Vec<String>,
+    lifecycle: Lifecycle,
+    lifecycle_note: Option<String>,
+    successor: Option<String>,
+    usage_markup: Option<f32>,
+    price_note: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -193,6 +210,7 @@ struct VariantRow {
     name: String,
     endpoint: String,
     is_default: bool,
+    routes: Vec<String>,
 }
 
 /// `mode` decodes as [`Mode`]: a mode the code does not know is an error, not a skipped price.
@@ -238,14 +256,15 @@ pub async fn fetch(pool: &PgPool) -> anyhow::Result<Catalog> {
             .await?;
     let models: Vec<ModelRow> = sqlx::query_as(
         "SELECT m.slug, m.name, m.provider_slug, p.name AS provider_name, m.description, m.subcategories,
-                m.capabilities, m.image_to_image, m.max_megapixels, m.nsfw_rating, m.aspect_ratios
+                m.capabilities, m.image_to_image, m.max_megapixels, m.nsfw_rating, m.aspect_ratios, m.lifecycle,
+                m.lifecycle_note, m.successor, m.usage_markup, m.price_note
          FROM catalog_model m JOIN catalog_provider p ON p.slug = m.provider_slug
          WHERE m.active ORDER BY m.display_order, m.slug",
     )
     .fetch_all(&mut *conn)
     .await?;
     let variants: Vec<VariantRow> = sqlx::query_as(
-        "SELECT model_slug, slug, name, endpoint, is_default FROM model_variant WHERE active
+        "SELECT model_slug, slug, name, endpoint, is_default, routes FROM model_variant WHERE active
          ORDER BY model_slug, display_order, slug",
     )
     .fetch_all(&mut *conn)
@@ -278,6 +297,7 @@ pub async fn fetch(pool: &PgPool) -> anyhow::Result<Catalog> {
                     slug: v.slug.clone(),
                     name: v.name.clone(),
                     endpoint: v.endpoint.clone(),
+                    routes: v.routes.iter().filter_map(|r| Route::parse(r)).collect(),
                     is_default: v.is_default,
                     prices: prices
                         .iter()
@@ -299,6 +319,11 @@ pub async fn fetch(pool: &PgPool) -> anyhow::Result<Catalog> {
                 nsfw_rating: m.nsfw_rating,
                 aspect_ratios: m.aspect_ratios,
                 variants,
+                lifecycle: m.lifecycle,
+                lifecycle_note: m.lifecycle_note,
+                successor: m.successor,
+                usage_markup: m.usage_markup,
+                price_note: m.price_note,
             }
         })
         // A model is usable only with a default variant (the loader guarantees one).

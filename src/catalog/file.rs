@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
-use super::{Catalog, CatalogProvider, Comparison, Faq, Mode, Model, UseCase, Variant};
+use super::{Catalog, CatalogProvider, Comparison, Faq, Lifecycle, Mode, Model, Route, UseCase, Variant};
 
 /// Why a catalog file was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -57,6 +57,18 @@ struct FileModel {
     modes: Vec<String>,
     #[serde(default)]
     variants: Vec<FileVariant>,
+    /// `active` (the default), `retiring` or `retired`.
+    #[serde(default)]
+    lifecycle: Option<String>,
+    #[serde(default)]
+    lifecycle_note: Option<String>,
+    #[serde(default)]
+    successor: Option<String>,
+    /// Set for models the maker bills by usage (see [`Model::usage_markup`]).
+    #[serde(default)]
+    usage_markup: Option<f32>,
+    #[serde(default)]
+    price_note: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +77,9 @@ struct FileVariant {
     slug: String,
     name: String,
     endpoint: String,
+    /// `via:endpoint`, in order; absent: the maker's own API (`{provider}:{endpoint}`).
+    #[serde(default)]
+    routes: Option<Vec<String>>,
     #[serde(default)]
     default: bool,
     prices: BTreeMap<String, i64>,
@@ -236,7 +251,44 @@ fn validate(root: FileRoot) -> Result<Catalog, CatalogError> {
             if prices.is_empty() {
                 return Err(invalid(format!("{vwhat}: has no prices")));
             }
-            variants.push(Variant { slug: v.slug, name: v.name, endpoint: v.endpoint, is_default: v.default, prices });
+            let routes = match &v.routes {
+                Some(routes) => {
+                    let mut parsed = Vec::new();
+                    for r in routes {
+                        let route = Route::parse(r).ok_or_else(|| {
+                            invalid(format!(
+                                "{vwhat}: route `{r}` is not `adapter:endpoint` with an adapter among {}",
+                                crate::providers::ADAPTERS.join(", ")
+                            ))
+                        })?;
+                        if parsed.contains(&route) {
+                            return Err(invalid(format!("{vwhat}: route `{r}` is listed twice")));
+                        }
+                        parsed.push(route);
+                    }
+                    if parsed.is_empty() {
+                        return Err(invalid(format!("{vwhat}: list at least one route")));
+                    }
+                    parsed
+                }
+                None => match Route::parse(&format!("{}:{}", m.provider, v.endpoint)) {
+                    Some(route) => vec![route],
+                    None => {
+                        return Err(invalid(format!(
+                            "{vwhat}: no adapter reaches provider `{}`; list `routes` (e.g. \"fal:…\")",
+                            m.provider
+                        )));
+                    }
+                },
+            };
+            variants.push(Variant {
+                slug: v.slug,
+                name: v.name,
+                endpoint: v.endpoint,
+                routes,
+                is_default: v.default,
+                prices,
+            });
         }
         match variants.iter().filter(|v| v.is_default).count() {
             0 => return Err(invalid(format!("{what}: no default variant; mark one with `default = true`"))),
@@ -254,7 +306,26 @@ fn validate(root: FileRoot) -> Result<Catalog, CatalogError> {
                 }
             }
         }
+        let lifecycle = match m.lifecycle.as_deref() {
+            None => Lifecycle::Active,
+            Some(l) => Lifecycle::parse(l).ok_or_else(|| {
+                invalid(format!("{what}: unknown lifecycle `{l}` (use \"active\", \"retiring\" or \"retired\")"))
+            })?,
+        };
+        if lifecycle == Lifecycle::Retired && m.successor.is_none() {
+            return Err(invalid(format!("{what}: a retired model names its `successor`")));
+        }
+        if let Some(markup) = m.usage_markup
+            && !(markup > 0.0 && markup <= 10.0)
+        {
+            return Err(invalid(format!("{what}: usage_markup must be between 0 and 10")));
+        }
         models.push(Model {
+            lifecycle,
+            lifecycle_note: m.lifecycle_note.filter(|n| !n.trim().is_empty()),
+            successor: m.successor,
+            usage_markup: m.usage_markup,
+            price_note: m.price_note,
             slug: m.slug,
             name: m.name,
             provider: provider.slug.clone(),
@@ -268,6 +339,18 @@ fn validate(root: FileRoot) -> Result<Catalog, CatalogError> {
             aspect_ratios: m.aspect_ratios,
             variants,
         });
+    }
+
+    for m in &models {
+        if let Some(successor) = &m.successor {
+            let ok = models.iter().any(|s| &s.slug == successor && s.slug != m.slug && s.is_offered());
+            if !ok {
+                return Err(invalid(format!(
+                    "model `{}`: successor `{successor}` is not another offered model of the catalog",
+                    m.slug
+                )));
+            }
+        }
     }
 
     let mut use_cases = Vec::new();

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::providers::Mode;
+pub use crate::providers::{Mode, Route};
 
 pub mod copy;
 pub mod db;
@@ -46,9 +46,24 @@ impl Catalog {
         self.providers.iter().find(|p| p.slug == slug)
     }
 
-    /// All models, in display order.
+    /// All models, in display order (retired ones included: their pages stay).
     pub fn models(&self) -> &[Model] {
         &self.models
+    }
+
+    /// The models offered in the studio and the API (not retired), in display order.
+    pub fn offered_models(&self) -> impl Iterator<Item = &Model> {
+        self.models.iter().filter(|m| m.is_offered())
+    }
+
+    /// How many models each maker has in the catalog, in provider order (makers without models
+    /// left out).
+    pub fn model_count_by_maker(&self) -> Vec<(&CatalogProvider, usize)> {
+        self.providers
+            .iter()
+            .map(|p| (p, self.models.iter().filter(|m| m.provider == p.slug).count()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     pub fn model(&self, slug: &str) -> Option<&Model> {
@@ -123,6 +138,51 @@ pub struct Model {
     pub aspect_ratios: Vec<String>,
     /// At least one; exactly one `is_default`.
     pub variants: Vec<Variant>,
+    /// Whether the model is offered: a retired model keeps its pages (with a notice and its
+    /// successor) but leaves the studio and the API's model list.
+    pub lifecycle: Lifecycle,
+    /// What the notice says (e.g. the maker's shutdown date).
+    pub lifecycle_note: Option<String>,
+    /// The model to use instead (a slug of this catalog), for retiring and retired models.
+    pub successor: Option<String>,
+    /// `Some`: the maker bills by usage (tokens). The catalog price is the most a job can cost
+    /// (the hold); the charge is the provider's reported cost in credits times this markup,
+    /// capped by the hold. Pages say "up to N credits".
+    pub usage_markup: Option<f32>,
+    /// How the prices were set from the maker's list price.
+    pub price_note: String,
+}
+
+/// A model's place in its maker's lineup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Offered.
+    Active,
+    /// Offered, but the maker has announced its shutdown.
+    Retiring,
+    /// Shut down by its maker: pages only, not offered.
+    Retired,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Active => "active",
+            Lifecycle::Retiring => "retiring",
+            Lifecycle::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        match s {
+            "active" => Some(Lifecycle::Active),
+            "retiring" => Some(Lifecycle::Retiring),
+            "retired" => Some(Lifecycle::Retired),
+            _ => None,
+        }
+    }
 }
 
 impl Model {
@@ -162,6 +222,21 @@ impl Model {
     pub fn supports_aspect_ratio(&self, ratio: &str) -> bool {
         self.aspect_ratios.iter().any(|r| r == ratio)
     }
+
+    /// Offered in the studio and the API (not retired).
+    pub fn is_offered(&self) -> bool {
+        self.lifecycle != Lifecycle::Retired
+    }
+
+    /// Billed by usage: the price is a ceiling ("up to N credits").
+    pub fn is_usage_billed(&self) -> bool {
+        self.usage_markup.is_some()
+    }
+
+    /// "22 credits", or "up to 22 credits" for a usage-billed model.
+    pub fn price_label(&self, credits: i64) -> String {
+        if self.is_usage_billed() { format!("up to {credits} credits") } else { format!("{credits} credits") }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -170,8 +245,12 @@ pub struct Variant {
     pub slug: String,
     /// `Standard`, `Klein 9B`
     pub name: String,
-    /// The provider's endpoint id, `flux-2-pro`.
+    /// The maker's endpoint id, `flux-2-pro` (the first route's).
     pub endpoint: String,
+    /// Where a job of this variant can run, in order of preference: the maker's own API first,
+    /// then hosts such as fal or Replicate. A job takes the first configured route and falls
+    /// through to the next on a retryable failure; with none configured, the sandbox runs it.
+    pub routes: Vec<Route>,
     pub is_default: bool,
     /// Credits per image, 2k first.
     pub prices: Vec<(Mode, i64)>,

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use super::{Catalog, Mode, Model, UseCase};
 use crate::{
-    providers::{self, Drive, DriveLimits, Driven, GenerationRequest, NoHooks, Providers},
+    providers::{self, DriveLimits, Driven, GenerationRequest, NoHooks, Providers},
     storage::{self, Store},
 };
 
@@ -337,8 +337,9 @@ async fn produce(
     model: &Model,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Produced> {
-    let provider = deps.providers.for_catalog_provider(&model.provider);
     let variant = model.default_variant();
+    // The same routes as a run's jobs (the sandbox when none is configured).
+    let plan = deps.providers.plan(&variant.routes, &variant.endpoint);
     let ratio = if model.supports_aspect_ratio(&use_case.showcase_aspect_ratio) {
         use_case.showcase_aspect_ratio.clone()
     } else {
@@ -357,19 +358,23 @@ async fn produce(
         height,
         reference_image: None,
     };
-    let drive = Drive {
-        provider: provider.as_ref(),
-        request: &request,
-        deadline: tokio::time::Instant::now() + GENERATION_DEADLINE,
-        cancel,
-        limits: DriveLimits { max_transient: MAX_TRANSIENT },
-        resume: None,
-    };
     let span = tracing::info_span!("showcase", use_case = %use_case.slug, model = %model.slug);
-    let image = match providers::drive(drive, &mut NoHooks).instrument(span).await? {
+    let (driven, route) = providers::drive_routes(
+        &plan,
+        &request,
+        tokio::time::Instant::now() + GENERATION_DEADLINE,
+        cancel,
+        DriveLimits { max_transient: MAX_TRANSIENT },
+        None,
+        &mut NoHooks,
+    )
+    .instrument(span)
+    .await?;
+    let provider = route.map(|r| r.via).unwrap_or_else(|| "sandbox".into());
+    let image = match driven {
         Driven::Image(image) => image,
         Driven::Moderated(reason) => bail!("moderated: {reason}"),
-        Driven::Failed(reason) => bail!("failed: {reason}"),
+        Driven::Failed(reason) | Driven::Unavailable(reason) => bail!("failed: {reason}"),
         Driven::TimedOut(reason) => bail!("timed out: {reason}"),
         Driven::Stopped => return Ok(Produced::Stopped),
     };
@@ -407,10 +412,10 @@ async fn produce(
     .bind(&web_key)
     .bind(web_width as i32)
     .bind(web_height as i32)
-    .bind(provider.name())
+    .bind(&provider)
     .execute(&deps.pool)
     .await?;
-    tracing::info!(use_case = %use_case.slug, model = %model.slug, provider = provider.name(), "showcase image ready");
+    tracing::info!(use_case = %use_case.slug, model = %model.slug, %provider, "showcase image ready");
     Ok(Produced::Ready)
 }
 

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     catalog::ModelChoice,
     ledger::{self, HoldStatus, LedgerError, Refs},
-    providers::{Mode, Submission},
+    providers::{Mode, Route, Submission},
 };
 
 pub mod queue;
@@ -81,6 +81,10 @@ pub struct NewJob {
     pub choice: ModelChoice,
     pub provider: String,
     pub endpoint: String,
+    /// The variant's routes, in order (see [`crate::catalog::Variant::routes`]).
+    pub routes: Vec<Route>,
+    /// `Some` for a usage-billed model (see [`crate::catalog::Model::usage_markup`]).
+    pub usage_markup: Option<f32>,
     pub width: u32,
     pub height: u32,
     pub price: i64,
@@ -98,8 +102,8 @@ pub async fn insert(db: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::Err
     sqlx::query(
         "INSERT INTO generation_job (job_id, run_id, position, model_slug, model_name, variant_slug, variant_name,
                                      variant_is_default, provider, endpoint, width, height, price, hold_id, deadline,
-                                     user_id, interactive, fair_slot)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                                     user_id, interactive, fair_slot, routes, usage_markup)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(job.job_id)
     .bind(job.run_id)
@@ -119,6 +123,8 @@ pub async fn insert(db: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::Err
     .bind(job.user_id)
     .bind(job.interactive)
     .bind(job.fair_slot)
+    .bind(job.routes.iter().map(Route::to_string).collect::<Vec<_>>())
+    .bind(job.usage_markup)
     .execute(db)
     .await?;
     Ok(())
@@ -148,6 +154,8 @@ pub struct Job {
     pub variant_name: String,
     pub variant_is_default: bool,
     pub provider: String,
+    /// The route that made (or is making) the image, `via:endpoint` (`sandbox:…` offline).
+    pub route: Option<String>,
     pub width: i32,
     pub height: i32,
     pub price: i64,
@@ -199,6 +207,16 @@ impl Job {
         }
     }
 
+    /// The route as people read it: "fal · fal-ai/ideogram/v3", "sandbox".
+    pub fn route_label(&self) -> Option<String> {
+        let route = self.route.as_deref()?;
+        Some(match route.split_once(':') {
+            Some(("sandbox", _)) => "sandbox (offline)".to_string(),
+            Some((via, endpoint)) => format!("{via} · {endpoint}"),
+            None => route.to_string(),
+        })
+    }
+
     /// Progress as a whole percentage for the progress bar.
     pub fn percent(&self) -> u32 {
         match self.status() {
@@ -210,7 +228,7 @@ impl Job {
 }
 
 const JOB_COLUMNS: &str =
-    "job_id, run_id, position, model_slug, model_name, variant_slug, variant_name, variant_is_default, provider, width,
+    "job_id, run_id, position, model_slug, model_name, variant_slug, variant_name, variant_is_default, provider, route, width,
     height, price, hold_id, status, attempts, progress, reason, image_key, thumb_key, image_width, image_height,
     charged, started_at, finished_at, created_at, interactive, fair_slot";
 
@@ -264,6 +282,11 @@ pub struct ClaimedJob {
     pub variant_is_default: bool,
     pub provider: String,
     pub endpoint: String,
+    /// `via:endpoint` each, in order.
+    pub routes: Vec<String>,
+    /// The route of the recorded `submission`.
+    pub route: Option<String>,
+    pub usage_markup: Option<f32>,
     pub width: i32,
     pub height: i32,
     pub price: i64,
@@ -379,7 +402,7 @@ pub async fn claim_with(
     let Some(job_id) = claimed else { return Ok(None) };
     let job = sqlx::query_as::<_, ClaimedJob>(
         "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,
-                j.variant_is_default, j.provider,
+                j.variant_is_default, j.provider, j.routes, j.route, j.usage_markup,
                 j.endpoint, j.width, j.height, j.price, j.hold_id, j.deadline, j.attempts, j.lease_token,
                 j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key
          FROM generation_job j JOIN generation_run r USING (run_id)
@@ -406,22 +429,25 @@ pub async fn heartbeat(pool: &PgPool, job: &ClaimedJob, lease: Duration) -> Resu
     Ok(done.rows_affected() == 1)
 }
 
-/// Records the provider task before polling it; `false` when the lease was lost.
+/// Records the provider task, and the route that accepted it, before polling it; `false` when
+/// the lease was lost.
 pub async fn record_submission(
     pool: &PgPool,
     job: &ClaimedJob,
     provider_impl: &str,
+    route: &str,
     submission: &Submission,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = crate::db::begin(pool).await?;
     let done = sqlx::query(
-        "UPDATE generation_job SET provider_impl = $3, submission = $4, progress = 0
+        "UPDATE generation_job SET provider_impl = $3, submission = $4, progress = 0, route = $5
          WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
     )
     .bind(job.job_id)
     .bind(job.lease_token)
     .bind(provider_impl)
     .bind(sqlx::types::Json(submission))
+    .bind(route)
     .execute(&mut *tx)
     .await?;
     notify_updated(&mut *tx, job.run_id).await?;
@@ -464,7 +490,14 @@ pub async fn release(pool: &PgPool, job: &ClaimedJob) -> Result<bool, sqlx::Erro
 /// How a job ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Delivered { image_key: String, thumb_key: Option<String>, width: u32, height: u32 },
+    /// `usage_usd`: what the provider reported the image cost (usage-billed models).
+    Delivered {
+        image_key: String,
+        thumb_key: Option<String>,
+        width: u32,
+        height: u32,
+        usage_usd: Option<f64>,
+    },
     Failed(String),
     Moderated(String),
     TimedOut(String),
@@ -517,10 +550,15 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
     let refs = Refs { run_id: Some(job.run_id), job_id: Some(job.job_id), ..Refs::default() };
     let name = job.choice().label();
     let (status, reason, charged) = match outcome {
-        Outcome::Delivered { .. } => {
-            let memo = format!("{name}: image delivered");
-            match ledger::post(&mut tx, job.hold_id, job.price, &memo, refs).await {
-                Ok(_) => (JobStatus::Delivered, None, job.price),
+        Outcome::Delivered { usage_usd, .. } => {
+            let charge = charge_for(job.price, job.usage_markup, *usage_usd);
+            let memo = if charge < job.price {
+                format!("{name}: image delivered (billed by usage, {charge} of {} credits held)", job.price)
+            } else {
+                format!("{name}: image delivered")
+            };
+            match ledger::post(&mut tx, job.hold_id, charge, &memo, refs).await {
+                Ok(_) => (JobStatus::Delivered, None, charge),
                 // The hold outlived its deadline and was voided by the sweeper: the image is free.
                 Err(LedgerError::AlreadyResolved { status: HoldStatus::Voided, .. }) => {
                     (JobStatus::Delivered, Some("delivered after the hold expired; not charged".to_string()), 0)
@@ -539,7 +577,7 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
         }
     };
     let (image_key, thumb_key, width, height) = match outcome {
-        Outcome::Delivered { image_key, thumb_key, width, height } => {
+        Outcome::Delivered { image_key, thumb_key, width, height, .. } => {
             (Some(image_key.clone()), thumb_key.clone(), Some(*width as i32), Some(*height as i32))
         }
         _ => (None, None, None, None),
@@ -571,6 +609,20 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
     Ok(Settled::Done { charged })
 }
 
+/// What a delivered job is charged: its price; for a usage-billed job (`usage_markup` set) the
+/// provider's reported cost in credits (1 credit = $0.01) times the markup, rounded up, at least
+/// 1 and capped by the price (the hold; the rest returns to the wallet). A usage-billed job whose
+/// provider reported no cost pays the price it held.
+pub fn charge_for(price: i64, usage_markup: Option<f32>, usage_usd: Option<f64>) -> i64 {
+    match (usage_markup, usage_usd) {
+        (Some(markup), Some(usd)) if usd.is_finite() && usd >= 0.0 => {
+            let credits = (usd * 100.0 * f64::from(markup) - 1e-9).ceil();
+            (credits as i64).clamp(1, price.max(1)).min(price)
+        }
+        _ => price,
+    }
+}
+
 /// The first line of a reason, at most 120 characters (for ledger memos).
 fn short(reason: &str) -> String {
     let line = reason.lines().next().unwrap_or("");
@@ -580,4 +632,25 @@ fn short(reason: &str) -> String {
 /// Jobs not settled yet (queued or running), across all users: the queue depth.
 pub async fn pending_count(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM generation_job WHERE status IN ('queued', 'running')").fetch_one(db).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::charge_for;
+
+    #[test]
+    fn usage_billed_jobs_pay_the_reported_cost_capped_by_the_hold() {
+        // Flat price: the price, whatever is reported.
+        assert_eq!(charge_for(22, None, Some(0.01)), 22);
+        // $0.0574 reported (7 024 image tokens at $30/M + prompt), markup 2.5: 14.35 → 15.
+        assert_eq!(charge_for(60, Some(2.5), Some(0.0574)), 15);
+        // Never more than the hold.
+        assert_eq!(charge_for(60, Some(2.5), Some(0.9)), 60);
+        // Nothing reported: the hold.
+        assert_eq!(charge_for(60, Some(2.5), None), 60);
+        // A tiny cost still costs a credit; nonsense is ignored.
+        assert_eq!(charge_for(60, Some(2.5), Some(0.0)), 1);
+        assert_eq!(charge_for(60, Some(2.5), Some(f64::NAN)), 60);
+        assert_eq!(charge_for(60, Some(2.0), Some(0.10)), 20);
+    }
 }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::{ClaimedJob, Outcome, Settled};
 use crate::{
     config::Config,
-    providers::{self, Drive, DriveHooks, DriveLimits, Driven, GenerationRequest, Image, Providers, Submission},
+    providers::{self, DriveHooks, DriveLimits, Driven, GenerationRequest, Image, Providers, Route, Submission},
     storage::{self, Store},
 };
 
@@ -134,11 +134,10 @@ impl Engine {
         done.cancel();
         let _ = heartbeat.await;
         match result {
-            Ok(Step::Settle(outcome)) => match super::settle(&self.pool, &job, &outcome).await? {
+            Ok(Step::Settle(outcome, route)) => match super::settle(&self.pool, &job, &outcome).await? {
                 Settled::Done { charged } => {
-                    tracing::info!(job = %job.job_id, model = %job.model_slug, ?outcome, charged, "job settled");
-                    // The route: which provider implementation ran it (`sandbox`, `bfl`).
-                    let route = self.providers.for_catalog_provider(&job.provider).name();
+                    tracing::info!(job = %job.job_id, model = %job.model_slug, ?outcome, charged, route, "job settled");
+                    // The route: which adapter ran it (`sandbox`, `bfl`, `fal`, …).
                     metrics::counter!(
                         "jobs_settled_total",
                         "status" => outcome_label(&outcome),
@@ -166,9 +165,14 @@ impl Engine {
     /// says how to settle it; `Step::Abandon` when `stop` was cancelled or the lease was lost.
     async fn drive(&self, job: &ClaimedJob, stop: &CancellationToken) -> anyhow::Result<Step> {
         if OffsetDateTime::now_utc() >= job.deadline {
-            return Ok(Step::Settle(Outcome::TimedOut("no image arrived before the job's deadline".into())));
+            return Ok(Step::Settle(Outcome::TimedOut("no image arrived before the job's deadline".into()), "none"));
         }
-        let provider = self.providers.for_catalog_provider(&job.provider);
+        let mut routes: Vec<Route> = job.routes.iter().filter_map(|r| Route::parse(r)).collect();
+        if routes.is_empty() {
+            // A job queued before routes existed: its catalog provider's own API.
+            routes.extend(Route::parse(&format!("{}:{}", job.provider, job.endpoint)));
+        }
+        let plan = self.providers.plan(&routes, &job.endpoint);
         let reference_image = match &job.reference_key {
             Some(key) => {
                 Some(self.store.get(key).await?.ok_or_else(|| anyhow::anyhow!("reference image {key} is missing"))?)
@@ -188,34 +192,42 @@ impl Engine {
             reference_image,
         };
 
-        // Resume the recorded task of the same provider implementation; submit otherwise.
-        let resume = match (&job.submission, &job.provider_impl) {
-            (Some(sub), Some(name)) if name == provider.name() => Some(sub.0.clone()),
+        // Resume the task recorded on its route (by the same adapter); submit otherwise.
+        // (A task recorded before routes existed has no route: the first one of its adapter.)
+        let resume = match (&job.submission, &job.route, &job.provider_impl) {
+            (Some(sub), Some(route), Some(adapter)) if route.split(':').next() == Some(adapter.as_str()) => {
+                Some((route.clone(), sub.0.clone()))
+            }
+            (Some(sub), None, Some(adapter)) => {
+                plan.iter().find(|(r, _)| &r.via == adapter).map(|(r, _)| (r.to_string(), sub.0.clone()))
+            }
             _ => None,
         };
-        let drive = Drive {
-            provider: provider.as_ref(),
-            request: &request,
-            deadline: tokio_deadline(job.deadline),
-            cancel: stop,
-            limits: DriveLimits { max_transient: self.options.max_transient },
+        let mut hooks = JobHooks { pool: &self.pool, job, route: None };
+        let (driven, route) = providers::drive_routes(
+            &plan,
+            &request,
+            tokio_deadline(job.deadline),
+            stop,
+            DriveLimits { max_transient: self.options.max_transient },
             resume,
-        };
-        let mut hooks = JobHooks { pool: &self.pool, job, provider_impl: provider.name() };
-        let driven =
-            providers::drive(drive, &mut hooks).instrument(tracing::info_span!("job", job = %job.job_id)).await?;
+            &mut hooks,
+        )
+        .instrument(tracing::info_span!("job", job = %job.job_id))
+        .await?;
+        let via = route.as_ref().map(|r| adapter_label(&r.via)).unwrap_or("none");
         Ok(match driven {
-            Driven::Image(image) => Step::Settle(self.store_image(job, image).await?),
-            Driven::Moderated(reason) => Step::Settle(Outcome::Moderated(reason)),
-            Driven::Failed(reason) => Step::Settle(Outcome::Failed(reason)),
-            Driven::TimedOut(reason) => Step::Settle(Outcome::TimedOut(reason)),
+            Driven::Image(image) => Step::Settle(self.store_image(job, image).await?, via),
+            Driven::Moderated(reason) => Step::Settle(Outcome::Moderated(reason), via),
+            Driven::Failed(reason) | Driven::Unavailable(reason) => Step::Settle(Outcome::Failed(reason), via),
+            Driven::TimedOut(reason) => Step::Settle(Outcome::TimedOut(reason), via),
             Driven::Stopped => Step::Abandon,
         })
     }
 
     /// Stores the delivered image (owner = the run's user) and its WebP thumbnail.
     async fn store_image(&self, job: &ClaimedJob, image: Image) -> anyhow::Result<Outcome> {
-        let Image { bytes, content_type, width, height } = image;
+        let Image { bytes, content_type, width, height, usage_usd } = image;
         let ext = match content_type.as_str() {
             "image/png" => "png",
             "image/webp" => "webp",
@@ -254,7 +266,7 @@ impl Engine {
                 None
             }
         };
-        Ok(Outcome::Delivered { image_key, thumb_key, width, height })
+        Ok(Outcome::Delivered { image_key, thumb_key, width, height, usage_usd })
     }
 
     /// One worker: claims and runs jobs until `shutdown`.
@@ -303,8 +315,14 @@ fn job_endpoint(job: &ClaimedJob) -> String {
     job.endpoint.clone()
 }
 
+/// A metrics label for an adapter name (a fixed set, never free text).
+fn adapter_label(via: &str) -> &'static str {
+    providers::ADAPTERS.iter().find(|a| **a == via).copied().unwrap_or("sandbox")
+}
+
 enum Step {
-    Settle(Outcome),
+    /// Settle with this outcome; the label of the adapter that produced it.
+    Settle(Outcome, &'static str),
     /// Stop without settling: shutting down or the lease was lost.
     Abandon,
 }
@@ -315,13 +333,20 @@ enum Step {
 struct JobHooks<'a> {
     pool: &'a PgPool,
     job: &'a ClaimedJob,
-    /// The provider implementation that accepted the task (`sandbox`, `bfl`).
-    provider_impl: &'static str,
+    /// The route being tried (its adapter accepts the task).
+    route: Option<Route>,
 }
 
 impl DriveHooks for JobHooks<'_> {
+    async fn route(&mut self, route: &Route) -> anyhow::Result<bool> {
+        self.route = Some(route.clone());
+        Ok(true)
+    }
+
     async fn submitted(&mut self, submission: &Submission) -> anyhow::Result<bool> {
-        Ok(super::record_submission(self.pool, self.job, self.provider_impl, submission).await?)
+        let route = self.route.as_ref().map(Route::to_string).unwrap_or_default();
+        let adapter = self.route.as_ref().map(|r| r.via.as_str()).unwrap_or("sandbox");
+        Ok(super::record_submission(self.pool, self.job, adapter, &route, submission).await?)
     }
 
     async fn progress(&mut self, progress: f32) -> anyhow::Result<bool> {

@@ -172,7 +172,32 @@ impl BflProvider {
         }
         let bytes = buf.freeze();
         let (content_type, width, height) = inspect(&bytes)?;
-        Ok(Image { bytes, content_type: content_type.into(), width, height })
+        Ok(Image { bytes, content_type: content_type.into(), width, height, usage_usd: None })
+    }
+}
+
+impl BflProvider {
+    /// One cheap authenticated call: `GET {base}/v1/credits` (`{"credits": n}`).
+    pub async fn check(&self) -> Result<String, ProviderError> {
+        let url = self.base.join("v1/credits").map_err(|e| ProviderError::Fatal(e.to_string()))?;
+        let response = self
+            .api
+            .get(url)
+            .header("x-key", self.key.expose())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| transient("reading credits", &e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| transient("reading credits", &e))?;
+        if !status.is_success() {
+            return Err(http_error("the credits check", status, &text));
+        }
+        let credits = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["credits"].as_f64());
+        Ok(match credits {
+            Some(c) => format!("key accepted; {c} credits left"),
+            None => "key accepted".into(),
+        })
     }
 }
 

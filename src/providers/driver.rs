@@ -13,7 +13,9 @@ use std::{future::Future, time::Duration};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{GenerationRequest, Image, Poll, Provider, ProviderError, Submission};
+use std::sync::Arc;
+
+use super::{GenerationRequest, Image, Poll, Provider, ProviderError, Route, Submission};
 
 /// One generation to drive.
 pub struct Drive<'a> {
@@ -45,8 +47,10 @@ pub enum Driven {
     Image(Image),
     /// The provider's safety filter refused the prompt or the result.
     Moderated(String),
-    /// The provider refused or gave up (or kept failing transiently).
+    /// The provider refused or gave up.
     Failed(String),
+    /// The provider kept failing transiently (timeouts, 429, 5xx): another route may do better.
+    Unavailable(String),
     /// No image before the deadline.
     TimedOut(String),
     /// Cancelled, or a hook said stop: no outcome to record.
@@ -70,6 +74,64 @@ pub trait DriveHooks: Send {
         let _ = progress;
         async { Ok(true) }
     }
+
+    /// [`drive_routes`] is about to try `route` (its task, once accepted, belongs to it).
+    fn route(&mut self, route: &Route) -> impl Future<Output = anyhow::Result<bool>> + Send {
+        let _ = route;
+        async { Ok(true) }
+    }
+}
+
+/// Transient failures tolerated on a route that has another route after it: it falls through
+/// quickly instead of spending the job's deadline on backoff.
+pub const MAX_TRANSIENT_BEFORE_FALLTHROUGH: u32 = 2;
+
+/// Drives `request` along `plan` (routes with their adapters, in order, as
+/// [`super::Providers::plan`] makes it): each route gets the request with its own endpoint; a
+/// route whose drive ends [`Driven::Unavailable`] (kept failing transiently) falls through to
+/// the next. `resume` = a task recorded on one route (`via:endpoint`): driving starts there and
+/// polls it. `hooks.route` is told of each route before it is tried. Returns the outcome and
+/// the route that produced it.
+pub async fn drive_routes(
+    plan: &[(Route, Arc<dyn Provider>)],
+    request: &GenerationRequest,
+    deadline: Instant,
+    cancel: &CancellationToken,
+    limits: DriveLimits,
+    resume: Option<(String, Submission)>,
+    hooks: &mut impl DriveHooks,
+) -> anyhow::Result<(Driven, Option<Route>)> {
+    let (start, mut resume) = match resume {
+        Some((route, submission)) => match plan.iter().position(|(r, _)| r.to_string() == route) {
+            Some(i) => (i, Some(submission)),
+            None => (0, None),
+        },
+        None => (0, None),
+    };
+    let mut last = (Driven::Failed("no route can run this model".into()), None);
+    for (i, (route, provider)) in plan.iter().enumerate().skip(start) {
+        let more = i + 1 < plan.len();
+        if !hooks.route(route).await? {
+            return Ok((Driven::Stopped, Some(route.clone())));
+        }
+        let request = GenerationRequest { endpoint: route.endpoint.clone(), ..request.clone() };
+        let limits = if more {
+            DriveLimits { max_transient: limits.max_transient.min(MAX_TRANSIENT_BEFORE_FALLTHROUGH) }
+        } else {
+            limits
+        };
+        let job =
+            Drive { provider: provider.as_ref(), request: &request, deadline, cancel, limits, resume: resume.take() };
+        let driven = drive(job, hooks).await?;
+        match driven {
+            Driven::Unavailable(why) if more => {
+                tracing::info!(route = %route, "route unavailable, trying the next one: {why}");
+                last = (Driven::Unavailable(why), Some(route.clone()));
+            }
+            other => return Ok((other, Some(route.clone()))),
+        }
+    }
+    Ok(last)
 }
 
 /// Hooks that record nothing.
@@ -131,13 +193,14 @@ async fn submit(
             Ok(submission) => return Ok(submission),
             Err(ProviderError::Moderated(why)) => return Err(Driven::Moderated(why)),
             Err(ProviderError::Fatal(why)) => return Err(Driven::Failed(why)),
-            Err(ProviderError::Transient(why)) => {
+            Err(err @ (ProviderError::Transient(_) | ProviderError::RateLimited { .. })) => {
+                let why = reason(&err);
                 failures += 1;
                 tracing::info!(provider = provider.name(), failures, "transient submit failure: {why}");
                 if failures > limits.max_transient {
-                    return Err(Driven::Failed(kept_failing(failures, &why)));
+                    return Err(Driven::Unavailable(kept_failing(failures, &why)));
                 }
-                if !sleep(backoff(failures), deadline, cancel).await {
+                if !sleep(wait_after(&err, failures), deadline, cancel).await {
                     return Err(Driven::Stopped);
                 }
             }
@@ -158,8 +221,12 @@ async fn poll(
     let mut attempt = 0u32;
     let mut failures = 0u32;
     let mut last_progress = -1.0f32;
+    let mut last_error: Option<ProviderError> = None;
     loop {
-        let wait = if failures > 0 { backoff(failures) } else { provider.poll_interval(attempt) };
+        let wait = match &last_error {
+            Some(err) if failures > 0 => wait_after(err, failures),
+            _ => provider.poll_interval(attempt),
+        };
         if !sleep(wait, deadline, cancel).await {
             return Ok(Driven::Stopped);
         }
@@ -170,6 +237,7 @@ async fn poll(
         match provider.poll(request, submission).await {
             Ok(Poll::Pending { progress }) => {
                 failures = 0;
+                last_error = None;
                 if let Some(p) = progress
                     && (p - last_progress).abs() >= PROGRESS_STEP
                 {
@@ -184,12 +252,14 @@ async fn poll(
             Ok(Poll::Failed { reason }) => return Ok(Driven::Failed(reason)),
             Err(ProviderError::Moderated(why)) => return Ok(Driven::Moderated(why)),
             Err(ProviderError::Fatal(why)) => return Ok(Driven::Failed(why)),
-            Err(ProviderError::Transient(why)) => {
+            Err(err @ (ProviderError::Transient(_) | ProviderError::RateLimited { .. })) => {
+                let why = reason(&err);
                 failures += 1;
                 tracing::info!(provider = provider.name(), failures, "transient poll failure: {why}");
                 if failures > limits.max_transient {
-                    return Ok(Driven::Failed(kept_failing(failures, &why)));
+                    return Ok(Driven::Unavailable(kept_failing(failures, &why)));
                 }
+                last_error = Some(err);
             }
         }
     }
@@ -206,6 +276,23 @@ async fn sleep(duration: Duration, deadline: Instant, cancel: &CancellationToken
         biased;
         _ = cancel.cancelled() => false,
         _ = tokio::time::sleep_until(until) => true,
+    }
+}
+
+/// The words of a transient failure (without the variant's prefix).
+fn reason(err: &ProviderError) -> String {
+    match err {
+        ProviderError::Transient(why) | ProviderError::Fatal(why) | ProviderError::Moderated(why) => why.clone(),
+        ProviderError::RateLimited { message, .. } => message.clone(),
+    }
+}
+
+/// How long to wait after the `failures`-th transient failure in a row: the backoff, or longer
+/// when a rate limit said how long.
+fn wait_after(err: &ProviderError, failures: u32) -> Duration {
+    match err {
+        ProviderError::RateLimited { retry_after: Some(wait), .. } => backoff(failures).max(*wait),
+        _ => backoff(failures),
     }
 }
 
@@ -341,6 +428,7 @@ mod tests {
             content_type: "image/png".into(),
             width: 1408,
             height: 1408,
+            usage_usd: None,
         }))
     }
 
@@ -452,7 +540,7 @@ mod tests {
         let fake = Fake::new(std::iter::repeat_with(|| Err(transient())).take(10), []);
         let driven = run(&fake, TEN_MINUTES, &CancellationToken::new(), None, &mut Recorder::new()).await;
         assert!(
-            matches!(&driven, Driven::Failed(why) if why == "the provider kept failing (4 attempts): 503"),
+            matches!(&driven, Driven::Unavailable(why) if why == "the provider kept failing (4 attempts): 503"),
             "{driven:?}"
         );
         assert_eq!((fake.submit_calls(), fake.poll_calls()), (4, 0));
@@ -463,7 +551,7 @@ mod tests {
             .chain(std::iter::repeat_with(|| Err(transient())).take(10));
         let fake = Fake::new([], polls);
         let driven = run(&fake, TEN_MINUTES, &CancellationToken::new(), None, &mut Recorder::new()).await;
-        assert!(matches!(&driven, Driven::Failed(why) if why.contains("(4 attempts)")), "{driven:?}");
+        assert!(matches!(&driven, Driven::Unavailable(why) if why.contains("(4 attempts)")), "{driven:?}");
         assert_eq!(fake.poll_calls(), 4 + 4);
     }
 
@@ -607,6 +695,70 @@ mod tests {
         let err = drive(job, &mut Broken).await.expect_err("the hook's error");
         assert_eq!(err.to_string(), "database down");
         assert_eq!(fake.poll_calls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_route_that_keeps_failing_falls_through_to_the_next_one() {
+        let first = Arc::new(Fake::new(std::iter::repeat_with(|| Err(transient())).take(10), []));
+        let second = Arc::new(Fake::new([], [ready()]));
+        let plan: Vec<(Route, Arc<dyn Provider>)> = vec![
+            (Route::new("openai", "gpt-image-2"), first.clone()),
+            (Route::new("fal", "openai/gpt-image-2"), second.clone()),
+        ];
+        let cancel = CancellationToken::new();
+        let mut hooks = Recorder::new();
+        let (driven, route) =
+            drive_routes(&plan, &request(), Instant::now() + TEN_MINUTES, &cancel, LIMITS, None, &mut hooks)
+                .await
+                .expect("drive");
+        assert!(matches!(driven, Driven::Image(_)), "{driven:?}");
+        assert_eq!(route.map(|r| r.to_string()).as_deref(), Some("fal:openai/gpt-image-2"));
+        // The first route got 1 + MAX_TRANSIENT_BEFORE_FALLTHROUGH tries, not the job's limit.
+        assert_eq!(first.submit_calls(), 1 + MAX_TRANSIENT_BEFORE_FALLTHROUGH);
+        assert_eq!((second.submit_calls(), second.poll_calls()), (1, 1));
+
+        // A fatal answer (a refusal) does not fall through: another route would refuse too.
+        let first = Arc::new(Fake::new([Err(ProviderError::Moderated("blocked".into()))], []));
+        let second = Arc::new(Fake::new([], [ready()]));
+        let plan: Vec<(Route, Arc<dyn Provider>)> =
+            vec![(Route::new("openai", "a"), first.clone()), (Route::new("fal", "b"), second.clone())];
+        let (driven, route) =
+            drive_routes(&plan, &request(), Instant::now() + TEN_MINUTES, &cancel, LIMITS, None, &mut hooks)
+                .await
+                .expect("drive");
+        assert!(matches!(driven, Driven::Moderated(_)), "{driven:?}");
+        assert_eq!(route.map(|r| r.via).as_deref(), Some("openai"));
+        assert_eq!(second.submit_calls(), 0);
+
+        // A recorded task on the second route is resumed there.
+        let first = Arc::new(Fake::new([], [ready()]));
+        let second = Arc::new(Fake::new([], [ready()]));
+        let plan: Vec<(Route, Arc<dyn Provider>)> =
+            vec![(Route::new("openai", "a"), first.clone()), (Route::new("fal", "b"), second.clone())];
+        let resume = Some(("fal:b".to_string(), task("t-9")));
+        let (driven, _) =
+            drive_routes(&plan, &request(), Instant::now() + TEN_MINUTES, &cancel, LIMITS, resume, &mut hooks)
+                .await
+                .expect("drive");
+        assert!(matches!(driven, Driven::Image(_)), "{driven:?}");
+        assert_eq!((first.submit_calls(), first.poll_calls(), second.submit_calls()), (0, 0, 0));
+        assert_eq!(*second.polled.lock().expect("the fake's lock"), vec!["t-9"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_waits_as_long_as_the_provider_asks() {
+        let limited = |secs: Option<u64>| ProviderError::RateLimited {
+            message: "429".into(),
+            retry_after: secs.map(Duration::from_secs),
+        };
+        let fake = Fake::new([Err(limited(Some(20))), Err(limited(None)), Ok(task("t-1"))], [ready()]);
+        let start = Instant::now();
+        let driven = run(&fake, TEN_MINUTES, &CancellationToken::new(), None, &mut Recorder::new()).await;
+        assert!(matches!(driven, Driven::Image(_)), "{driven:?}");
+        // 20 s as asked, then the plain backoff after the second failure (1–1.25 s), then a poll.
+        let elapsed = start.elapsed();
+        let least = Duration::from_secs(21) + POLL_INTERVAL;
+        assert!(elapsed >= least && elapsed <= least + Duration::from_millis(250), "{elapsed:?}");
     }
 
     #[tokio::test(start_paused = true)]

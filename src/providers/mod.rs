@@ -13,11 +13,21 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 
 pub mod bfl;
+pub mod check;
 pub mod driver;
+pub mod fal;
+pub mod google;
+pub mod http;
+pub mod openai;
+pub mod replicate;
 pub mod sandbox;
 
 pub use bfl::BflProvider;
-pub use driver::{Drive, DriveHooks, DriveLimits, Driven, NoHooks, drive};
+pub use driver::{Drive, DriveHooks, DriveLimits, Driven, NoHooks, drive, drive_routes};
+pub use fal::FalProvider;
+pub use google::GoogleProvider;
+pub use openai::OpenAiProvider;
+pub use replicate::ReplicateProvider;
 pub use sandbox::SandboxProvider;
 
 /// Resolution modes offered in the catalog. Also the `mode` columns of `variant_price` and
@@ -81,6 +91,42 @@ pub fn dimensions(aspect_ratio: &str, mode: Mode) -> Option<(u32, u32)> {
     Some((round16(w * scale), round16(h * scale)))
 }
 
+/// The adapters a catalog route can name (`via`), besides the sandbox every model falls back to.
+pub const ADAPTERS: [&str; 5] = ["bfl", "openai", "google", "fal", "replicate"];
+
+/// Where one model variant can run: an adapter and the endpoint id it knows the model by
+/// (`openai:gpt-image-2`, `fal:fal-ai/ideogram/v3`). Written `via:endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Route {
+    pub via: String,
+    pub endpoint: String,
+}
+
+impl Route {
+    pub fn new(via: &str, endpoint: &str) -> Route {
+        Route { via: via.into(), endpoint: endpoint.into() }
+    }
+
+    /// Parses `via:endpoint` (the endpoint may contain `:` and `/`); `None` unless `via` is one
+    /// of [`ADAPTERS`] and the endpoint is not empty.
+    pub fn parse(s: &str) -> Option<Route> {
+        let (via, endpoint) = s.split_once(':')?;
+        let (via, endpoint) = (via.trim(), endpoint.trim());
+        (ADAPTERS.contains(&via) && !endpoint.is_empty()).then(|| Route::new(via, endpoint))
+    }
+
+    /// The route that runs a model offline.
+    pub fn sandbox(endpoint: &str) -> Route {
+        Route::new("sandbox", endpoint)
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.via, self.endpoint)
+    }
+}
+
 /// One image to generate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationRequest {
@@ -137,6 +183,9 @@ pub struct Image {
     pub content_type: String,
     pub width: u32,
     pub height: u32,
+    /// What the provider reports this image cost, in US dollars, for makers that bill by usage
+    /// (tokens); `None` for flat-priced images.
+    pub usage_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -150,6 +199,10 @@ pub enum ProviderError {
     /// The provider's safety filter refused the request at submission.
     #[error("blocked by the provider's safety filter: {0}")]
     Moderated(String),
+    /// HTTP 429: retried like a transient failure, waiting at least `retry_after` when the
+    /// provider said how long.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: Option<Duration> },
 }
 
 #[async_trait]
@@ -171,7 +224,8 @@ pub trait Provider: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Providers {
     pub sandbox: Arc<SandboxProvider>,
-    /// Real providers by catalog provider slug (e.g. `bfl`), present when their key is set.
+    /// Real adapters by name (`bfl`, `openai`, `google`, `fal`, `replicate`), present when
+    /// their key is set.
     pub real: Vec<(String, Arc<dyn Provider>)>,
 }
 
@@ -181,23 +235,57 @@ impl Providers {
         if let Some(key) = &config.bfl_api_key {
             real.push(("bfl".into(), Arc::new(BflProvider::new(key.clone(), config.bfl_api_url.clone())?)));
         }
+        if let Some(key) = &config.openai_api_key {
+            real.push(("openai".into(), Arc::new(OpenAiProvider::new(key.clone(), config.openai_api_url.clone())?)));
+        }
+        if let Some(key) = &config.gemini_api_key {
+            real.push(("google".into(), Arc::new(GoogleProvider::new(key.clone(), config.gemini_api_url.clone())?)));
+        }
+        if let Some(key) = &config.fal_key {
+            let fal = FalProvider::new(key.clone(), config.fal_queue_url.clone(), config.fal_api_url.clone())?;
+            real.push(("fal".into(), Arc::new(fal)));
+        }
+        if let Some(key) = &config.replicate_api_token {
+            let replicate = ReplicateProvider::new(key.clone(), config.replicate_api_url.clone())?;
+            real.push(("replicate".into(), Arc::new(replicate)));
+        }
         Ok(Providers { sandbox: Arc::new(SandboxProvider::from_config(config)), real })
     }
 
-    /// The provider that runs models of the catalog provider `provider_slug`: the real one when
-    /// configured, otherwise the sandbox.
-    pub fn for_catalog_provider(&self, provider_slug: &str) -> Arc<dyn Provider> {
-        self.real
-            .iter()
-            .find(|(slug, _)| slug == provider_slug)
-            .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| self.sandbox.clone() as Arc<dyn Provider>)
+    /// The configured adapter named `via`, if any.
+    pub fn adapter(&self, via: &str) -> Option<Arc<dyn Provider>> {
+        self.real.iter().find(|(slug, _)| slug == via).map(|(_, p)| p.clone())
+    }
+
+    /// The routes a job of a variant with `routes` tries, in order, each with its adapter:
+    /// the configured ones (an unconfigured route is skipped), or the sandbox alone when none
+    /// is configured (every model runs offline).
+    pub fn plan(&self, routes: &[Route], fallback_endpoint: &str) -> Vec<(Route, Arc<dyn Provider>)> {
+        let planned: Vec<(Route, Arc<dyn Provider>)> =
+            routes.iter().filter_map(|r| self.adapter(&r.via).map(|p| (r.clone(), p))).collect();
+        if planned.is_empty() {
+            let endpoint = routes.first().map(|r| r.endpoint.as_str()).unwrap_or(fallback_endpoint);
+            vec![(Route::sandbox(endpoint), self.sandbox.clone() as Arc<dyn Provider>)]
+        } else {
+            planned
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_parse_and_print() {
+        let r = Route::parse("fal:fal-ai/ideogram/v3").expect("route");
+        assert_eq!((r.via.as_str(), r.endpoint.as_str()), ("fal", "fal-ai/ideogram/v3"));
+        assert_eq!(r.to_string(), "fal:fal-ai/ideogram/v3");
+        assert_eq!(Route::parse("replicate:luma/photon").map(|r| r.via), Some("replicate".into()));
+        assert_eq!(Route::parse("acme:x"), None);
+        assert_eq!(Route::parse("openai:"), None);
+        assert_eq!(Route::parse("no-colon"), None);
+    }
 
     #[test]
     fn dimensions_fit_the_mode_in_multiples_of_16() {

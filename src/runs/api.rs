@@ -75,9 +75,18 @@ struct ApiModel {
     slug: String,
     #[schema(example = "Flux 2")]
     name: String,
-    /// Who serves the model.
-    #[schema(example = "Black Forest Labs")]
+    /// The maker's catalog slug.
+    #[schema(example = "bfl")]
     provider: String,
+    /// Who makes the model.
+    #[schema(example = "Black Forest Labs")]
+    maker: String,
+    /// `active`, or `retiring` when the maker has announced its shutdown (retired models are
+    /// not listed).
+    lifecycle: crate::catalog::Lifecycle,
+    /// Billed by usage: each variant's price is the most an image can cost (the hold); the
+    /// charge is the provider's reported usage, capped by it.
+    usage_billed: bool,
     /// Whether the model accepts a `reference_image`.
     image_to_image: bool,
     #[schema(example = json!(["1:1", "16:9", "9:16", "3:4", "4:3"]))]
@@ -106,12 +115,14 @@ async fn models(State(state): State<AppState>, _user: ApiUser) -> Json<Vec<ApiMo
     let catalog = state.catalog.current();
     Json(
         catalog
-            .models()
-            .iter()
+            .offered_models()
             .map(|m| ApiModel {
                 slug: m.slug.clone(),
                 name: m.name.clone(),
                 provider: m.provider.clone(),
+                maker: m.provider_name.clone(),
+                lifecycle: m.lifecycle,
+                usage_billed: m.is_usage_billed(),
                 image_to_image: m.image_to_image,
                 aspect_ratios: m.aspect_ratios.clone(),
                 variants: m

@@ -100,6 +100,17 @@ pub fn resolve_models(catalog: &Catalog, values: &[String], errors: &mut FieldEr
             errors.push("models", format!("there is no model called {model_slug:?}"));
             continue;
         };
+        if !model.is_offered() {
+            let successor = model.successor.as_deref().and_then(|s| catalog.model(s)).map(|s| s.name.as_str());
+            errors.push(
+                "models",
+                match successor {
+                    Some(name) => format!("{} was retired by its maker; try {name} instead", model.name),
+                    None => format!("{} was retired by its maker", model.name),
+                },
+            );
+            continue;
+        }
         let variant = match variant_slug {
             Some(slug) => match model.variant(slug) {
                 Some(v) => v,
@@ -124,7 +135,7 @@ pub fn resolve_models(catalog: &Catalog, values: &[String], errors: &mut FieldEr
 pub fn common_aspect_ratios(catalog: &Catalog, chosen: &[(Model, Variant)]) -> Vec<String> {
     if chosen.is_empty() {
         let mut all: Vec<String> = Vec::new();
-        for model in catalog.models() {
+        for model in catalog.offered_models() {
             for ratio in &model.aspect_ratios {
                 if !all.contains(ratio) {
                     all.push(ratio.clone());
@@ -566,6 +577,8 @@ pub async fn create_run(
                 choice,
                 provider: selection.model.provider.clone(),
                 endpoint: selection.variant.endpoint.clone(),
+                routes: selection.variant.routes.clone(),
+                usage_markup: selection.model.usage_markup,
                 width,
                 height,
                 price: selection.price,

@@ -167,6 +167,13 @@ pub struct JobView {
     /// While the job is queued: its place in its provider route's queue and the estimated start
     /// (in a run's own view and its live stream; null in lists).
     pub queue: Option<jobs::Wait>,
+    /// The route that made (or is making) the image: `adapter:endpoint`, e.g.
+    /// `fal:fal-ai/ideogram/v3`; `sandbox:…` when no provider key is configured.
+    #[schema(example = "bfl:flux-2-pro")]
+    pub route: Option<String>,
+    /// The route as people read it.
+    #[schema(example = "bfl · flux-2-pro")]
+    pub route_label: Option<String>,
 }
 
 impl JobView {
@@ -193,6 +200,8 @@ impl JobView {
             duration_ms: job.duration().map(|d| d.as_millis() as u64),
             duration_label: job.duration().map(duration_label),
             queue: None,
+            route: job.route.clone(),
+            route_label: job.route_label(),
         }
     }
 

@@ -54,6 +54,8 @@ pub struct ModelOption {
     pub price_4k: String,
     pub ratios: String,
     pub i2i: bool,
+    /// Billed by usage: the price is a ceiling ("up to N credits").
+    pub up_to: bool,
 }
 
 pub struct QuoteLine {
@@ -93,7 +95,7 @@ impl StudioPage {
         let chosen = create::resolve_models(catalog, &input.models, &mut ignored);
         let chosen_values: Vec<String> = chosen.iter().map(|(m, v)| m.choice(v).value()).collect();
         let mut options = Vec::new();
-        for model in catalog.models() {
+        for model in catalog.offered_models() {
             for variant in &model.variants {
                 let choice = model.choice(variant);
                 let value = choice.value();
@@ -106,6 +108,7 @@ impl StudioPage {
                     price_4k: variant.price(Mode::FourK).map(|p| p.to_string()).unwrap_or_default(),
                     ratios: model.aspect_ratios.join(","),
                     i2i: model.image_to_image,
+                    up_to: model.is_usage_billed(),
                 });
             }
         }

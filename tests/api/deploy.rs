@@ -611,6 +611,17 @@ async fn the_images_cmd_serves_and_its_healthcheck_reports_healthy() {
     let copy_all = image.build_stage.iter().position(|i| i.keyword == "COPY" && i.args == ". .").expect("COPY . .");
     let copy_manifests = image.build_stage.iter().position(|i| i.keyword == "COPY" && i.args.contains("Cargo.lock"));
     assert!(copy_manifests.is_some_and(|m| m < builds[0] && builds[0] < copy_all && copy_all < builds[1]));
+    // The dependency layer builds from the manifests alone: every target Cargo.toml declares
+    // needs its stub there, or `cargo build` stops at "can't find bench".
+    let manifest: toml::Table = repo_file("Cargo.toml").parse().expect("Cargo.toml");
+    let stubs = &image.build_stage[builds[0]].args;
+    for bench in manifest.get("bench").and_then(|b| b.as_array()).into_iter().flatten() {
+        let name = bench.get("name").and_then(|n| n.as_str()).expect("a bench has a name");
+        assert!(
+            stubs.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == name),
+            "the Dockerfile's dependency layer stubs benches/{name}.rs"
+        );
+    }
     assert!(!image.exposed.iter().any(|p| p.starts_with("9464")), "the metrics port is not exposed");
     let ignored = repo_file(".dockerignore");
     for entry in ["target", ".env", ".git", ".faceoff"] {

@@ -17,6 +17,7 @@ mod openapi;
 mod pages;
 mod payments;
 mod queue;
+mod routes;
 mod rows;
 mod runs;
 mod webhooks;

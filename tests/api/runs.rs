@@ -9,6 +9,7 @@ use faceoff::{
     runs::create::{RunInput, create_run, validate},
 };
 use reqwest::{StatusCode, multipart};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -393,7 +394,8 @@ async fn a_resumed_job_reuses_its_recorded_provider_task() {
         cost: None,
         submitted_at_ms: 0,
     };
-    assert!(jobs::record_submission(&app.pool, &first, "sandbox", &submission).await.expect("record"));
+    let route = format!("sandbox:{}", first.endpoint);
+    assert!(jobs::record_submission(&app.pool, &first, "sandbox", &route, &submission).await.expect("record"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let engine = Engine::new(app.pool.clone(), app.state.store.clone(), app.state.providers.clone(), fast_options(1));
     // Two jobs are claimable now (the other one never ran); take both, keep the resumed one.
@@ -621,6 +623,32 @@ async fn the_json_api_with_personal_keys() {
     let models: serde_json::Value = get("/api/v1/models").send().await.expect("models").json().await.expect("json");
     let flux2 = models.as_array().expect("list").iter().find(|m| m["slug"] == "flux-2").expect("flux-2");
     assert_eq!(flux2["variants"][0]["prices"]["2k"], 22);
+    assert_eq!((flux2["maker"].as_str(), flux2["lifecycle"].as_str()), (Some("Black Forest Labs"), Some("active")));
+    assert_eq!(flux2["usage_billed"], false);
+    // Every maker; retiring models listed with their lifecycle, retired ones not at all.
+    let list = models.as_array().expect("list");
+    let find = |slug: &str| list.iter().find(|m| m["slug"] == slug);
+    assert_eq!(
+        find("gpt-image-2").map(|m| (m["maker"].clone(), m["usage_billed"].clone())),
+        Some((json!("OpenAI"), json!(true)))
+    );
+    assert_eq!(find("gpt-image-1-5").map(|m| m["lifecycle"].clone()), Some(json!("retiring")));
+    assert!(find("gpt-image-1").is_none() && find("nano-banana").is_none(), "retired models are not listed");
+    let makers: std::collections::HashSet<&str> = list.iter().filter_map(|m| m["maker"].as_str()).collect();
+    assert!(list.len() >= 16 && makers.len() >= 6, "{} models, {makers:?}", list.len());
+    let retired = api
+        .post(app.url("/api/v1/runs"))
+        .bearer_auth(&key)
+        .json(&json!({"prompt": "x", "models": ["gpt-image-1", "flux-2"], "mode": "2k"}))
+        .send()
+        .await
+        .expect("run");
+    assert_eq!(retired.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = retired.json().await.expect("json");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("retired") && m.contains("GPT Image 2")),
+        "{body}"
+    );
 
     let quote: serde_json::Value = api
         .post(app.url("/api/v1/quote"))

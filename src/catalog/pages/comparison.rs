@@ -139,6 +139,8 @@ pub struct ComparisonPage {
     cta_label: &'static str,
     use_case_links: Vec<Link>,
     related: Vec<Link>,
+    /// Retired models in the pair, in words.
+    notices: Vec<String>,
 }
 
 impl ComparisonPage {
@@ -162,7 +164,24 @@ impl ComparisonPage {
         }
         let seo =
             seo(&layout.public_url, &path, &a, &b, use_case.as_ref(), editorial, &content, &breadcrumbs, &showcase);
-        let studio = format!("/studio?models={},{}", a.slug, b.slug);
+        // A retired model cannot run: the studio gets its successor, and the page says so.
+        let runnable = |m: &Model| match (m.is_offered(), &m.successor) {
+            (false, Some(successor)) => successor.clone(),
+            _ => m.slug.clone(),
+        };
+        let notices = [&a, &b]
+            .into_iter()
+            .filter(|m| !m.is_offered())
+            .map(|m| {
+                let successor = m.successor.as_deref().and_then(|s| catalog.model(s)).map(|s| s.name.as_str());
+                match successor {
+                    Some(name) => format!("{} was retired by its maker; the studio runs {name} in its place.", m.name),
+                    None => format!("{} was retired by its maker and can no longer be run.", m.name),
+                }
+            })
+            .collect();
+        let (ra, rb) = (runnable(&a), runnable(&b));
+        let studio = if ra == rb { format!("/studio?models={ra}") } else { format!("/studio?models={ra},{rb}") };
         let (cta_href, cta_label) = if layout.is_signed_in() {
             (studio, "Run both in the studio")
         } else {
@@ -204,6 +223,7 @@ impl ComparisonPage {
             cta_label,
             use_case_links,
             related,
+            notices,
             a,
             b,
         }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{
     Mode, Model, UseCase,
-    copy::{FeatureTable, credits, feature_table, summary},
+    copy::{FeatureTable, feature_table, summary},
     links::{Link, MAX_COMPARE, canonical, pair_path, selected_models, sitemap_paths},
     showcase::Showcase,
 };
@@ -51,6 +51,15 @@ struct ModelCard {
     tags: Vec<String>,
     starting_price: Option<i64>,
     has_4k: bool,
+    /// Billed by usage: "up to N credits".
+    up_to: bool,
+    retired: bool,
+}
+
+/// One maker's line in the /models summary.
+struct MakerCount {
+    name: String,
+    models: usize,
 }
 
 #[derive(askama::Template)]
@@ -60,6 +69,8 @@ struct ModelsPage {
     seo: Seo,
     cards: Vec<ModelCard>,
     use_cases: Vec<UseCase>,
+    makers: Vec<MakerCount>,
+    model_count: usize,
 }
 
 async fn models_page(State(state): State<AppState>, layout: Layout) -> Result<Response> {
@@ -76,7 +87,14 @@ async fn models_page(State(state): State<AppState>, layout: Layout) -> Result<Re
             tags: m.subcategories.iter().chain(&m.capabilities).cloned().collect(),
             starting_price: m.starting_price(),
             has_4k: m.offers(Mode::FourK),
+            up_to: m.is_usage_billed(),
+            retired: !m.is_offered(),
         })
+        .collect();
+    let makers = catalog
+        .model_count_by_maker()
+        .into_iter()
+        .map(|(p, models)| MakerCount { name: p.name.clone(), models })
         .collect();
     let names: Vec<&str> = catalog.models().iter().map(|m| m.name.as_str()).collect();
     let crumbs = vec![("Home".to_string(), "/".to_string()), ("Models".to_string(), "/models".to_string())];
@@ -100,7 +118,14 @@ async fn models_page(State(state): State<AppState>, layout: Layout) -> Result<Re
         og_type: "website",
         json_ld: Some(graph(vec![breadcrumbs_ld(&base, &crumbs), list])),
     };
-    Ok(render(&ModelsPage { layout, seo, cards, use_cases: catalog.use_cases().to_vec() }))
+    Ok(render(&ModelsPage {
+        layout,
+        seo,
+        cards,
+        use_cases: catalog.use_cases().to_vec(),
+        makers,
+        model_count: catalog.models().len(),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,6 +148,8 @@ struct ModelPage {
     prices: Vec<PriceRow>,
     comparisons: Vec<(Link, Vec<Link>)>,
     studio_href: String,
+    /// The model to use instead (retiring and retired models).
+    successor: Option<Link>,
 }
 
 async fn model_page(State(state): State<AppState>, layout: Layout, Path(slug): Path<String>) -> Result<Response> {
@@ -163,7 +190,7 @@ async fn model_page(State(state): State<AppState>, layout: Layout, Path(slug): P
         ("Models".to_string(), "/models".to_string()),
         (model.name.clone(), format!("/models/{}", model.slug)),
     ];
-    let price_text = model.starting_price().map(|p| format!(" from {}", credits(p))).unwrap_or_default();
+    let price_text = model.starting_price().map(|p| format!(" from {}", model.price_label(p))).unwrap_or_default();
     let seo = Seo {
         title: format!("{} by {}: features, variants and prices — Faceoff", model.name, model.provider_name),
         description: summary(
@@ -184,9 +211,15 @@ async fn model_page(State(state): State<AppState>, layout: Layout, Path(slug): P
         json_ld: Some(graph(vec![breadcrumbs_ld(&base, &crumbs)])),
     };
     let studio_href = format!("/studio?models={}", model.slug);
+    let successor = model
+        .successor
+        .as_deref()
+        .and_then(|s| catalog.model(s))
+        .map(|s| Link { href: format!("/models/{}", s.slug), label: s.name.clone() });
     Ok(render(&ModelPage {
         layout,
         seo,
+        successor,
         modes: all_modes.iter().map(|m| m.label()).collect(),
         prices,
         comparisons,

@@ -98,7 +98,7 @@ impl Provider for SandboxProvider {
             .await
             .map_err(|e| ProviderError::Transient(format!("sandbox renderer stopped: {e}")))?
             .map_err(|e| ProviderError::Fatal(format!("sandbox renderer: {e}")))?;
-        Ok(Poll::Ready(Image { bytes, content_type: "image/jpeg".into(), width, height }))
+        Ok(Poll::Ready(Image { bytes, content_type: "image/jpeg".into(), width, height, usage_usd: None }))
     }
 
     fn poll_interval(&self, _attempt: u32) -> Duration {
