@@ -59,6 +59,13 @@
 
   function renderRun(root, run) {
     root.setAttribute("data-status", run.status);
+    if (run.revealed === false) {
+      // A blind run: nothing per model until every image is there; then the page shows them.
+      var blindSummary = root.querySelector('[data-role="summary"]');
+      if (blindSummary && run.status === "pending") blindSummary.textContent = "Generating… " + run.held + " credits held.";
+      if (run.status === "done") window.location.reload();
+      return;
+    }
     run.jobs.forEach(function (job) {
       var figure = root.querySelector('figure[data-job="' + job.id + '"]');
       if (figure) renderJob(figure, job, run);

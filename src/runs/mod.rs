@@ -34,9 +34,35 @@ pub struct Run {
     pub reference_key: Option<String>,
     pub total_price: i64,
     pub created_at: OffsetDateTime,
+    /// A catalog use case's slug or `other` (None: not said).
+    pub use_case: Option<String>,
+    /// Results shown as Model A, B… until the owner votes or reveals.
+    pub blind: bool,
+    /// Blind runs: job positions in display order.
+    pub shown_order: Option<Vec<i16>>,
+    /// When the owner revealed the names without voting.
+    pub revealed_at: Option<OffsetDateTime>,
 }
 
-const RUN_COLUMNS: &str = "run_id, user_id, prompt, mode, aspect_ratio, seed, reference_key, total_price, created_at";
+const RUN_COLUMNS: &str = "run_id, user_id, prompt, mode, aspect_ratio, seed, reference_key, total_price, created_at, \
+                           use_case, blind, shown_order, revealed_at";
+
+impl Run {
+    /// Display label of the `i`-th shown result: "Model A".
+    pub fn label(i: usize) -> String {
+        format!("Model {}", char::from(b'A' + (i as u8).min(25)))
+    }
+
+    /// The jobs in display order (blind runs: the stored shuffled order; others: as chosen).
+    pub fn in_shown_order<'a, T>(&self, jobs: &'a [T], position: impl Fn(&T) -> i16) -> Vec<&'a T> {
+        match &self.shown_order {
+            Some(order) if order.len() == jobs.len() => {
+                order.iter().filter_map(|p| jobs.iter().find(|j| position(j) == *p)).collect()
+            }
+            _ => jobs.iter().collect(),
+        }
+    }
+}
 
 pub async fn find(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Option<Run>, sqlx::Error> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM generation_run WHERE run_id = $1");
@@ -72,6 +98,11 @@ pub async fn list_after(
     );
     let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
     sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(at).bind(id).bind(limit).fetch_all(db).await
+}
+
+/// Which of these runs have an arena vote.
+pub async fn voted(db: impl PgExecutor<'_>, run_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT run_id FROM arena_vote WHERE run_id = ANY($1)").bind(run_ids).fetch_all(db).await
 }
 
 pub async fn count(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<i64, sqlx::Error> {
@@ -119,7 +150,17 @@ pub struct RunView {
     /// When the run was submitted (RFC 3339).
     #[schema(format = DateTime)]
     pub created_at: String,
-    /// One job per chosen model, in the order they were chosen.
+    /// What the run was for: a catalog use case's slug or `other` (null: not said).
+    #[schema(example = "portrait")]
+    pub use_case: Option<String>,
+    /// A blind run (the arena): until its owner votes or reveals, the jobs are listed in a
+    /// random order as "Model A", "Model B"…, without model, variant, per-job price, timing or
+    /// id, and their images are served at `/runs/{id}/blind/{letter}`.
+    pub blind: bool,
+    /// Whether the names are shown (not blind, voted on, or revealed).
+    pub revealed: bool,
+    /// One job per chosen model, in the order they were chosen (blind and unrevealed: in the
+    /// run's display order).
     pub jobs: Vec<JobView>,
 }
 
@@ -265,17 +306,86 @@ impl RunView {
                 .created_at
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_else(|_| run.created_at.to_string()),
+            use_case: run.use_case.clone(),
+            blind: run.blind,
+            revealed: true,
             jobs,
         }
+    }
+
+    /// The view of a blind run whose names are not revealed yet: nothing in it tells the models
+    /// apart. Jobs follow the run's display order and are named "Model A"…; while any job is
+    /// pending every job shows the same status and the run's mean progress (not which image
+    /// arrived first); per-job prices, charges, timings, reasons, sizes and ids are left out;
+    /// images are re-encoded copies at `/runs/{id}/blind/{letter}`, shown only once every job is
+    /// settled.
+    pub fn masked(run: &Run, jobs: &[Job]) -> RunView {
+        let mut view = RunView::build(run, jobs);
+        view.revealed = false;
+        let pending = view.is_pending();
+        let progress = if view.jobs.is_empty() {
+            0
+        } else {
+            view.jobs.iter().map(|j| j.progress).sum::<u32>() / view.jobs.len() as u32
+        };
+        let shown: Vec<&JobView> = run.in_shown_order(&view.jobs, |j| {
+            jobs.iter().find(|job| job.job_id == j.id).map_or(-1, |job| job.position)
+        });
+        let masked: Vec<JobView> = shown
+            .into_iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let label = Run::label(i);
+                let letter = char::from(b'a' + i as u8);
+                let (status, image) = if pending {
+                    (JobStatus::Running, None)
+                } else {
+                    let url = (j.status == JobStatus::Delivered).then(|| format!("/runs/{}/blind/{letter}", run.run_id));
+                    (j.status, url)
+                };
+                JobView {
+                    id: Uuid::nil(),
+                    model: String::new(),
+                    variant: String::new(),
+                    choice: String::new(),
+                    name: label,
+                    status,
+                    status_label: if pending { "Generating" } else { status_label(status) },
+                    progress: if pending { progress } else { j.progress },
+                    price: 0,
+                    charged: None,
+                    reason: None,
+                    message: not_charged_message(status),
+                    // History lists show no thumbnail for an unrevealed blind run.
+                    image_url: image,
+                    thumb_url: None,
+                    width: None,
+                    height: None,
+                    duration_ms: None,
+                    duration_label: None,
+                }
+            })
+            .collect();
+        view.jobs = masked;
+        view
     }
 
     pub fn is_pending(&self) -> bool {
         self.status == RunStatus::Pending
     }
 
-    /// Loads a run's view.
+    /// The view its owner may see: masked while a blind run is unvoted and unrevealed.
+    pub fn for_owner(run: &Run, jobs: &[Job], voted: bool) -> RunView {
+        if run.blind && !voted && run.revealed_at.is_none() { RunView::masked(run, jobs) } else { RunView::build(run, jobs) }
+    }
+
+    /// Loads a run's view (masked while a blind run is unvoted and unrevealed).
     pub async fn load(pool: &sqlx::PgPool, run: &Run) -> Result<RunView, sqlx::Error> {
         let jobs = jobs::for_run(pool, run.run_id).await?;
-        Ok(RunView::build(run, &jobs))
+        let voted: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM arena_vote WHERE run_id = $1)")
+            .bind(run.run_id)
+            .fetch_one(pool)
+            .await?;
+        Ok(RunView::for_owner(run, &jobs, voted))
     }
 }
