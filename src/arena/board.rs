@@ -71,8 +71,7 @@ pub fn boards(votes: &[LoadedVote]) -> BTreeMap<String, BoardInput> {
     let mut boards: BTreeMap<String, BoardInput> = BTreeMap::new();
     let mut index: HashMap<String, HashMap<String, u16>> = HashMap::new();
     for v in votes {
-        let names: Vec<&str> =
-            if v.sandbox { vec![DEMO] } else { vec![ALL, v.use_case.as_str()] };
+        let names: Vec<&str> = if v.sandbox { vec![DEMO] } else { vec![ALL, v.use_case.as_str()] };
         for name in names {
             let board = boards.entry(name.to_string()).or_default();
             if v.excluded.is_some() {

@@ -2,8 +2,8 @@
 //! the background into snapshot rows ([`board`]), and the rating maths, pure ([`rating`]).
 //! Pages: `pages.rs` (`/leaderboard…`, `/account/arena`, voting on a run); JSON: `api.rs`.
 
+pub mod api;
 pub mod board;
+pub mod pages;
 pub mod rating;
 pub mod votes;
-pub mod pages;
-pub mod api;

@@ -186,7 +186,8 @@ pub struct LeaderboardPage {
 
 /// The boards a page links to: all, each use case, other, demo.
 fn board_links(catalog: &Catalog, current: &str) -> Vec<BoardLink> {
-    let mut links = vec![BoardLink { href: "/leaderboard".into(), name: "All use cases".into(), current: current == ALL }];
+    let mut links =
+        vec![BoardLink { href: "/leaderboard".into(), name: "All use cases".into(), current: current == ALL }];
     for u in catalog.use_cases() {
         links.push(BoardLink {
             href: format!("/leaderboard/{}", u.slug),
@@ -195,11 +196,7 @@ fn board_links(catalog: &Catalog, current: &str) -> Vec<BoardLink> {
         });
     }
     links.push(BoardLink { href: "/leaderboard/other".into(), name: "Other".into(), current: current == votes::OTHER });
-    links.push(BoardLink {
-        href: "/leaderboard/demo".into(),
-        name: "Sandbox demo".into(),
-        current: current == DEMO,
-    });
+    links.push(BoardLink { href: "/leaderboard/demo".into(), name: "Sandbox demo".into(), current: current == DEMO });
     links
 }
 
@@ -222,7 +219,9 @@ fn sort_rows(entries: &mut [Entry], sort: &str) {
     match sort {
         "price" => entries.sort_by(|a, b| key(a.price.map(|p| p as f64)).total_cmp(&key(b.price.map(|p| p as f64)))),
         "cost" => entries.sort_by(|a, b| key(a.cost_per_win).total_cmp(&key(b.cost_per_win))),
-        "time" => entries.sort_by(|a, b| key(a.median_ms.map(|m| m as f64)).total_cmp(&key(b.median_ms.map(|m| m as f64)))),
+        "time" => {
+            entries.sort_by(|a, b| key(a.median_ms.map(|m| m as f64)).total_cmp(&key(b.median_ms.map(|m| m as f64))))
+        }
         "votes" => entries.sort_by(|a, b| b.votes.cmp(&a.votes)),
         _ => entries.sort_by(|a, b| a.provisional.cmp(&b.provisional).then(b.rating.total_cmp(&a.rating))),
     }
@@ -271,7 +270,8 @@ fn chart(entries: &[Entry]) -> (Vec<Dot>, Vec<Tick>, Vec<Tick>) {
 
 async fn leaderboard_page(state: &AppState, layout: Layout, board: &str, query: Option<&str>) -> Result<Response> {
     let catalog = state.catalog.current();
-    let title = board_title(&catalog, board).ok_or_else(|| AppError::NotFound("there is no such leaderboard".into()))?;
+    let title =
+        board_title(&catalog, board).ok_or_else(|| AppError::NotFound("there is no such leaderboard".into()))?;
     let sort = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .find(|(k, _)| k == "sort")
         .map(|(_, v)| v.into_owned())
@@ -309,10 +309,11 @@ async fn leaderboard_page(state: &AppState, layout: Layout, board: &str, query: 
         })
         .collect();
     let base = if board == ALL { "/leaderboard".to_string() } else { format!("/leaderboard/{board}") };
-    let sorts = [("rating", "Rating"), ("cost", "Cost per win"), ("price", "Price"), ("time", "Time"), ("votes", "Votes")]
-        .into_iter()
-        .map(|(key, label)| (key.to_string(), label.to_string(), format!("{base}?sort={key}")))
-        .collect();
+    let sorts =
+        [("rating", "Rating"), ("cost", "Cost per win"), ("price", "Price"), ("time", "Time"), ("votes", "Votes")]
+            .into_iter()
+            .map(|(key, label)| (key.to_string(), label.to_string(), format!("{base}?sort={key}")))
+            .collect();
     Ok(render(&LeaderboardPage {
         layout,
         board: board.to_string(),

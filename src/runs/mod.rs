@@ -328,9 +328,8 @@ impl RunView {
         } else {
             view.jobs.iter().map(|j| j.progress).sum::<u32>() / view.jobs.len() as u32
         };
-        let shown: Vec<&JobView> = run.in_shown_order(&view.jobs, |j| {
-            jobs.iter().find(|job| job.job_id == j.id).map_or(-1, |job| job.position)
-        });
+        let shown: Vec<&JobView> = run
+            .in_shown_order(&view.jobs, |j| jobs.iter().find(|job| job.job_id == j.id).map_or(-1, |job| job.position));
         let masked: Vec<JobView> = shown
             .into_iter()
             .enumerate()
@@ -340,7 +339,8 @@ impl RunView {
                 let (status, image) = if pending {
                     (JobStatus::Running, None)
                 } else {
-                    let url = (j.status == JobStatus::Delivered).then(|| format!("/runs/{}/blind/{letter}", run.run_id));
+                    let url =
+                        (j.status == JobStatus::Delivered).then(|| format!("/runs/{}/blind/{letter}", run.run_id));
                     (j.status, url)
                 };
                 JobView {
@@ -376,7 +376,11 @@ impl RunView {
 
     /// The view its owner may see: masked while a blind run is unvoted and unrevealed.
     pub fn for_owner(run: &Run, jobs: &[Job], voted: bool) -> RunView {
-        if run.blind && !voted && run.revealed_at.is_none() { RunView::masked(run, jobs) } else { RunView::build(run, jobs) }
+        if run.blind && !voted && run.revealed_at.is_none() {
+            RunView::masked(run, jobs)
+        } else {
+            RunView::build(run, jobs)
+        }
     }
 
     /// Loads a run's view (masked while a blind run is unvoted and unrevealed).

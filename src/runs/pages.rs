@@ -23,8 +23,8 @@ use super::{
 };
 use crate::{
     accounts, arena,
-    jobs::JobStatus,
     catalog::{Catalog, Mode},
+    jobs::JobStatus,
     state::AppState,
     web::{
         AppError, CsrfMultipart, Layout, Result, Routes, SignedIn,

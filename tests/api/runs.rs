@@ -327,6 +327,7 @@ async fn direct_run(app: &TestApp, user: &TestUser, key: &str) -> Uuid {
         mode: "2k".into(),
         aspect_ratio: "1:1".into(),
         seed: "1".into(),
+        ..RunInput::default()
     };
     let valid = validate(&catalog, &input, None).expect("valid");
     create_run(&app.pool, &app.state.store, user.id, &valid, key).await.expect("created").run_id
