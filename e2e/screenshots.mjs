@@ -116,6 +116,8 @@ try {
   await visit("compare-picker-3", "/compare?models=flux-2,flux-ultra-1-1,flux-2-max");
   await visit("comparison-seed", "/compare/flux-2-vs-flux-ultra-1-1/portrait");
   await visit("comparison-plain", "/compare/flux-2-max-vs-flux-2-flex");
+  await visit("leaderboard", "/leaderboard");
+  await visit("leaderboard-demo", "/leaderboard/demo");
   await visit("login", "/login");
   await visit("not-found", "/models/no-such-model", 404);
 
@@ -155,6 +157,7 @@ try {
   await visit("studio", "/studio?models=flux-2,flux-ultra-1-1");
   await visit("run", runPath);
   await visit("runs", "/runs");
+  await visit("account-arena", "/account/arena");
   await visit("account", "/account");
   await visit("api-keys", "/account/api-keys");
   await visit("webhooks", "/account/webhooks");

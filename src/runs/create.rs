@@ -515,7 +515,12 @@ pub async fn create_run(
     for (position, selection) in run.selections.iter().enumerate() {
         let job_id = Uuid::now_v7();
         let choice = selection.choice();
-        let memo = format!("Run: {} ({}), {}", choice.label(), run.mode.label(), short_prompt(&run.prompt));
+        // A blind run's credit lines name no model (the prices would tell them apart).
+        let memo = if run.blind {
+            format!("Run (blind), {}, {}", run.mode.label(), short_prompt(&run.prompt))
+        } else {
+            format!("Run: {} ({}), {}", choice.label(), run.mode.label(), short_prompt(&run.prompt))
+        };
         let hold = match ledger::reserve(
             &mut tx,
             user_id,

@@ -233,6 +233,11 @@ async fn blind_votes_are_counted_ranked_and_refused_where_they_must_be() {
     assert_eq!(by_votes.text("strong[aria-current]").as_deref(), Some("Votes"));
     let (_, demo_page) = app.page("/leaderboard/demo").await;
     assert!(demo_page.text("[data-testid=demo-board]").is_some());
+    // The comparison page quotes the pair's record once it has enough votes (here 2).
+    let (status, compare) = app.page("/compare/flux-2-vs-flux-ultra-1-1/portrait").await;
+    assert_eq!(status, StatusCode::OK);
+    let sentence = compare.text("[data-testid=community]").expect("community result");
+    assert!(sentence.starts_with("In 6 blind portrait votes, Flux Ultra 1.1 won 83% (±"), "{sentence}");
     let (_, own) = app.page("/account/arena").await;
     assert_eq!(own.count("[data-testid=own-board] tbody tr"), 2);
 

@@ -28,6 +28,8 @@ const PUBLIC_PAGES: &[&str] = &[
     "/signup",
     "/login",
     "/docs/api",
+    "/leaderboard",
+    "/leaderboard/{use_case}",
     // Public images for anyone, private ones for their owner only (tests/api/media.rs).
     "/media/{*key}",
 ];
@@ -56,6 +58,7 @@ fn concrete(path: &str) -> String {
         .replace("{job_id}", "0196f7a0-0000-7000-8000-000000000003")
         .replace("{delivery_id}", "0196f7a0-0000-7000-8000-000000000004")
         .replace("{*key}", "runs/nothing/here.jpg")
+        .replace("{letter}", "a")
 }
 
 const UNSAFE: [Method; 4] = [Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
