@@ -633,6 +633,7 @@ mod tests {
             mode: "2k".into(),
             aspect_ratio: "1:1".into(),
             seed: String::new(),
+            ..RunInput::default()
         }
     }
 
