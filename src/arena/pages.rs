@@ -222,7 +222,7 @@ fn sort_rows(entries: &mut [Entry], sort: &str) {
         "time" => {
             entries.sort_by(|a, b| key(a.median_ms.map(|m| m as f64)).total_cmp(&key(b.median_ms.map(|m| m as f64))))
         }
-        "votes" => entries.sort_by(|a, b| b.votes.cmp(&a.votes)),
+        "votes" => entries.sort_by_key(|e| std::cmp::Reverse(e.votes)),
         _ => entries.sort_by(|a, b| a.provisional.cmp(&b.provisional).then(b.rating.total_cmp(&a.rating))),
     }
 }
@@ -291,13 +291,19 @@ async fn leaderboard_page(state: &AppState, layout: Layout, board: &str, query: 
             name: e.name.clone(),
             entry: e.entry.clone(),
             rating: format!("{:.0}", e.rating),
-            interval: format!("+{:.0} / −{:.0}", e.rating_hi - e.rating, e.rating - e.rating_lo),
+            // A bootstrap over a handful of votes is degenerate (often ±0): no interval shown
+            // until the entry has the minimum of votes.
+            interval: if e.provisional {
+                "too few votes for an interval".into()
+            } else {
+                format!("+{:.0} / −{:.0}", e.rating_hi - e.rating, e.rating - e.rating_lo)
+            },
             provisional: e.provisional,
             votes: e.votes,
             win_rate: e.win_rate.map_or_else(|| "–".into(), |w| format!("{:.0}%", w * 100.0)),
             price: e.price.map_or_else(|| "–".into(), |p| p.to_string()),
             cost_per_win: match (e.cost_per_win, e.cost_per_win_lo, e.cost_per_win_hi) {
-                (Some(c), Some(lo), Some(hi)) => format!("{c:.1} ({lo:.1}–{hi:.1})"),
+                (Some(c), Some(lo), Some(hi)) if !e.provisional => format!("{c:.1} ({lo:.1}–{hi:.1})"),
                 (Some(c), _, _) => format!("{c:.1}"),
                 _ => "–".into(),
             },
