@@ -159,8 +159,8 @@ pub struct RunView {
     pub blind: bool,
     /// Whether the names are shown (not blind, voted on, or revealed).
     pub revealed: bool,
-    /// One job per chosen model, in the order they were chosen (blind and unrevealed: in the
-    /// run's display order).
+    /// One job per chosen model, in the order they were chosen (blind runs: in the run's
+    /// display order, Model A first).
     pub jobs: Vec<JobView>,
 }
 
@@ -285,7 +285,8 @@ pub fn duration_label(d: std::time::Duration) -> String {
 
 impl RunView {
     pub fn build(run: &Run, jobs: &[Job]) -> RunView {
-        let jobs: Vec<JobView> = jobs.iter().map(JobView::from_job).collect();
+        // A blind run keeps its display order after the reveal (Model A first).
+        let jobs: Vec<JobView> = run.in_shown_order(jobs, |j| j.position).into_iter().map(JobView::from_job).collect();
         let pending = jobs.iter().any(JobView::is_pending);
         let charged = jobs.iter().filter_map(|j| j.charged).sum();
         let refunded = jobs.iter().filter(|j| j.status.is_settled()).map(|j| j.price - j.charged.unwrap_or(0)).sum();
