@@ -356,3 +356,69 @@ async fn a_blind_run_page_and_its_stream_reveal_no_model_before_the_vote() {
         .expect("vote");
     assert!(!blind);
 }
+
+#[tokio::test]
+async fn failed_images_are_left_out_and_three_way_runs_pick_the_best_or_all_bad() {
+    let app = TestApp::spawn_with(|c| {
+        c.arena = settings();
+        c.sandbox_fail = vec!["flux-2-max".into()];
+    })
+    .await;
+    app.signed_in_user(10_000).await;
+    let one_left = blind_run(&app.browser, &["flux-2", "flux-2-max"], "landscape").await;
+    let two_left = blind_run(&app.browser, &["flux-2", "flux-ultra-1-1", "flux-2-max"], "landscape").await;
+    let three = blind_run(&app.browser, &["flux-2", "flux-ultra-1-1", "flux-2-flex"], "other").await;
+    let _workers = start_workers(&app);
+    for run in [one_left, two_left, three] {
+        wait_until_settled(&app, run).await;
+    }
+
+    // One image delivered: nothing to vote on.
+    let (_, page) = app.page(&format!("/runs/{one_left}")).await;
+    assert_eq!(page.count("[data-testid=vote-form]"), 0);
+    assert!(page.text("[data-testid=vote-note]").is_some_and(|t| t.contains("Fewer than two images")));
+    assert_eq!(vote(&app.browser, one_left, "A").await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Two of three delivered: a two-way vote between them; the failed one is no option.
+    let (_, page) = app.page(&format!("/runs/{two_left}")).await;
+    assert_eq!(page.count("[data-testid=vote-form] input[name=choice]"), 4);
+    let failed = letter_of(&app, two_left, "flux-2-max").await;
+    assert_eq!(vote(&app.browser, two_left, &failed).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(vote(&app.browser, two_left, "both_bad").await.status(), StatusCode::SEE_OTHER);
+    let entries: Vec<String> = sqlx::query_scalar("SELECT entries FROM arena_vote WHERE run_id = $1")
+        .bind(two_left)
+        .fetch_one(&app.pool)
+        .await
+        .expect("entries");
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| !e.starts_with("flux-2-max:")), "{entries:?}");
+
+    // Three delivered: pick the best, or all bad; no tie.
+    let (_, page) = app.page(&format!("/runs/{three}")).await;
+    assert_eq!(page.count("[data-testid=vote-form] input[name=choice]"), 4, "three bests and all bad");
+    assert!(page.count("[data-testid=vote-form] input[value=tie]") == 0);
+    assert_eq!(vote(&app.browser, three, "tie").await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let best = letter_of(&app, three, "flux-2-flex").await;
+    assert_eq!(vote(&app.browser, three, &best).await.status(), StatusCode::SEE_OTHER);
+    let stored = votes_on(&app, three).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].0, "best");
+
+    // The recompute is due after new votes, not after it ran; the other board has the 3-way vote.
+    assert!(board::due(&app.pool, &settings()).await.expect("due"));
+    assert!(board::recompute(&app.pool, &app.state.catalog.current(), &settings()).await.expect("recompute"));
+    assert!(!board::due(&app.pool, &settings()).await.expect("due"));
+    let other: serde_json::Value = app.get("/api/v1/leaderboard/other").await.json().await.expect("json");
+    assert_eq!(other["counted_votes"], 0, "sandbox votes stay off the public boards");
+    let demo: serde_json::Value = app.get("/api/v1/leaderboard/demo").await.json().await.expect("json");
+    assert_eq!(demo["counted_votes"], 2);
+    let top = &demo["entries"][0];
+    assert!(top["entry"].as_str().is_some_and(|e| e.starts_with("flux-2-flex:")), "{demo}");
+    assert!(
+        demo["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .all(|e| !e["entry"].as_str().unwrap_or("").starts_with("flux-2-max:"))
+    );
+}
