@@ -48,13 +48,24 @@ fn simulate(n: usize, models: usize, rng: &mut StdRng) -> Vec<Vote> {
         .collect()
 }
 
+/// CPU seconds this process has used (Linux: `/proc/self/stat`, 100 ticks a second), so the
+/// numbers mean something on a machine shared with other work; `None` elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn main() {
     let bootstrap: usize = std::env::var("BENCH_BOOTSTRAP").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let models = 20;
     let prices: Vec<Option<f64>> = (0..models).map(|i| Some(10.0 + i as f64)).collect();
     println!("arena recompute, {models} models, bootstrap {bootstrap}");
-    println!("| votes | fit only | fit + bootstrap | per replicate |");
-    println!("|---:|---:|---:|---:|");
+    println!("| votes | fit only | fit + bootstrap | per replicate | CPU (fit + bootstrap) |");
+    println!("|---:|---:|---:|---:|---:|");
     for n in [100_000usize, 1_000_000] {
         let mut rng = StdRng::seed_from_u64(42);
         let votes = simulate(n, models, &mut rng);
@@ -62,6 +73,7 @@ fn main() {
         let plain =
             rating::rate(models, &votes, &prices, &Settings { bootstrap: 0, seed: 0, min_votes: 30, prior_games: 1.0 });
         let fit = started.elapsed();
+        let cpu_before = cpu_seconds();
         let started = Instant::now();
         let full =
             rating::rate(models, &votes, &prices, &Settings { bootstrap, seed: 0, min_votes: 30, prior_games: 1.0 });
@@ -69,8 +81,12 @@ fn main() {
         let best = full.entries.iter().max_by(|a, b| a.rating.total_cmp(&b.rating)).map(|e| e.index);
         assert_eq!(best, Some(models - 1), "the strongest model is on top");
         assert!((plain.theta[0] - full.theta[0]).abs() < 1e-9);
+        let cpu = match (cpu_before, cpu_seconds()) {
+            (Some(a), Some(b)) => format!("{:.2} s", b - a),
+            _ => "–".into(),
+        };
         println!(
-            "| {n} | {:.3} s | {:.2} s | {:.1} ms |",
+            "| {n} | {:.3} s | {:.2} s | {:.1} ms | {cpu} |",
             fit.as_secs_f64(),
             total.as_secs_f64(),
             (total - fit).as_secs_f64() * 1000.0 / bootstrap.max(1) as f64

@@ -316,8 +316,8 @@ impl RunView {
 
     /// The view of a blind run whose names are not revealed yet: nothing in it tells the models
     /// apart. Jobs follow the run's display order and are named "Model A"…; while any job is
-    /// pending every job shows the same status and the run's mean progress (not which image
-    /// arrived first); per-job prices, charges, timings, reasons, sizes and ids are left out;
+    /// pending every job shows the same status and the run's mean progress, and the run shows
+    /// its whole price as held (not which image arrived first); per-job prices, charges, timings, reasons, sizes and ids are left out;
     /// images are re-encoded copies at `/runs/{id}/blind/{letter}`, shown only once every job is
     /// settled.
     pub fn masked(run: &Run, jobs: &[Job]) -> RunView {
@@ -368,6 +368,12 @@ impl RunView {
             })
             .collect();
         view.jobs = masked;
+        if pending {
+            // Which price was charged first would tell which model arrived first.
+            view.charged = 0;
+            view.refunded = 0;
+            view.held = run.total_price;
+        }
         view
     }
 
@@ -392,5 +398,97 @@ impl RunView {
             .fetch_one(pool)
             .await?;
         Ok(RunView::for_owner(run, &jobs, voted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(run: Uuid, position: i16, slug: &str, name: &str, status: JobStatus, price: i64) -> Job {
+        let now = OffsetDateTime::now_utc();
+        let settled = status.is_settled();
+        Job {
+            job_id: Uuid::now_v7(),
+            run_id: run,
+            position,
+            model_slug: slug.into(),
+            model_name: name.into(),
+            variant_slug: "standard".into(),
+            variant_name: "Standard".into(),
+            variant_is_default: true,
+            provider: "bfl".into(),
+            width: 1024,
+            height: 1024,
+            price,
+            hold_id: i64::from(position),
+            status,
+            attempts: 1,
+            progress: Some(if settled { 1.0 } else { 0.5 }),
+            reason: (status == JobStatus::Failed).then(|| format!("{slug} broke")),
+            image_key: (status == JobStatus::Delivered).then(|| format!("runs/{run}/{slug}.png")),
+            thumb_key: None,
+            image_width: Some(1024),
+            image_height: Some(1024),
+            charged: settled.then_some(if status == JobStatus::Delivered { price } else { 0 }),
+            started_at: Some(now),
+            finished_at: settled.then_some(now),
+            created_at: now,
+        }
+    }
+
+    fn run(order: Vec<i16>) -> Run {
+        Run {
+            run_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            prompt: "p".into(),
+            mode: Mode::TwoK,
+            aspect_ratio: "1:1".into(),
+            seed: 1,
+            reference_key: None,
+            total_price: 38,
+            created_at: OffsetDateTime::now_utc(),
+            use_case: Some("portrait".into()),
+            blind: true,
+            shown_order: Some(order),
+            revealed_at: None,
+        }
+    }
+
+    /// The masked view follows the stored order, names only the labels, and carries nothing a
+    /// model could be told apart by: no slug, name, price, charge, reason, timing, size or id.
+    #[test]
+    fn a_masked_view_gives_no_model_away() {
+        let r = run(vec![1, 0]);
+        let jobs = vec![
+            job(r.run_id, 0, "flux-2", "Flux 2", JobStatus::Delivered, 22),
+            job(r.run_id, 1, "flux-ultra-1-1", "Flux Ultra 1.1", JobStatus::Running, 16),
+        ];
+        let view = RunView::masked(&r, &jobs);
+        assert!(!view.revealed && view.blind);
+        let json = serde_json::to_string(&view).unwrap_or_default();
+        for secret in ["flux", "Flux", "broke", "\"price\":22", "\"price\":16", "\"charged\":22"] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        assert_eq!((view.charged, view.refunded, view.held), (0, 0, 38), "no partial charges while pending");
+        assert!(view.jobs.iter().all(|j| j.price == 0 && j.charged.is_none() && j.duration_ms.is_none()));
+        for j in &jobs {
+            assert!(!json.contains(&j.job_id.to_string()));
+        }
+        // Pending: every job looks the same, no image yet.
+        assert!(view.jobs.iter().all(|j| j.status == JobStatus::Running && j.image_url.is_none()));
+        assert_eq!(view.jobs.iter().map(|j| j.progress).collect::<Vec<_>>(), vec![75, 75]);
+
+        // Settled: Model A is position 1 (the stored order), images at the neutral address.
+        let jobs = vec![
+            job(r.run_id, 0, "flux-2", "Flux 2", JobStatus::Delivered, 22),
+            job(r.run_id, 1, "flux-ultra-1-1", "Flux Ultra 1.1", JobStatus::Failed, 16),
+        ];
+        let view = RunView::masked(&r, &jobs);
+        assert_eq!(view.jobs[0].name, "Model A");
+        assert_eq!(view.jobs[0].status, JobStatus::Failed);
+        assert_eq!(view.jobs[1].image_url, Some(format!("/runs/{}/blind/b", r.run_id)));
+        let revealed = RunView::build(&r, &jobs);
+        assert_eq!(revealed.jobs[0].model, "flux-ultra-1-1", "revealed in the same order");
     }
 }
