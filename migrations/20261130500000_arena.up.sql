@@ -48,7 +48,10 @@ CREATE TABLE arena_snapshot (
     last_vote_id   bigint NOT NULL,
     counted_votes  bigint NOT NULL,
     excluded_votes bigint NOT NULL,
-    bootstrap      integer NOT NULL
+    bootstrap      integer NOT NULL,
+    -- Position check: decisive two-way votes, and how many the image shown first won.
+    decisive_votes bigint NOT NULL DEFAULT 0,
+    first_won      bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX arena_snapshot_board_idx ON arena_snapshot (board, snapshot_id DESC);
 

@@ -41,6 +41,10 @@ struct Board {
     bootstrap: i32,
     /// Votes an entry needs before it is ranked (below: `provisional`).
     min_votes: u64,
+    /// Position check: decisive two-way votes, and how many the image shown first won (without
+    /// a position bias about half).
+    decisive_votes: i64,
+    first_won: i64,
     /// Entries by rating, highest first.
     entries: Vec<Entry>,
 }
@@ -63,6 +67,8 @@ async fn board_json(state: &AppState, board: &str) -> Result<Json<Board>> {
         excluded_votes: snapshot.as_ref().map_or(0, |s| s.excluded_votes),
         bootstrap: snapshot.as_ref().map_or(state.config.arena.bootstrap as i32, |s| s.bootstrap),
         min_votes: state.config.arena.min_votes,
+        decisive_votes: snapshot.as_ref().map_or(0, |s| s.decisive_votes),
+        first_won: snapshot.as_ref().map_or(0, |s| s.first_won),
         entries,
     }))
 }

@@ -64,6 +64,9 @@ pub struct BoardInput {
     pub entries: Vec<String>,
     pub votes: Vec<rating::Vote>,
     pub excluded: u64,
+    /// Decisive two-way votes, and how many of them the image shown first (Model A) won.
+    pub decisive: u64,
+    pub first_won: u64,
 }
 
 /// Splits votes into boards (counted ones fitted, held-back ones counted).
@@ -89,6 +92,10 @@ pub fn boards(votes: &[LoadedVote]) -> BTreeMap<String, BoardInput> {
                     })
                 })
                 .collect();
+            if v.choice == "best" && v.entries.len() == 2 {
+                board.decisive += 1;
+                board.first_won += u64::from(v.winner == Some(0));
+            }
             let outcome = match (v.choice.as_str(), v.winner) {
                 ("best", Some(w)) => Outcome::Best(w as u8),
                 ("tie", _) => Outcome::Tie,
@@ -190,14 +197,17 @@ pub async fn recompute(pool: &PgPool, catalog: &Catalog, settings: &ArenaSetting
     for c in &computed {
         let times = if c.board == DEMO { &sandbox } else { &real };
         let snapshot_id: i64 = sqlx::query_scalar(
-            "INSERT INTO arena_snapshot (board, last_vote_id, counted_votes, excluded_votes, bootstrap)
-             VALUES ($1, $2, $3, $4, $5) RETURNING snapshot_id",
+            "INSERT INTO arena_snapshot (board, last_vote_id, counted_votes, excluded_votes, bootstrap, decisive_votes,
+                                         first_won)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING snapshot_id",
         )
         .bind(&c.board)
         .bind(last_vote_id)
         .bind(c.fitted.votes as i64)
         .bind(c.input.excluded as i64)
         .bind(settings.bootstrap as i32)
+        .bind(c.input.decisive as i64)
+        .bind(c.input.first_won as i64)
         .fetch_one(&mut *tx)
         .await?;
         for e in &c.fitted.entries {
@@ -280,6 +290,8 @@ pub struct Snapshot {
     pub counted_votes: i64,
     pub excluded_votes: i64,
     pub bootstrap: i32,
+    pub decisive_votes: i64,
+    pub first_won: i64,
 }
 
 /// One stored row of a board.
@@ -322,7 +334,7 @@ pub struct Entry {
 /// The newest snapshot of a board, with its rows ordered by rating.
 pub async fn latest(pool: &PgPool, board: &str) -> Result<Option<(Snapshot, Vec<Entry>)>, sqlx::Error> {
     let snapshot: Option<Snapshot> = sqlx::query_as(
-        "SELECT snapshot_id, board, computed_at, counted_votes, excluded_votes, bootstrap
+        "SELECT snapshot_id, board, computed_at, counted_votes, excluded_votes, bootstrap, decisive_votes, first_won
          FROM arena_snapshot WHERE board = $1 ORDER BY snapshot_id DESC LIMIT 1",
     )
     .bind(board)

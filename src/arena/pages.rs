@@ -182,6 +182,26 @@ pub struct LeaderboardPage {
     pub dots: Vec<Dot>,
     pub x_ticks: Vec<Tick>,
     pub y_ticks: Vec<Tick>,
+    /// The position check in words, when the board has decisive two-way votes.
+    pub position_check: Option<String>,
+}
+
+/// "Model A won 52% of 120 decisive two-way votes; with no position bias that stays within
+/// 50% ± 9% (95%)."
+fn position_check(snapshot: &Snapshot) -> Option<String> {
+    if snapshot.decisive_votes <= 0 {
+        return None;
+    }
+    let n = snapshot.decisive_votes as f64;
+    let share = snapshot.first_won as f64 / n;
+    let margin = 1.96 * 0.5 / n.sqrt();
+    Some(format!(
+        "Position check: the image shown first (Model A) won {:.0}% of {} decisive two-way votes; with no \
+         position bias that share stays within 50% ± {:.0}% (95%).",
+        share * 100.0,
+        snapshot.decisive_votes,
+        margin * 100.0
+    ))
 }
 
 /// The boards a page links to: all, each use case, other, demo.
@@ -337,6 +357,7 @@ async fn leaderboard_page(state: &AppState, layout: Layout, board: &str, query: 
         dots,
         x_ticks,
         y_ticks,
+        position_check: snapshot.as_ref().and_then(position_check),
     }))
 }
 

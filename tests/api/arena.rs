@@ -222,6 +222,11 @@ async fn blind_votes_are_counted_ranked_and_refused_where_they_must_be() {
     assert_eq!(status, StatusCode::OK);
     page.assert_well_formed("leaderboard");
     assert_eq!(page.text("[data-testid=counted]").as_deref(), Some("6"));
+    // Six decisive two-way votes: the share Model A won, against 50% ± 40%.
+    let first_won = body["first_won"].as_i64().expect("first_won");
+    assert_eq!(body["decisive_votes"], 6);
+    let check = page.text("[data-testid=position-check]").expect("position check");
+    assert!(check.contains(&format!("won {:.0}% of 6 decisive", first_won as f64 * 100.0 / 6.0)), "{check}");
     let rows = page.attrs("[data-testid=board] tbody tr", "data-entry");
     assert!(rows[0].starts_with("flux-ultra-1-1:"), "{rows:?}");
     assert!(page.count("svg.chart circle") == 2);
