@@ -100,9 +100,15 @@ def signup(base, email, password, source):
     c = Client(base, source)
     token = c.csrf("/signup")
     status, body = c.form("/signup", {"email": email, "password": password, "csrf_token": token})
+    if status not in (302, 303):
+        c.close()
+        raise RuntimeError(f"sign-up of {email} from {source}: HTTP {status}: {body[:300]}")
+    # Sign-up answers "check your inbox" without signing in: log in (unverified accounts may).
+    token = c.csrf("/login")
+    status, body = c.form("/login", {"email": email, "password": password, "csrf_token": token})
     c.close()
     if status not in (302, 303) or not c.cookie:
-        raise RuntimeError(f"sign-up of {email} from {source}: HTTP {status}: {body[:300]}")
+        raise RuntimeError(f"log-in of {email} after sign-up from {source}: HTTP {status}: {body[:300]}")
     return c.cookie
 
 

@@ -7,7 +7,7 @@
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, launchBrowser, startServer, waitFor } from "./server.mjs";
+import { ROOT, launchBrowser, mailLink as readMail, startServer, waitFor } from "./server.mjs";
 
 const SHOTS = join(ROOT, "target", "e2e");
 const STEP_TIMEOUT = 30_000;
@@ -58,8 +58,10 @@ try {
   const imagesLoaded = (selector) =>
     page.locator(selector).evaluateAll((imgs) => imgs.length > 0 && imgs.every((img) => img.complete && img.naturalWidth > 0));
 
+  const mailLink = (to, prefix) => readMail(server.env, to, prefix);
+
   const { journey } = await import("./steps.mjs");
-  await journey({ page, base, step, waitFor, balance, imagesLoaded, expect: assert });
+  await journey({ page, base, step, waitFor, balance, imagesLoaded, mailLink, expect: assert });
   console.log(`\njourney passed; screenshots in ${SHOTS}`);
 } catch (err) {
   failed = true;

@@ -13,7 +13,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BINARY, ROOT, launchBrowser, startServer, waitFor } from "./server.mjs";
+import { BINARY, ROOT, launchBrowser, mailLink, startServer, waitFor } from "./server.mjs";
 
 const SHOTS = join(ROOT, "target", "screens");
 const VNU = join(ROOT, "e2e", "node_modules", "vnu-jar", "build", "dist", "vnu.jar");
@@ -130,7 +130,26 @@ try {
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign up" }).click();
+  await page.waitForURL("**/signup/check-email**");
+  await visit("signup-check-email", "/signup/check-email");
+  await visit("forgot-password", "/forgot-password");
+  await visit("link-refused", "/reset-password/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 404);
+  // A reset link, read from the server's file outbox: the form it opens.
+  await page.goto(`${base}/forgot-password`);
+  await page.getByLabel("Email").fill(email);
+  await page.getByRole("button", { name: "Send me a link" }).click();
+  await page.waitForURL("**/forgot-password");
+  await visit("reset-password", new URL(await mailLink(env, email, "/reset-password/")).pathname);
+  // Logged in before verifying: the banner shows on every page until the mailed link is opened.
+  await page.goto(`${base}/login`);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Log in" }).click();
   await waitFor("the header balance", async () => (await page.locator('[data-testid="balance"]').count()) > 0);
+  await visit("account-unverified", "/account");
+  await visit("confirm-email", new URL(await mailLink(env, email, "/verify-email/")).pathname);
+  await page.getByRole("button", { name: "Confirm my email address" }).click();
+  await page.waitForURL("**/account?notice=email-verified");
 
   execFileSync(BINARY, ["admin", "promote", "--email", email], { env, stdio: ["ignore", "ignore", "inherit"] });
 
@@ -171,6 +190,8 @@ try {
   await visit("runs", "/runs");
   await visit("account-arena", "/account/arena");
   await visit("account", "/account");
+  await visit("account-email", "/account/email");
+  await visit("account-delete", "/account/delete");
   await visit("api-keys", "/account/api-keys");
   await visit("webhooks", "/account/webhooks");
   await visit("api-docs", "/docs/api");

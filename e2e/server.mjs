@@ -3,7 +3,7 @@
 // and stopping and cleaning up afterwards.
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -100,6 +100,28 @@ export async function startServer({ name, sandboxLatencyMs }) {
     throw err;
   }
   return { base, env, stop };
+}
+
+/// The first link to `prefix` (e.g. "/verify-email/") in a mail to `to` that the server wrote to
+/// its file outbox (`{FACEOFF_DATA_DIR}/outbox/*.eml`: no SMTP configured), waiting for it.
+export async function mailLink(env, to, prefix) {
+  const outbox = join(env.FACEOFF_DATA_DIR, "outbox");
+  let link = null;
+  await waitFor(`a mail to ${to} with a ${prefix} link`, async () => {
+    if (!existsSync(outbox)) return false;
+    for (const name of readdirSync(outbox).filter((n) => n.endsWith(".eml"))) {
+      // Undo quoted-printable soft line breaks and escaped "=".
+      const raw = readFileSync(join(outbox, name), "utf8").replace(/=\r?\n/g, "").replace(/=3D/g, "=");
+      if (!raw.includes(`To: ${to}`)) continue;
+      const found = raw.match(new RegExp(`https?://[^\\s"<>]*${prefix}[^\\s"<>]*`));
+      if (found) {
+        link = found[0];
+        return true;
+      }
+    }
+    return false;
+  });
+  return link;
 }
 
 /// Debian's Chromium, headless, without the background traffic a closed network refuses.

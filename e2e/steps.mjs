@@ -2,7 +2,7 @@
 
 const SEED_PAIR = "/compare/flux-2-vs-flux-ultra-1-1/portrait";
 
-export async function journey({ page, base, step, waitFor, balance, imagesLoaded, expect }) {
+export async function journey({ page, base, step, waitFor, balance, imagesLoaded, mailLink, expect }) {
   const email = `e2e-${Date.now()}@example.com`;
   const password = "a long and happy password";
   let showcasePrompt = "";
@@ -38,8 +38,19 @@ export async function journey({ page, base, step, waitFor, balance, imagesLoaded
     await page.getByLabel("Email").fill(email);
     await page.getByLabel("Password").fill(password);
     await page.getByRole("button", { name: "Sign up" }).click();
+    await page.waitForURL("**/signup/check-email**");
+    expect((await page.locator('[data-testid="check-email"]').count()) === 1, "sign-up asks to check the inbox");
+  });
+
+  await step("verify-email", async () => {
+    // The verification mail, read from the server's file outbox (no SMTP configured).
+    const link = await mailLink(email, "/verify-email/");
+    await page.goto(link);
+    await page.getByRole("button", { name: "Confirm my email address" }).click();
+    await page.waitForURL("**/account?notice=email-verified");
     await waitFor("the header balance", async () => (await page.locator('[data-testid="balance"]').count()) > 0);
-    expect((await balance()) === 100, `balance after sign-up is ${await balance()}`);
+    expect((await page.locator('[data-testid="verify-banner"]').count()) === 0, "no banner once verified");
+    expect((await balance()) === 100, `balance after verification is ${await balance()}`);
   });
 
   await step("studio-run", async () => {

@@ -113,6 +113,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// The arena's trust rules and recompute schedule (`FACEOFF_ARENA_*`).
     pub arena: ArenaSettings,
+    /// Outgoing mail (`FACEOFF_SMTP_URL`, `FACEOFF_MAIL_FROM`).
+    pub mail: MailSettings,
 }
 
 /// The arena's settings: which votes count, when an entry is ranked, and how often boards are
@@ -143,6 +145,28 @@ impl Default for ArenaSettings {
             recompute_every: time::Duration::minutes(10),
             recompute_after: 20,
         }
+    }
+}
+
+/// How mail is sent (`mail`): through SMTP when `smtp_url` is set, otherwise written as `.eml`
+/// files under `{FACEOFF_DATA_DIR}/outbox/` with their links logged.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `FACEOFF_SMTP_URL`: `smtp://host:port` (plain, for a local catcher),
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS) or `smtps://user:pass@host:465` (TLS).
+    pub smtp_url: Option<Secret>,
+    /// `FACEOFF_MAIL_FROM`: the sender, `Name <address>` or `address`.
+    pub from: String,
+    /// How often each process looks for due mail when no notification woke it.
+    pub poll: Duration,
+    /// The wait after the first failed attempt (doubling after each next one, up to an hour).
+    pub first_retry: Duration,
+}
+
+impl MailSettings {
+    /// Whether mail really leaves the machine (SMTP is configured).
+    pub fn configured(&self) -> bool {
+        self.smtp_url.is_some()
     }
 }
 
@@ -277,6 +301,45 @@ impl Config {
             )?),
             ..ArenaSettings::default()
         };
+        let smtp_url = match env.non_empty("FACEOFF_SMTP_URL") {
+            Some(raw) => match Url::parse(&raw) {
+                Ok(url) if matches!(url.scheme(), "smtp" | "smtps") && url.host().is_some() => Some(Secret::new(raw)),
+                _ => {
+                    return Err(ConfigError {
+                        name: "FACEOFF_SMTP_URL",
+                        value: "(hidden)".into(),
+                        expected: "an smtp:// or smtps:// URL such as smtps://user:password@mail.example.com:465",
+                    });
+                }
+            },
+            None => None,
+        };
+        let mail_from = match env.non_empty("FACEOFF_MAIL_FROM") {
+            Some(raw) => {
+                if raw.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(ConfigError {
+                        name: "FACEOFF_MAIL_FROM",
+                        value: raw,
+                        expected: "an address such as Faceoff <noreply@example.com>",
+                    });
+                }
+                raw
+            }
+            None => {
+                let from = format!("Faceoff <noreply@{}>", public_url.host_str().unwrap_or("localhost"));
+                if from.parse::<lettre::message::Mailbox>().is_ok() {
+                    from
+                } else {
+                    "Faceoff <noreply@localhost>".into()
+                }
+            }
+        };
+        let mail = MailSettings {
+            smtp_url,
+            from: mail_from,
+            poll: Duration::from_secs(5),
+            first_retry: Duration::from_secs(30),
+        };
         Ok(Config {
             arena,
             database_url: env.non_empty("DATABASE_URL").map(Secret::new),
@@ -303,6 +366,7 @@ impl Config {
             throttle: Default::default(),
             api_rate_limit,
             webhooks,
+            mail,
         })
     }
 
@@ -452,7 +516,7 @@ mod tests {
         for name in ["DATABASE_URL", "FACEOFF_ADDR", "FACEOFF_METRICS_ADDR", "FACEOFF_SECURE_COOKIES", "RUST_LOG"] {
             assert!(names.contains(name), "{name} missing from {names:?}");
         }
-        assert!(!names.contains("FACEOFF_SMTP_URL"), "not read (yet)");
+        assert!(names.contains("FACEOFF_SMTP_URL") && names.contains("FACEOFF_MAIL_FROM"));
         assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')));
     }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod jobs;
 pub mod ledger;
+pub mod mail;
 pub mod payments;
 pub mod providers;
 pub mod runs;

@@ -243,6 +243,11 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
         Ok(deliverer) => tasks.extend(deliverer.spawn(shutdown.clone())),
         Err(err) => tracing::error!("webhook deliveries are off: {err:#}"),
     }
+    // Mail (every process sends its share: claims skip locked rows).
+    match crate::mail::Sender::new(state.pool.clone(), &state.config.mail, &state.config.data_dir) {
+        Ok(sender) => tasks.extend(sender.spawn(shutdown.clone())),
+        Err(err) => tracing::error!("mail sending is off: {err:#}"),
+    }
     // Showcase images of the comparison pages: generated once (across all instances), early;
     // stopped at shutdown (the claim of the one being generated is given back).
     let (showcases, catalog, showcase_shutdown) = (state.showcases.clone(), state.catalog.clone(), shutdown.clone());
@@ -267,6 +272,12 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             }
             if let Err(err) = sessions.delete_expired().await {
                 tracing::warn!("session cleanup: {err}");
+            }
+            if let Err(err) = crate::mail::purge_old(&pool).await {
+                tracing::warn!("mail outbox cleanup: {err}");
+            }
+            if let Err(err) = crate::accounts::tokens::purge_old(&pool).await {
+                tracing::warn!("account token cleanup: {err}");
             }
             throttle.retain_recent();
             api_limits.retain_recent();

@@ -1,7 +1,10 @@
 //! Accounts: users and their roles, passwords ([`password`]), sessions ([`session_store`]),
-//! personal API keys ([`api_keys`]), sign-up/log-in rate limits ([`rate_limit`]) and the
-//! administrators' credit adjustments ([`admin`]). SQL on `app_user`, `session` and `api_key`
-//! lives here. The pages (sign-up, log-in, the account page, API keys, admin) are in [`routes`].
+//! personal API keys ([`api_keys`]), sign-up/log-in rate limits ([`rate_limit`]), the
+//! administrators' credit adjustments ([`admin`]), the one-time tokens of mail links
+//! ([`tokens`]) and the flows that send them: verification, password reset, email change,
+//! deletion and export ([`lifecycle`]). SQL on `app_user`, `session`, `api_key`,
+//! `account_token` and `signup_grant_claim` lives here. The pages (sign-up, log-in, the account
+//! page, API keys, admin, the mail-link flows) are in [`routes`].
 
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
@@ -10,10 +13,12 @@ use crate::ledger;
 
 pub mod admin;
 pub mod api_keys;
+pub mod lifecycle;
 pub mod password;
 pub mod rate_limit;
 pub mod routes;
 pub mod session_store;
+pub mod tokens;
 
 /// Session key holding the signed-in user's id.
 pub const SESSION_USER_KEY: &str = "user_id";
@@ -35,6 +40,8 @@ pub struct CurrentUser {
     pub role: Role,
     pub available: i64,
     pub held: i64,
+    /// Whether the address was confirmed through a mailed link (pages show a banner until it is).
+    pub email_verified: bool,
 }
 
 impl CurrentUser {
@@ -56,6 +63,7 @@ pub async fn current_user(pool: &PgPool, user_id: Uuid) -> Result<Option<Current
         role: user.role,
         available: balance.available,
         held: balance.held,
+        email_verified: user.email_verified,
     }))
 }
 
@@ -76,22 +84,80 @@ pub struct User {
     pub email: String,
     pub role: Role,
     pub password_hash: String,
+    pub email_verified: bool,
 }
 
-/// The user with this email (trimmed, compared case-insensitively), if any.
+const USER_COLUMNS: &str = "user_id, email, role, password_hash, email_verified_at IS NOT NULL AS email_verified";
+
+/// The user with this email (trimmed, compared case-insensitively), if any (deleted accounts
+/// are nobody's).
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("SELECT user_id, email, role, password_hash FROM app_user WHERE lower(email) = lower($1)")
-        .bind(email.trim())
-        .fetch_optional(db)
-        .await
+    let sql = format!("SELECT {USER_COLUMNS} FROM app_user WHERE lower(email) = lower($1) AND deleted_at IS NULL");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(email.trim()).fetch_optional(db).await
 }
 
 pub async fn find_by_id(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("SELECT user_id, email, role, password_hash FROM app_user WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(db)
-        .await
+    let sql = format!("SELECT {USER_COLUMNS} FROM app_user WHERE user_id = $1 AND deleted_at IS NULL");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_optional(db).await
 }
+
+/// The address as the sign-up grant counts it, so that one mailbox gets the free credits once:
+/// lower case; a `+tag` dropped from the local part (every major provider delivers
+/// `ann+x@` to `ann@`); and for Gmail (`gmail.com`, `googlemail.com`), which ignores dots in
+/// the local part, the dots dropped too. Other providers' dots are kept: for most of them
+/// `a.nn@` and `ann@` are different people.
+pub fn grant_address(email: &str) -> String {
+    let email = email.trim().to_lowercase();
+    let Some((local, domain)) = email.rsplit_once('@') else { return email };
+    let local = local.split('+').next().unwrap_or(local);
+    let domain = if domain == "googlemail.com" { "gmail.com" } else { domain };
+    let local = if domain == "gmail.com" { local.replace('.', "") } else { local.to_string() };
+    format!("{local}@{domain}")
+}
+
+/// Grants the free sign-up credits to `user_id` for the address `email`, once per
+/// [`grant_address`] ever (in the caller's transaction); `false` when that address already had
+/// them. `verified` says in the ledger line's memo whether they came with a verified address.
+pub async fn grant_signup_credits(
+    tx: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    email: &str,
+    credits: i64,
+    verified: bool,
+) -> Result<bool, CreateUserError> {
+    use sha2::Digest;
+    let address_hash = sha2::Sha256::digest(grant_address(email).as_bytes()).to_vec();
+    let claimed = sqlx::query("INSERT INTO signup_grant_claim (address_hash) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(address_hash)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if claimed == 0 || credits <= 0 {
+        return Ok(claimed == 1);
+    }
+    let wallet = ledger::wallet(&mut *tx, user_id).await?;
+    let grants = ledger::system_account(&mut *tx, ledger::System::SignupGrants).await?;
+    let key = format!("signup:{user_id}");
+    ledger::transfer(
+        tx,
+        ledger::NewTransfer {
+            key: &key,
+            debit: grants,
+            credit: wallet,
+            amount: credits,
+            kind: ledger::Kind::SignupBonus,
+            memo: if verified { SIGNUP_MEMO_VERIFIED } else { SIGNUP_MEMO },
+            refs: ledger::Refs::default(),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The sign-up grant's memo when it was given at sign-up (no mail configured).
+pub const SIGNUP_MEMO: &str = "Sign-up bonus";
+/// The sign-up grant's memo when it was given for verifying the address.
+pub const SIGNUP_MEMO_VERIFIED: &str = "Sign-up bonus, for verifying your email address";
 
 pub async fn set_password_hash(db: impl PgExecutor<'_>, user_id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE app_user SET password_hash = $2 WHERE user_id = $1")
@@ -247,5 +313,13 @@ mod tests {
             assert!(validate_email(lookalike).is_err(), "{lookalike:?}");
         }
         assert!(validate_email("zoë@exämple.com").is_ok(), "letters from other scripts are fine");
+    }
+
+    #[test]
+    fn grant_addresses_fold_case_tags_and_gmail_dots() {
+        assert_eq!(grant_address(" Ann+promo@Example.com"), "ann@example.com");
+        assert_eq!(grant_address("a.nn@example.com"), "a.nn@example.com");
+        assert_eq!(grant_address("A.n.n+x@googlemail.com"), "ann@gmail.com");
+        assert_eq!(grant_address("ann@gmail.com"), grant_address("a.NN+y@gmail.com"));
     }
 }

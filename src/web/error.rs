@@ -302,6 +302,17 @@ impl From<CreateUserError> for AppError {
     }
 }
 
+impl From<crate::accounts::lifecycle::LifecycleError> for AppError {
+    fn from(err: crate::accounts::lifecycle::LifecycleError) -> Self {
+        use crate::accounts::lifecycle::LifecycleError;
+        match err {
+            LifecycleError::Ledger(err) => err.into(),
+            LifecycleError::Db(err) => err.into(),
+            LifecycleError::Mail(err) => AppError::Internal(err.into()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
         match err {

@@ -54,23 +54,28 @@ async fn signup_signs_in_grants_the_bonus_and_records_it() {
 }
 
 #[tokio::test]
-async fn signup_refuses_a_taken_email_and_bad_input_keeping_what_was_typed() {
+async fn signup_answers_the_same_for_a_taken_email_and_refuses_bad_input_keeping_what_was_typed() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.browser.sign_up("ann@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    let new = app.browser.submit_sign_up("ann@example.com", PASSWORD).await;
+    assert_eq!((new.status(), location(&new)), (StatusCode::SEE_OTHER, "/signup/check-email".to_string()));
 
+    // The same answer for an address that has an account: nothing tells them apart.
     let other = app.browser();
-    let response = other.sign_up("  ANN@Example.COM  ", "another password").await;
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = Page::from_response(response).await;
-    page.assert_well_formed("signup with errors");
-    assert!(page.text("#email-error").is_some_and(|e| e.contains("already exists")), "{:?}", page.text("#email-error"));
-    assert_eq!(page.attr("input[name=email]", "value").as_deref(), Some("ANN@Example.COM"));
-    assert_eq!(page.attr("input[name=password]", "value"), None, "the password is never echoed");
-    assert!(!page.source.contains("another password"));
+    let taken = other.submit_sign_up("  ANN@Example.COM  ", "another password").await;
+    assert_eq!((taken.status(), location(&taken)), (StatusCode::SEE_OTHER, "/signup/check-email".to_string()));
     assert_eq!(user_count(&app).await, 1);
+    assert!(!other.is_signed_in().await && !app.browser.is_signed_in().await, "sign-up does not sign in");
+    let (status, page) = other.page("/signup/check-email").await;
+    assert_eq!(status, StatusCode::OK);
+    page.assert_well_formed("check your inbox");
 
     let response = other.sign_up("bob@example.com", "short").await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = Page::from_response(response).await;
+    page.assert_well_formed("signup with errors");
+    assert_eq!(page.attr("input[name=password]", "value"), None, "the password is never echoed");
+
+    let response = other.sign_up("bob@example.com", "short").await;
     let page = Page::from_response(response).await;
     assert!(page.text("#password-error").is_some_and(|e| e.contains("at least 8")));
     assert_eq!(page.attr("input[name=email]", "value").as_deref(), Some("bob@example.com"));
@@ -496,7 +501,7 @@ async fn sign_out_everywhere_ends_every_session() {
 }
 
 #[tokio::test]
-async fn signup_goes_on_to_next_when_it_is_local() {
+async fn signup_carries_next_to_the_log_in_link_when_it_is_local() {
     let app = TestApp::spawn().await;
     let (_, page) = app.page("/signup?next=/studio%3Fmodels%3Dflux-2").await;
     page.assert_well_formed("signup with next");
@@ -506,7 +511,9 @@ async fn signup_goes_on_to_next_when_it_is_local() {
     let response =
         signup.submit(&app.browser, &[("email", "lee@example.com"), ("password", PASSWORD), ("next", &next)]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&response), "/studio?models=flux-2");
+    assert_eq!(location(&response), "/signup/check-email?next=%2Fstudio%3Fmodels%3Dflux-2");
+    let (_, page) = app.page(&location(&response)).await;
+    assert_eq!(page.attr(".auth-switch a", "href").as_deref(), Some("/login?next=%2Fstudio%3Fmodels%3Dflux-2"));
     let response = app
         .browser()
         .submit(
@@ -515,7 +522,7 @@ async fn signup_goes_on_to_next_when_it_is_local() {
             &[("email", "may@example.com"), ("password", PASSWORD), ("next", "//evil.example")],
         )
         .await;
-    assert_eq!(location(&response), "/");
+    assert_eq!(location(&response), "/signup/check-email");
 }
 
 #[tokio::test]

@@ -30,12 +30,17 @@ const PUBLIC_PAGES: &[&str] = &[
     "/docs/api",
     "/leaderboard",
     "/leaderboard/{use_case}",
+    "/signup/check-email",
+    "/verify-email/{token}",
+    "/forgot-password",
+    "/reset-password/{token}",
     // Public images for anyone, private ones for their owner only (tests/api/media.rs).
     "/media/{*key}",
 ];
 
 /// State-changing routes a visitor may use (with a valid token).
-const VISITOR_FORMS: &[&str] = &["/signup", "/login", "/logout"];
+const VISITOR_FORMS: &[&str] =
+    &["/signup", "/login", "/logout", "/forgot-password", "/reset-password/{token}", "/verify-email/{token}"];
 
 /// How a route that takes no cookies authenticates its requests.
 fn cookieless(path: &str) -> Option<&'static str> {
@@ -59,6 +64,7 @@ fn concrete(path: &str) -> String {
         .replace("{delivery_id}", "0196f7a0-0000-7000-8000-000000000004")
         .replace("{*key}", "runs/nothing/here.jpg")
         .replace("{letter}", "a")
+        .replace("{token}", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 }
 
 const UNSAFE: [Method; 4] = [Method::POST, Method::PUT, Method::PATCH, Method::DELETE];

@@ -164,6 +164,11 @@ impl TestApp {
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
+        // The mail sender, as `serve` runs it (the other background tasks are started by the
+        // tests that need them).
+        let sender =
+            faceoff::mail::Sender::new(pool.clone(), &state.config.mail, &state.config.data_dir).expect("mail sender");
+        sender.spawn(state.shutdown.clone());
         let app = faceoff::app(state.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -347,9 +352,22 @@ impl Browser {
         self.form(page, action).await.submit(self, fields).await
     }
 
-    /// Signs up through the sign-up form.
-    pub async fn sign_up(&self, email: &str, password: &str) -> reqwest::Response {
+    /// Submits the sign-up form (whatever the outcome).
+    pub async fn submit_sign_up(&self, email: &str, password: &str) -> reqwest::Response {
         self.submit("/signup", "/signup", &[("email", email), ("password", password)]).await
+    }
+
+    /// Signs up through the sign-up form and, when it was accepted (sign-up no longer signs in:
+    /// it answers "check your inbox" whether or not the address is new), logs in with the same
+    /// email and password, so the browser is signed in as a new, unverified user. Returns the
+    /// log-in's answer, or the sign-up's when it was refused.
+    pub async fn sign_up(&self, email: &str, password: &str) -> reqwest::Response {
+        let response = self.submit_sign_up(email, password).await;
+        if response.status() != StatusCode::SEE_OTHER {
+            return response;
+        }
+        assert!(location(&response).starts_with("/signup/check-email"), "{}", location(&response));
+        self.log_in(email, password).await
     }
 
     /// Logs in through the log-in form; asserts it worked.

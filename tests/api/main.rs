@@ -11,6 +11,7 @@ mod foundation;
 mod hardening;
 mod helpers;
 mod ledger;
+mod lifecycle;
 mod live;
 mod media;
 mod openapi;

@@ -6,7 +6,7 @@
 use std::fmt::Debug;
 
 use faceoff::{
-    accounts::{self, Role},
+    accounts::{self, Role, tokens::Purpose},
     catalog,
     jobs::{self, JobStatus},
     ledger::{self, Hold, HoldStatus, Kind, LedgerError, NewTransfer, Refs, System},
@@ -80,6 +80,23 @@ fn role_text(r: Role) -> &'static str {
         Role::Admin => "admin",
     }
 }
+const PURPOSES: [Purpose; 3] = [Purpose::VerifyEmail, Purpose::ResetPassword, Purpose::ChangeEmail];
+fn purpose_text(p: Purpose) -> &'static str {
+    match p {
+        Purpose::VerifyEmail => "verify_email",
+        Purpose::ResetPassword => "reset_password",
+        Purpose::ChangeEmail => "change_email",
+    }
+}
+
+#[tokio::test]
+async fn token_purposes_round_trip_and_match_the_check_constraint() {
+    let (_db, pool) = migrated_db(4).await;
+    assert_round_trips(&pool, &PURPOSES, purpose_text).await;
+    assert_matches_check(&pool, "account_token.purpose", &PURPOSES, purpose_text).await;
+    assert_unknown_is_an_error::<Purpose>(&pool, "login").await;
+}
+
 fn mode_text(m: Mode) -> &'static str {
     match m {
         Mode::TwoK => "2k",

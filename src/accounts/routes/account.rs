@@ -1,7 +1,7 @@
 //! `GET /account`, `POST /account/password` and `POST /account/sign-out-everywhere`.
 
 use axum::{
-    extract::State,
+    extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -41,8 +41,31 @@ impl AccountPage {
     }
 }
 
-async fn account(State(state): State<AppState>, SignedIn(user): SignedIn, layout: Layout) -> Result<Response> {
-    Ok(render(&AccountPage::new(&state, layout, user.id).await?))
+#[derive(Debug, Deserialize)]
+struct NoticeQuery {
+    notice: Option<String>,
+}
+
+fn account_notice(code: Option<&str>) -> Option<String> {
+    let text = match code? {
+        "email-verified" => "Your email address is confirmed. Thank you!",
+        "email-changed" => "Your email address was changed.",
+        "verification-sent" => "We sent a new confirmation link to your address.",
+        "too-many-mails" => "We sent several links lately: wait a quarter of an hour before asking again.",
+        _ => return None,
+    };
+    Some(text.to_string())
+}
+
+async fn account(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    layout: Layout,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response> {
+    let mut page = AccountPage::new(&state, layout, user.id).await?;
+    page.notice = account_notice(q.notice.as_deref());
+    Ok(render(&page))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,7 +14,9 @@ use uuid::Uuid;
 use super::form_error;
 use crate::{
     accounts::{
-        self, CreateUserError, Role, SESSION_USER_KEY, password,
+        self, SESSION_USER_KEY,
+        lifecycle::{self, SignUp},
+        password,
         rate_limit::{DeviceCookie, LoginAttempt},
     },
     state::AppState,
@@ -45,7 +47,7 @@ pub fn safe_next(next: Option<&str>) -> Option<String> {
     local.then(|| next.to_string())
 }
 
-fn next_query(next: &Option<String>) -> String {
+pub(super) fn next_query(next: &Option<String>) -> String {
     match next {
         Some(next) => format!("?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()),
         None => String::new(),
@@ -113,6 +115,8 @@ struct AuthForm {
 struct SignupPage {
     layout: Layout,
     signup_credits: i64,
+    /// Whether the free credits come when the address is confirmed (mail configured).
+    credits_on_verification: bool,
     email: String,
     next: Option<String>,
     email_error: Option<String>,
@@ -133,6 +137,7 @@ async fn signup_form(State(state): State<AppState>, layout: Layout, Query(q): Qu
     let page = SignupPage {
         layout,
         signup_credits: state.config.signup_credits,
+        credits_on_verification: state.config.mail.configured(),
         email: String::new(),
         next,
         email_error: None,
@@ -144,7 +149,6 @@ async fn signup_form(State(state): State<AppState>, layout: Layout, Query(q): Qu
 async fn signup(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
-    session: Session,
     layout: Layout,
     CsrfForm(form): CsrfForm<AuthForm>,
 ) -> Result<Response> {
@@ -153,6 +157,7 @@ async fn signup(
         let page = SignupPage {
             layout,
             signup_credits: state.config.signup_credits,
+            credits_on_verification: state.config.mail.configured(),
             email: String::new(),
             next: safe_next(Some(&form.next)),
             email_error: Some(message),
@@ -161,37 +166,28 @@ async fn signup(
         return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
     state.throttle.check_signup(client)?;
-    let mut page = SignupPage {
+    let page = SignupPage {
         layout,
         signup_credits: state.config.signup_credits,
+        credits_on_verification: state.config.mail.configured(),
         email: email.clone(),
         next: safe_next(Some(&form.next)),
         email_error: accounts::validate_email(&email).err().map(String::from),
         password_error: password::validate(&form.password).err().map(String::from),
     };
-    if page.email_error.is_none() && accounts::find_by_email(&state.pool, &email).await?.is_some() {
-        page.email_error = Some(EMAIL_TAKEN.into());
-    }
     if page.email_error.is_some() || page.password_error.is_some() {
         return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
+    // The same work and the same answer whether or not the address has an account: the password
+    // is hashed either way, and either way a mail goes to the address (a verification link, or
+    // a note to the owner that someone tried to sign up with it).
     let hash = password::hash(form.password).await?;
-    let mut tx = crate::db::begin(&state.pool).await?;
-    let user_id = match accounts::create_user(&mut tx, &email, &hash, Role::User, state.config.signup_credits).await {
-        Ok(id) => id,
-        // Someone signed up with this address since the check above.
-        Err(CreateUserError::EmailTaken) => {
-            page.email_error = Some(EMAIL_TAKEN.into());
-            return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
-        }
-        Err(err) => return Err(err.into()),
-    };
-    tx.commit().await?;
-    tracing::info!(%user_id, "new account");
-    sign_in(&state, &session, user_id, &email, None, page.next.as_deref()).await
+    match lifecycle::sign_up(&state.pool, &state.config, &email, &hash).await? {
+        SignUp::Created(user_id) => tracing::info!(%user_id, "new account"),
+        SignUp::Existing => tracing::info!("sign-up with an address that has an account"),
+    }
+    Ok(Redirect::to(&format!("/signup/check-email{}", next_query(&page.next))).into_response())
 }
-
-const EMAIL_TAKEN: &str = "an account with this email already exists; log in instead";
 
 // ---- log-in / log-out ----
 
@@ -216,6 +212,10 @@ fn login_notice(code: Option<&str>) -> Option<&'static str> {
     match code? {
         "signed-out-everywhere" => Some("You were signed out on every device. Log in again to continue."),
         "signed-out" => Some("You are signed out."),
+        "password-reset" => Some("Your password was changed and every session ended. Log in with your new password."),
+        "email-verified" => Some("Your email address is confirmed. Log in to continue."),
+        "email-changed" => Some("Your email address was changed. Log in with your new address."),
+        "account-deleted" => Some("Your account was deleted. A last message is on its way to your old address."),
         _ => None,
     }
 }

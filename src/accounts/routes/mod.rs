@@ -1,6 +1,7 @@
 //! The account pages: sign-up, log-in and log-out ([`auth`]), the account page with the password
-//! change and "sign out everywhere" ([`account`]), personal API keys ([`api_keys`]) and the
-//! administrators' page ([`admin`]).
+//! change and "sign out everywhere" ([`account`]), personal API keys ([`api_keys`]), the
+//! administrators' page ([`admin`]) and the mail-link flows: verification, password reset,
+//! email change, deletion and export ([`lifecycle`]).
 
 use axum::{
     http::StatusCode,
@@ -16,11 +17,17 @@ mod account;
 mod admin;
 mod api_keys;
 mod auth;
+mod lifecycle;
 
 pub use auth::safe_next;
 
 pub fn routes() -> Routes<AppState> {
-    Routes::new().merge(auth::routes()).merge(account::routes()).merge(api_keys::routes()).merge(admin::routes())
+    Routes::new()
+        .merge(auth::routes())
+        .merge(account::routes())
+        .merge(api_keys::routes())
+        .merge(admin::routes())
+        .merge(lifecycle::routes())
 }
 
 /// A form page answered with `status` (422 when the form needs correcting).
