@@ -12,7 +12,7 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && for bench in ledger jobs pages queue; do echo 'fn main() {}' > "benches/$bench.rs"; done \
+    && for bench in ledger jobs pages queue arena; do echo 'fn main() {}' > "benches/$bench.rs"; done \
     && cargo build --release --locked --bin faceoff \
     && rm -rf src benches
 COPY . .

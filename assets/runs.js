@@ -64,6 +64,23 @@
 
   function renderRun(root, run) {
     root.setAttribute("data-status", run.status);
+    if (run.revealed === false) {
+      // A blind run: nothing per model until every image is there; then the page shows them.
+      var blindSummary = root.querySelector('[data-role="summary"]');
+      if (blindSummary && run.status === "pending") blindSummary.textContent = "Generating… " + run.held + " credits held.";
+      if (run.status === "done") {
+        // Swap in the finished page's run section (the images and the vote form), without a reload.
+        fetch(window.location.href, { credentials: "same-origin" })
+          .then(function (r) { return r.text(); })
+          .then(function (html) {
+            var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-run][data-events]");
+            if (fresh) root.replaceWith(document.importNode(fresh, true));
+            else window.location.reload();
+          })
+          .catch(function () { window.location.reload(); });
+      }
+      return;
+    }
     run.jobs.forEach(function (job) {
       var figure = root.querySelector('figure[data-job="' + job.id + '"]');
       if (figure) renderJob(figure, job, run);

@@ -101,6 +101,7 @@ async fn bench(
                     mode: "2k".into(),
                     aspect_ratio: "1:1".into(),
                     seed: r.to_string(),
+                    ..RunInput::default()
                 };
                 let valid = runs::validate(&catalog, &input, None).map_err(|e| anyhow::anyhow!(e.summary()))?;
                 runs::create_run(&pool, &store, &queue, user_id, &valid, &format!("bench-{r}")).await?;

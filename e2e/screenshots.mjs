@@ -120,6 +120,8 @@ try {
   await visit("model-retired", "/models/gpt-image-1");
   await visit("comparison-cross-maker", "/compare/gpt-image-2-vs-nano-banana-2/typography");
   await visit("comparison-generic-cross-maker", "/compare/ideogram-3-vs-hunyuan-image-3");
+  await visit("leaderboard", "/leaderboard");
+  await visit("leaderboard-demo", "/leaderboard/demo");
   await visit("login", "/login");
   await visit("not-found", "/models/no-such-model", 404);
 
@@ -177,7 +179,20 @@ try {
 
   await visit("studio", "/studio?models=flux-2,flux-ultra-1-1");
   await visit("run", runPath);
+  // Vote on the blind run, see the names, and wait for the background recompute (every 30 s) to
+  // put it on the sandbox demo board.
+  await page.goto(`${base}${runPath}`);
+  await page.getByLabel(/Model A is better/).check();
+  await page.getByRole("button", { name: "Vote and reveal the names" }).click();
+  await waitFor("the vote to be recorded", async () => (await page.locator('[data-testid="vote-summary"]').count()) > 0);
+  await visit("run-voted", runPath);
+  await waitFor("the demo board", async () => {
+    await page.goto(`${base}/leaderboard/demo`);
+    return (await page.locator('[data-testid="board"]').count()) > 0;
+  }, 90_000);
+  await visit("leaderboard-demo-votes", "/leaderboard/demo");
   await visit("runs", "/runs");
+  await visit("account-arena", "/account/arena");
   await visit("account", "/account");
   await visit("account-email", "/account/email");
   await visit("account-delete", "/account/delete");

@@ -62,6 +62,8 @@ export async function startServer({ name, sandboxLatencyMs }) {
     FACEOFF_STORAGE_URL: `file://${join(dataDir, "media")}`,
     FACEOFF_SANDBOX_LATENCY_MS: String(sandboxLatencyMs),
     FACEOFF_WORKERS: "4",
+    // The arena counts a fresh account's votes at once, so the boards have rows to show.
+    FACEOFF_ARENA_MIN_ACCOUNT_AGE_HOURS: "0",
     RUST_LOG: env.RUST_LOG || "warn",
   });
 

@@ -159,8 +159,41 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// The fair queue's per-user limits and backpressure.
     pub queue: QueueSettings,
+    /// The arena's trust rules and recompute schedule (`FACEOFF_ARENA_*`).
+    pub arena: ArenaSettings,
     /// Outgoing mail (`FACEOFF_SMTP_URL`, `FACEOFF_MAIL_FROM`).
     pub mail: MailSettings,
+}
+
+/// The arena's settings: which votes count, when an entry is ranked, and how often boards are
+/// recomputed.
+#[derive(Debug, Clone, Copy)]
+pub struct ArenaSettings {
+    /// `FACEOFF_ARENA_MIN_ACCOUNT_AGE_HOURS` (24): votes of younger accounts are held back.
+    pub min_account_age: time::Duration,
+    /// `FACEOFF_ARENA_DAILY_CAP` (30): counted votes per account, per board, per UTC day.
+    pub daily_cap: i64,
+    /// `FACEOFF_ARENA_MIN_VOTES` (30): votes an entry needs before it is ranked.
+    pub min_votes: u64,
+    /// Bootstrap replicates per board (200).
+    pub bootstrap: usize,
+    /// `FACEOFF_ARENA_RECOMPUTE_SECS` (600): boards are recomputed at least this often…
+    pub recompute_every: time::Duration,
+    /// …and once this many new votes arrived (20).
+    pub recompute_after: i64,
+}
+
+impl Default for ArenaSettings {
+    fn default() -> Self {
+        ArenaSettings {
+            min_account_age: time::Duration::hours(24),
+            daily_cap: 30,
+            min_votes: 30,
+            bootstrap: 200,
+            recompute_every: time::Duration::minutes(10),
+            recompute_after: 20,
+        }
+    }
 }
 
 /// How mail is sent (`mail`): through SMTP when `smtp_url` is set, otherwise written as `.eml`
@@ -350,6 +383,21 @@ impl Config {
                 None => defaults.max_age,
             },
         };
+        let arena = ArenaSettings {
+            min_account_age: time::Duration::hours(env.parsed(
+                "FACEOFF_ARENA_MIN_ACCOUNT_AGE_HOURS",
+                "hours, e.g. 24",
+                24i64,
+            )?),
+            daily_cap: env.parsed("FACEOFF_ARENA_DAILY_CAP", "votes per day, e.g. 30", 30i64)?,
+            min_votes: env.parsed("FACEOFF_ARENA_MIN_VOTES", "votes, e.g. 30", 30u64)?,
+            recompute_every: time::Duration::seconds(env.parsed(
+                "FACEOFF_ARENA_RECOMPUTE_SECS",
+                "seconds, e.g. 600",
+                600i64,
+            )?),
+            ..ArenaSettings::default()
+        };
         let smtp_url = match env.non_empty("FACEOFF_SMTP_URL") {
             Some(raw) => match Url::parse(&raw) {
                 Ok(url) if matches!(url.scheme(), "smtp" | "smtps") && url.host().is_some() => Some(Secret::new(raw)),
@@ -390,6 +438,7 @@ impl Config {
             first_retry: Duration::from_secs(30),
         };
         Ok(Config {
+            arena,
             database_url: env.non_empty("DATABASE_URL").map(Secret::new),
             addr,
             public_url,

@@ -284,6 +284,28 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
         }
     });
     tasks.push(housekeeping);
+    // The arena's boards: checked every 30 s, recomputed when due (every
+    // `FACEOFF_ARENA_RECOMPUTE_SECS`, or after 20 new votes), by one process at a time.
+    let (pool, catalog, arena, shutdown_arena) =
+        (state.pool.clone(), state.catalog.clone(), state.config.arena, shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = shutdown_arena.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match crate::arena::board::due(&pool, &arena).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let Err(err) = crate::arena::board::recompute(&pool, &catalog.current(), &arena).await {
+                        tracing::warn!("arena recompute: {err:#}");
+                    }
+                }
+                Err(err) => tracing::warn!("arena recompute check: {err}"),
+            }
+        }
+    }));
     // Stored objects that no row owns (a transaction that failed after storing its bytes), once
     // an hour. Several instances may sweep at once: deleting an object twice is harmless.
     let (pool, store, shutdown) = (state.pool.clone(), state.store.clone(), shutdown.clone());

@@ -73,6 +73,8 @@ pub fn routes() -> Routes<AppState> {
         .merge(crate::accounts::routes::routes())
         .merge(crate::catalog::pages::routes())
         .merge(crate::runs::pages::routes())
+        .merge(crate::arena::pages::routes())
+        .merge(crate::arena::api::routes())
         .merge(crate::runs::api::routes())
         .merge(crate::payments::api::routes())
         .merge(crate::webhooks::api::routes())

@@ -301,6 +301,8 @@ pub struct ClaimedJob {
     pub mode: Mode,
     pub aspect_ratio: String,
     pub reference_key: Option<String>,
+    /// The run is blind (the arena): nothing the provider draws may name the model.
+    pub blind: bool,
 }
 
 impl ClaimedJob {
@@ -404,7 +406,7 @@ pub async fn claim_with(
         "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,
                 j.variant_is_default, j.provider, j.routes, j.route, j.usage_markup,
                 j.endpoint, j.width, j.height, j.price, j.hold_id, j.deadline, j.attempts, j.lease_token,
-                j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key
+                j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key, r.blind
          FROM generation_job j JOIN generation_run r USING (run_id)
          WHERE j.job_id = $1 AND j.lease_token = $2",
     )

@@ -182,7 +182,8 @@ impl Engine {
         let request = GenerationRequest {
             endpoint: job_endpoint(job),
             model: job.model_slug.clone(),
-            model_name: job.choice().label(),
+            // The sandbox draws this name on its renderings: a blind run's must not tell.
+            model_name: if job.blind { "blind comparison".into() } else { job.choice().label() },
             prompt: job.prompt.clone(),
             seed: job.seed as u32,
             mode: job.mode(),

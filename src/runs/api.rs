@@ -247,6 +247,11 @@ struct RunBody {
     /// 10 MB, 25 megapixels and 8192 px a side; only for models that accept one.
     #[serde(default)]
     reference_image: Option<String>,
+    /// What the run is for: a use case's slug (`GET /api/v1/leaderboard` lists the boards) or
+    /// `other`. Runs made through the API are not blind.
+    #[serde(default)]
+    #[schema(example = "portrait")]
+    use_case: Option<String>,
 }
 
 /// Starts a run: one job per model, each charged only when its image is delivered. The same
@@ -301,6 +306,8 @@ async fn create_run(
         mode: body.mode.unwrap_or_default(),
         aspect_ratio: body.aspect_ratio.unwrap_or_default(),
         seed: body.seed.map(|s| s.to_string()).unwrap_or_default(),
+        use_case: body.use_case.unwrap_or_default(),
+        blind: false,
     };
     let catalog = state.catalog.current();
     let created = create::submit(
@@ -355,12 +362,14 @@ async fn list_runs(
     let runs = super::list_after(&state.pool, user.user_id, after, limit + 1).await?;
     let (runs, next_cursor) =
         split_page(runs, limit, |run| format!("{}/{}", run.created_at.unix_timestamp_nanos(), run.run_id));
-    let jobs = crate::jobs::for_runs(&state.pool, &runs.iter().map(|r| r.run_id).collect::<Vec<_>>()).await?;
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.run_id).collect();
+    let jobs = crate::jobs::for_runs(&state.pool, &ids).await?;
+    let voted = super::voted(&state.pool, &ids).await?;
     let data = runs
         .iter()
         .map(|run| {
             let own: Vec<_> = jobs.iter().filter(|j| j.run_id == run.run_id).cloned().collect();
-            RunView::build(run, &own)
+            RunView::for_owner(run, &own, voted.contains(&run.run_id))
         })
         .collect();
     Ok(Json(RunList { data, next_cursor }))

@@ -24,6 +24,8 @@ use crate::{
 pub const MIN_MODELS: usize = 2;
 pub const MAX_MODELS: usize = 4;
 pub const MAX_PROMPT_CHARS: usize = 2000;
+/// The use case of a run that fits none of the catalog's.
+pub const OTHER_USE_CASE: &str = "other";
 /// The largest reference image accepted (the upload itself).
 pub const MAX_REFERENCE_BYTES: usize = 10 * 1024 * 1024;
 /// Reference images larger than this are scaled down before they are stored and sent (larger
@@ -39,6 +41,10 @@ pub struct RunInput {
     pub mode: String,
     pub aspect_ratio: String,
     pub seed: String,
+    /// A catalog use case's slug, `other`, or empty (not said).
+    pub use_case: String,
+    /// Show the results as Model A, B… until the owner votes (the arena).
+    pub blind: bool,
 }
 
 /// A message for one field of the form (or the API's `error.message`).
@@ -254,6 +260,9 @@ pub struct ValidRun {
     pub fingerprint: [u8; 32],
     /// Where it was submitted ([`validate`] says the API; [`submit`] sets it).
     pub source: Source,
+    /// The use case said (`other` or a catalog slug).
+    pub use_case: Option<String>,
+    pub blind: bool,
 }
 
 /// The digest of a run request as sent (trimmed text, the models in their order, the seed as
@@ -271,6 +280,14 @@ pub fn fingerprint(input: &RunInput, upload: Option<&[u8]>) -> [u8; 32] {
         "seed": input.seed.trim(),
         "reference": upload.map(|bytes| hex::encode(Sha256::digest(bytes))),
     });
+    // Added only when set, so that requests without them keep their earlier fingerprints.
+    let mut canonical = canonical;
+    if !input.use_case.trim().is_empty() {
+        canonical["use_case"] = input.use_case.trim().into();
+    }
+    if input.blind {
+        canonical["blind"] = true.into();
+    }
     Sha256::digest(canonical.to_string().as_bytes()).into()
 }
 
@@ -298,6 +315,15 @@ pub fn validate(catalog: &Catalog, input: &RunInput, upload: Option<&[u8]>) -> R
     } else if dimensions(aspect_ratio, Mode::TwoK).is_none() {
         errors.push("aspect_ratio", format!("{aspect_ratio:?} is not an aspect ratio"));
     }
+
+    let use_case = match input.use_case.trim() {
+        "" => None,
+        slug if slug == OTHER_USE_CASE || catalog.use_case(slug).is_some() => Some(slug.to_string()),
+        _ => {
+            errors.push("use_case", "choose one of the listed use cases, or other");
+            None
+        }
+    };
 
     let seed = match input.seed.trim() {
         "" => rand::random::<u32>(),
@@ -342,6 +368,8 @@ pub fn validate(catalog: &Catalog, input: &RunInput, upload: Option<&[u8]>) -> R
                 total,
                 fingerprint: fingerprint(input, upload),
                 source: Source::Api,
+                use_case,
+                blind: input.blind,
             })
         }
         _ => Err(errors),
@@ -515,8 +543,8 @@ pub async fn create_run(
     }
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO generation_run (run_id, user_id, prompt, mode, aspect_ratio, seed, reference_key, idempotency_key,
-                                     total_price, request_fingerprint, source)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                     total_price, request_fingerprint, source, use_case, blind, shown_order)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT ON CONSTRAINT generation_run_user_key_unique DO NOTHING
          RETURNING run_id",
     )
@@ -531,6 +559,9 @@ pub async fn create_run(
     .bind(run.total)
     .bind(&run.fingerprint[..])
     .bind(run.source)
+    .bind(run.use_case.as_deref())
+    .bind(run.blind)
+    .bind(run.blind.then(|| shuffled_positions(run.selections.len())))
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
@@ -548,7 +579,12 @@ pub async fn create_run(
     for (position, selection) in run.selections.iter().enumerate() {
         let job_id = Uuid::now_v7();
         let choice = selection.choice();
-        let memo = format!("Run: {} ({}), {}", choice.label(), run.mode.label(), short_prompt(&run.prompt));
+        // A blind run's credit lines name no model (the prices would tell them apart).
+        let memo = if run.blind {
+            format!("Run (blind), {}, {}", run.mode.label(), short_prompt(&run.prompt))
+        } else {
+            format!("Run: {} ({}), {}", choice.label(), run.mode.label(), short_prompt(&run.prompt))
+        };
         let hold = match ledger::reserve(
             &mut tx,
             user_id,
@@ -601,6 +637,15 @@ pub async fn create_run(
     tx.commit().await?;
     metrics::counter!("runs_created_total").increment(1);
     Ok(Created { run_id, replayed: false })
+}
+
+/// The display order of a blind run: the job positions in a random order (Model A is
+/// `order[0]`).
+fn shuffled_positions(n: usize) -> Vec<i16> {
+    use rand::seq::SliceRandom;
+    let mut order: Vec<i16> = (0..n as i16).collect();
+    order.shuffle(&mut rand::rng());
+    order
 }
 
 fn short_prompt(prompt: &str) -> String {
@@ -658,6 +703,7 @@ mod tests {
             mode: "2k".into(),
             aspect_ratio: "1:1".into(),
             seed: String::new(),
+            ..RunInput::default()
         }
     }
 

@@ -34,9 +34,35 @@ pub struct Run {
     pub reference_key: Option<String>,
     pub total_price: i64,
     pub created_at: OffsetDateTime,
+    /// A catalog use case's slug or `other` (None: not said).
+    pub use_case: Option<String>,
+    /// Results shown as Model A, B… until the owner votes or reveals.
+    pub blind: bool,
+    /// Blind runs: job positions in display order.
+    pub shown_order: Option<Vec<i16>>,
+    /// When the owner revealed the names without voting.
+    pub revealed_at: Option<OffsetDateTime>,
 }
 
-const RUN_COLUMNS: &str = "run_id, user_id, prompt, mode, aspect_ratio, seed, reference_key, total_price, created_at";
+const RUN_COLUMNS: &str = "run_id, user_id, prompt, mode, aspect_ratio, seed, reference_key, total_price, created_at, \
+                           use_case, blind, shown_order, revealed_at";
+
+impl Run {
+    /// Display label of the `i`-th shown result: "Model A".
+    pub fn label(i: usize) -> String {
+        format!("Model {}", char::from(b'A' + (i as u8).min(25)))
+    }
+
+    /// The jobs in display order (blind runs: the stored shuffled order; others: as chosen).
+    pub fn in_shown_order<'a, T>(&self, jobs: &'a [T], position: impl Fn(&T) -> i16) -> Vec<&'a T> {
+        match &self.shown_order {
+            Some(order) if order.len() == jobs.len() => {
+                order.iter().filter_map(|p| jobs.iter().find(|j| position(j) == *p)).collect()
+            }
+            _ => jobs.iter().collect(),
+        }
+    }
+}
 
 pub async fn find(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Option<Run>, sqlx::Error> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM generation_run WHERE run_id = $1");
@@ -72,6 +98,11 @@ pub async fn list_after(
     );
     let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
     sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(at).bind(id).bind(limit).fetch_all(db).await
+}
+
+/// Which of these runs have an arena vote.
+pub async fn voted(db: impl PgExecutor<'_>, run_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT run_id FROM arena_vote WHERE run_id = ANY($1)").bind(run_ids).fetch_all(db).await
 }
 
 pub async fn count(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<i64, sqlx::Error> {
@@ -119,7 +150,17 @@ pub struct RunView {
     /// When the run was submitted (RFC 3339).
     #[schema(format = DateTime)]
     pub created_at: String,
-    /// One job per chosen model, in the order they were chosen.
+    /// What the run was for: a catalog use case's slug or `other` (null: not said).
+    #[schema(example = "portrait")]
+    pub use_case: Option<String>,
+    /// A blind run (the arena): until its owner votes or reveals, the jobs are listed in a
+    /// random order as "Model A", "Model B"…, without model, variant, per-job price, timing or
+    /// id, and their images are served at `/runs/{id}/blind/{letter}`.
+    pub blind: bool,
+    /// Whether the names are shown (not blind, voted on, or revealed).
+    pub revealed: bool,
+    /// One job per chosen model, in the order they were chosen (blind runs: in the run's
+    /// display order, Model A first).
     pub jobs: Vec<JobView>,
 }
 
@@ -262,7 +303,8 @@ pub fn duration_label(d: std::time::Duration) -> String {
 
 impl RunView {
     pub fn build(run: &Run, jobs: &[Job]) -> RunView {
-        let jobs: Vec<JobView> = jobs.iter().map(JobView::from_job).collect();
+        // A blind run keeps its display order after the reveal (Model A first).
+        let jobs: Vec<JobView> = run.in_shown_order(jobs, |j| j.position).into_iter().map(JobView::from_job).collect();
         let pending = jobs.iter().any(JobView::is_pending);
         let charged = jobs.iter().filter_map(|j| j.charged).sum();
         let refunded = jobs.iter().filter(|j| j.status.is_settled()).map(|j| j.price - j.charged.unwrap_or(0)).sum();
@@ -283,8 +325,78 @@ impl RunView {
                 .created_at
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_else(|_| run.created_at.to_string()),
+            use_case: run.use_case.clone(),
+            blind: run.blind,
+            revealed: true,
             jobs,
         }
+    }
+
+    /// The view of a blind run whose names are not revealed yet: nothing in it tells the models
+    /// apart. Jobs follow the run's display order and are named "Model A"…; while any job is
+    /// pending every job shows the same status and the run's mean progress, and the run shows
+    /// its whole price as held (not which image arrived first); per-job prices, charges, timings, reasons, sizes and ids are left out;
+    /// images are re-encoded copies at `/runs/{id}/blind/{letter}`, shown only once every job is
+    /// settled.
+    pub fn masked(run: &Run, jobs: &[Job]) -> RunView {
+        let mut view = RunView::build(run, jobs);
+        view.revealed = false;
+        let pending = view.is_pending();
+        let progress = if view.jobs.is_empty() {
+            0
+        } else {
+            view.jobs.iter().map(|j| j.progress).sum::<u32>() / view.jobs.len() as u32
+        };
+        let shown: Vec<&JobView> = run
+            .in_shown_order(&view.jobs, |j| jobs.iter().find(|job| job.job_id == j.id).map_or(-1, |job| job.position));
+        let masked: Vec<JobView> = shown
+            .into_iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let label = Run::label(i);
+                let letter = char::from(b'a' + i as u8);
+                let (status, image) = if pending {
+                    (JobStatus::Running, None)
+                } else {
+                    let url =
+                        (j.status == JobStatus::Delivered).then(|| format!("/runs/{}/blind/{letter}", run.run_id));
+                    (j.status, url)
+                };
+                JobView {
+                    id: Uuid::nil(),
+                    model: String::new(),
+                    variant: String::new(),
+                    choice: String::new(),
+                    name: label,
+                    status,
+                    status_label: if pending { "Generating" } else { status_label(status) },
+                    progress: if pending { progress } else { j.progress },
+                    price: 0,
+                    charged: None,
+                    reason: None,
+                    message: not_charged_message(status),
+                    // History lists show no thumbnail for an unrevealed blind run.
+                    image_url: image,
+                    thumb_url: None,
+                    width: None,
+                    height: None,
+                    duration_ms: None,
+                    duration_label: None,
+                    // The queue and the route are per provider: either could tell the model.
+                    queue: None,
+                    route: None,
+                    route_label: None,
+                }
+            })
+            .collect();
+        view.jobs = masked;
+        if pending {
+            // Which price was charged first would tell which model arrived first.
+            view.charged = 0;
+            view.refunded = 0;
+            view.held = run.total_price;
+        }
+        view
     }
 
     pub fn is_pending(&self) -> bool {
@@ -301,11 +413,27 @@ impl RunView {
         format!("{doing} {} credits held.", self.held)
     }
 
-    /// Loads a run's view, with the place in the queue of each queued job.
+    /// The view its owner may see: masked while a blind run is unvoted and unrevealed.
+    pub fn for_owner(run: &Run, jobs: &[Job], voted: bool) -> RunView {
+        if run.blind && !voted && run.revealed_at.is_none() {
+            RunView::masked(run, jobs)
+        } else {
+            RunView::build(run, jobs)
+        }
+    }
+
+    /// Loads a run's view (masked while a blind run is unvoted and unrevealed), with the place
+    /// in the queue of each queued job. A masked view carries no place: the queues are per
+    /// provider route, so a job's place could tell its model.
     pub async fn load(pool: &sqlx::PgPool, run: &Run) -> Result<RunView, sqlx::Error> {
         let jobs = jobs::for_run(pool, run.run_id).await?;
-        let mut view = RunView::build(run, &jobs);
-        if jobs.iter().any(|j| j.status == JobStatus::Queued) {
+        let voted: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM arena_vote WHERE run_id = $1)")
+            .bind(run.run_id)
+            .fetch_one(pool)
+            .await?;
+        let mut view = RunView::for_owner(run, &jobs, voted);
+        let masked = view.blind && !view.revealed;
+        if !masked && jobs.iter().any(|j| j.status == JobStatus::Queued) {
             let mut conn = pool.acquire().await?;
             for (job, shown) in jobs.iter().zip(view.jobs.iter_mut()) {
                 if job.status == JobStatus::Queued {
@@ -317,5 +445,100 @@ impl RunView {
             }
         }
         Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(run: Uuid, position: i16, slug: &str, name: &str, status: JobStatus, price: i64) -> Job {
+        let now = OffsetDateTime::now_utc();
+        let settled = status.is_settled();
+        Job {
+            job_id: Uuid::now_v7(),
+            run_id: run,
+            position,
+            model_slug: slug.into(),
+            model_name: name.into(),
+            variant_slug: "standard".into(),
+            variant_name: "Standard".into(),
+            variant_is_default: true,
+            provider: "bfl".into(),
+            route: None,
+            width: 1024,
+            height: 1024,
+            price,
+            hold_id: i64::from(position),
+            status,
+            attempts: 1,
+            progress: Some(if settled { 1.0 } else { 0.5 }),
+            reason: (status == JobStatus::Failed).then(|| format!("{slug} broke")),
+            image_key: (status == JobStatus::Delivered).then(|| format!("runs/{run}/{slug}.png")),
+            thumb_key: None,
+            image_width: Some(1024),
+            image_height: Some(1024),
+            charged: settled.then_some(if status == JobStatus::Delivered { price } else { 0 }),
+            started_at: Some(now),
+            finished_at: settled.then_some(now),
+            created_at: now,
+            interactive: true,
+            fair_slot: 0,
+        }
+    }
+
+    fn run(order: Vec<i16>) -> Run {
+        Run {
+            run_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            prompt: "p".into(),
+            mode: Mode::TwoK,
+            aspect_ratio: "1:1".into(),
+            seed: 1,
+            reference_key: None,
+            total_price: 38,
+            created_at: OffsetDateTime::now_utc(),
+            use_case: Some("portrait".into()),
+            blind: true,
+            shown_order: Some(order),
+            revealed_at: None,
+        }
+    }
+
+    /// The masked view follows the stored order, names only the labels, and carries nothing a
+    /// model could be told apart by: no slug, name, price, charge, reason, timing, size or id.
+    #[test]
+    fn a_masked_view_gives_no_model_away() {
+        let r = run(vec![1, 0]);
+        let jobs = vec![
+            job(r.run_id, 0, "flux-2", "Flux 2", JobStatus::Delivered, 22),
+            job(r.run_id, 1, "flux-ultra-1-1", "Flux Ultra 1.1", JobStatus::Running, 16),
+        ];
+        let view = RunView::masked(&r, &jobs);
+        assert!(!view.revealed && view.blind);
+        let json = serde_json::to_string(&view).unwrap_or_default();
+        for secret in ["flux", "Flux", "broke", "\"price\":22", "\"price\":16", "\"charged\":22"] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        assert_eq!((view.charged, view.refunded, view.held), (0, 0, 38), "no partial charges while pending");
+        assert!(view.jobs.iter().all(|j| j.price == 0 && j.charged.is_none() && j.duration_ms.is_none()));
+        for j in &jobs {
+            assert!(!json.contains(&j.job_id.to_string()));
+        }
+        // Pending: every job looks the same, no image yet.
+        assert!(view.jobs.iter().all(|j| j.status == JobStatus::Running && j.image_url.is_none()));
+        assert_eq!(view.jobs.iter().map(|j| j.progress).collect::<Vec<_>>(), vec![75, 75]);
+
+        // Settled: Model A is position 1 (the stored order), images at the neutral address.
+        let jobs = vec![
+            job(r.run_id, 0, "flux-2", "Flux 2", JobStatus::Delivered, 22),
+            job(r.run_id, 1, "flux-ultra-1-1", "Flux Ultra 1.1", JobStatus::Failed, 16),
+        ];
+        let view = RunView::masked(&r, &jobs);
+        assert_eq!(view.jobs[0].name, "Model A");
+        assert_eq!(view.jobs[0].status, JobStatus::Failed);
+        assert_eq!(view.jobs[1].image_url, Some(format!("/runs/{}/blind/b", r.run_id)));
+        let revealed = RunView::build(&r, &jobs);
+        assert_eq!(revealed.jobs[0].model, "flux-ultra-1-1", "revealed in the same order");
     }
 }

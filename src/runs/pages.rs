@@ -22,8 +22,9 @@ use super::{
     events::RunSignal,
 };
 use crate::{
-    accounts,
+    accounts, arena,
     catalog::{Catalog, Mode},
+    jobs::JobStatus,
     state::AppState,
     web::{
         AppError, CsrfMultipart, Layout, Result, Routes, SignedIn,
@@ -87,6 +88,10 @@ pub struct StudioPage {
     pub max_prompt: usize,
     /// The current wait for a new run ("About 40 s before a run you start now begins").
     pub wait: Option<String>,
+    /// (slug, name) of the catalog's use cases, then `other`.
+    pub use_cases: Vec<(String, String)>,
+    pub use_case: String,
+    pub blind: bool,
 }
 
 impl StudioPage {
@@ -145,6 +150,9 @@ impl StudioPage {
             missing: (total - available).max(0),
             max_prompt: create::MAX_PROMPT_CHARS,
             wait: None,
+            use_cases: use_case_options(catalog),
+            use_case: input.use_case.trim().to_string(),
+            blind: input.blind,
         }
     }
 
@@ -176,9 +184,24 @@ fn studio_wait_label(wait: &crate::jobs::Wait) -> String {
     }
 }
 
+/// The use cases a run may name: the catalog's, then "Other".
+pub fn use_case_options(catalog: &Catalog) -> Vec<(String, String)> {
+    let mut options: Vec<(String, String)> =
+        catalog.use_cases().iter().map(|u| (u.slug.clone(), u.name.clone())).collect();
+    options.push((create::OTHER_USE_CASE.to_string(), "Other".to_string()));
+    options
+}
+
+/// A use case's name for the run page and history.
+pub fn use_case_name(catalog: &Catalog, slug: Option<&str>) -> Option<String> {
+    slug.map(|s| catalog.use_case(s).map_or_else(|| "Other".to_string(), |u| u.name.clone()))
+}
+
 /// Query values: `models` may repeat and may hold comma-separated slugs.
 fn input_from_query(query: Option<&str>) -> RunInput {
-    let mut input = RunInput::default();
+    // Blind is on by default; a query from the form itself says whether its box was ticked.
+    let mut input = RunInput { blind: true, ..RunInput::default() };
+    let mut from_form = false;
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "models" | "model" => input.models.extend(value.split(',').map(|s| s.trim().to_string())),
@@ -186,8 +209,15 @@ fn input_from_query(query: Option<&str>) -> RunInput {
             "aspect_ratio" => input.aspect_ratio = value.into_owned(),
             "prompt" => input.prompt = value.chars().take(create::MAX_PROMPT_CHARS * 2).collect(),
             "seed" => input.seed = value.into_owned(),
+            "use_case" => input.use_case = value.chars().take(100).collect(),
+            "blind" => input.blind = value == "on" || value == "true",
+            // The studio form's hidden marker: the blind box was on the page.
+            "blind_shown" => from_form = true,
             _ => {}
         }
+    }
+    if from_form && !url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, _)| k == "blind") {
+        input.blind = false;
     }
     input.models.retain(|m| !m.is_empty());
     input.models.truncate(16);
@@ -227,6 +257,8 @@ impl FromMultipart for RunForm {
                 "aspect_ratio" => form.input.aspect_ratio = value,
                 "seed" => form.input.seed = value,
                 "idempotency_key" => form.idempotency_key = value,
+                "use_case" => form.input.use_case = value,
+                "blind" => form.input.blind = value == "on" || value == "true",
                 _ => {}
             }
         }
@@ -327,6 +359,16 @@ pub struct RunPage {
     pub models_param: String,
     pub prompt_param: String,
     pub has_reference: bool,
+    pub use_case_name: Option<String>,
+    /// The vote form's options (value, label), when the owner may vote now.
+    pub vote_options: Vec<(String, String)>,
+    /// Why voting is not possible (shown on blind runs), if it is not.
+    pub vote_note: Option<String>,
+    /// The recorded vote in words, and whether it may still be changed.
+    pub vote_summary: Option<String>,
+    pub vote_changeable: bool,
+    /// The labels of a revealed blind run: "Model A: Flux 2".
+    pub reveal_lines: Vec<String>,
 }
 
 /// `GET /runs/{id}`: the models side by side (owner only; others get 404).
@@ -337,10 +379,77 @@ async fn run_page(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let run = owned_run(&state, user.id, &id).await?;
-    let view = RunView::load(&state.pool, &run).await?;
-    let models_param = view.jobs.iter().map(|j| j.choice.as_str()).collect::<Vec<_>>().join(",");
+    let jobs = crate::jobs::for_run(&state.pool, run.run_id).await?;
+    let vote = arena::votes::find(&state.pool, run.run_id).await?;
+    let view = RunView::for_owner(&run, &jobs, vote.is_some());
+    let catalog = state.catalog.current();
+    // "Run again" must not give a blind run away either: it names the models only once revealed.
+    let models_param = if view.revealed {
+        jobs.iter().map(|j| j.choice().value()).collect::<Vec<_>>().join(",")
+    } else {
+        String::new()
+    };
     let prompt_param = url::form_urlencoded::byte_serialize(run.prompt.as_bytes()).collect();
-    Ok(render(&RunPage { layout, has_reference: run.reference_key.is_some(), run: view, models_param, prompt_param }))
+    let now = time::OffsetDateTime::now_utc();
+    let shown = run.in_shown_order(&jobs, |j| j.position);
+    let settled = jobs.iter().all(|j| j.status().is_settled());
+    let delivered: Vec<(usize, &crate::jobs::Job)> =
+        shown.iter().enumerate().filter(|(_, j)| j.status() == JobStatus::Delivered).map(|(i, j)| (i, *j)).collect();
+    let may_vote = run.blind && settled && delivered.len() >= 2 && vote.as_ref().is_none_or(|v| v.changeable(now));
+    let label = |i: usize, job: &crate::jobs::Job| {
+        if view.revealed { format!("{} ({})", Run::label(i), job.choice().label()) } else { Run::label(i) }
+    };
+    let mut vote_options = Vec::new();
+    if may_vote {
+        let letter = |i: usize| char::from(b'A' + i as u8).to_string();
+        if delivered.len() == 2 {
+            for (i, job) in &delivered {
+                vote_options.push((letter(*i), format!("{} is better", label(*i, job))));
+            }
+            vote_options.push(("tie".into(), "Tie".into()));
+            vote_options.push(("both_bad".into(), "Both bad".into()));
+        } else {
+            for (i, job) in &delivered {
+                vote_options.push((letter(*i), format!("{} is the best", label(*i, job))));
+            }
+            vote_options.push(("all_bad".into(), "All bad".into()));
+        }
+    }
+    let vote_note = if !run.blind || vote.is_some() {
+        None
+    } else if !settled {
+        Some("You can vote once every image has arrived.".to_string())
+    } else if delivered.len() < 2 {
+        Some("Fewer than two images arrived, so this run cannot be voted on.".to_string())
+    } else {
+        None
+    };
+    let vote_summary = vote.as_ref().map(|v| match (v.choice.as_str(), v.winner) {
+        ("best", Some(w)) => {
+            let name = v.entries.get(w as usize).map(|e| arena::board::describe(&catalog, e).0).unwrap_or_default();
+            format!("You picked {name} as the best.")
+        }
+        ("tie", _) => "You called it a tie.".to_string(),
+        _ => if v.entries.len() == 2 { "You said both were bad." } else { "You said all were bad." }.to_string(),
+    });
+    let reveal_lines = if run.blind && view.revealed {
+        shown.iter().enumerate().map(|(i, j)| format!("{}: {}", Run::label(i), j.choice().label())).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(render(&RunPage {
+        layout,
+        has_reference: run.reference_key.is_some(),
+        use_case_name: use_case_name(&catalog, run.use_case.as_deref()),
+        run: view,
+        models_param,
+        prompt_param,
+        vote_options,
+        vote_note,
+        vote_changeable: vote.as_ref().is_some_and(|v| v.changeable(now)),
+        vote_summary,
+        reveal_lines,
+    }))
 }
 
 /// `GET /runs/{id}/events`: the run's state now, then after every change, until every job is
@@ -442,6 +551,7 @@ impl LiveRun {
 pub struct HistoryItem {
     pub run: RunView,
     pub when: String,
+    pub use_case: Option<String>,
 }
 
 #[derive(askama::Template)]
@@ -471,12 +581,15 @@ async fn history(
     let runs = super::list(&state.pool, user_id, HISTORY_PAGE_SIZE, (page - 1) * HISTORY_PAGE_SIZE).await?;
     let ids: Vec<Uuid> = runs.iter().map(|r| r.run_id).collect();
     let jobs = crate::jobs::for_runs(&state.pool, &ids).await?;
+    let voted = super::voted(&state.pool, &ids).await?;
+    let catalog = state.catalog.current();
     let items = runs
         .iter()
         .map(|run| {
             let mine: Vec<_> = jobs.iter().filter(|j| j.run_id == run.run_id).cloned().collect();
             HistoryItem {
-                run: RunView::build(run, &mine),
+                use_case: use_case_name(&catalog, run.use_case.as_deref()),
+                run: RunView::for_owner(run, &mine, voted.contains(&run.run_id)),
                 when: run
                     .created_at
                     .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC"))

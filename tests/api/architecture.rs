@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 const DOMAINS: &[&str] =
-    &["accounts", "catalog", "jobs", "ledger", "mail", "payments", "providers", "runs", "storage", "webhooks"];
+    &["accounts", "arena", "catalog", "jobs", "ledger", "mail", "payments", "providers", "runs", "storage", "webhooks"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

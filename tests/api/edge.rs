@@ -28,6 +28,8 @@ const PUBLIC_PAGES: &[&str] = &[
     "/signup",
     "/login",
     "/docs/api",
+    "/leaderboard",
+    "/leaderboard/{use_case}",
     "/signup/check-email",
     "/verify-email/{token}",
     "/forgot-password",
@@ -61,6 +63,7 @@ fn concrete(path: &str) -> String {
         .replace("{job_id}", "0196f7a0-0000-7000-8000-000000000003")
         .replace("{delivery_id}", "0196f7a0-0000-7000-8000-000000000004")
         .replace("{*key}", "runs/nothing/here.jpg")
+        .replace("{letter}", "a")
         .replace("{token}", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 }
 

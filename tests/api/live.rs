@@ -18,6 +18,7 @@ async fn a_run(app: &TestApp, user: &TestUser) -> Uuid {
         mode: "2k".into(),
         aspect_ratio: "1:1".into(),
         seed: "7".into(),
+        ..RunInput::default()
     };
     let valid = validate(&catalog, &input, None).expect("valid");
     create_run(&app.pool, &app.state.store, &app.state.config.queue, user.id, &valid, &Uuid::new_v4().to_string())

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod architecture;
+mod arena;
 mod bad_input;
 mod catalog;
 mod deploy;

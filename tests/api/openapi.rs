@@ -133,7 +133,7 @@ async fn every_api_route_is_described() {
 /// unknown id otherwise).
 fn concrete(path: &str, ids: &BTreeMap<&str, String>) -> String {
     let mut out = path.to_string();
-    for name in ["id", "job_id", "delivery_id"] {
+    for name in ["id", "job_id", "delivery_id", "use_case"] {
         let value = ids.get(name).cloned().unwrap_or_else(|| "0196f7a0-0000-7000-8000-00000000000f".into());
         out = out.replace(&format!("{{{name}}}"), &value);
     }
@@ -337,7 +337,11 @@ async fn every_operation_answers_as_documented() {
             let method = Method::from_bytes(method_name.to_uppercase().as_bytes()).expect("method");
             operations += 1;
             let public = op["security"].as_array().is_some_and(|s| s.iter().all(|r| r == &json!({})));
-            let mut ids = BTreeMap::from([("id", run_id.clone()), ("job_id", job_id.clone())]);
+            let mut ids = BTreeMap::from([
+                ("id", run_id.clone()),
+                ("job_id", job_id.clone()),
+                ("use_case", "portrait".to_string()),
+            ]);
             if path.starts_with("/api/v1/webhooks/") {
                 ids.insert("id", endpoint_id.clone());
                 ids.insert("delivery_id", delivery_id.to_string());

@@ -34,6 +34,7 @@ fn two_models() -> RunInput {
         mode: "2k".into(),
         aspect_ratio: "1:1".into(),
         seed: "7".into(),
+        ..RunInput::default()
     }
 }
 

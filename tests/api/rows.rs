@@ -492,6 +492,7 @@ async fn unknown_job_values_fail_claim_and_the_run_reads() {
         mode: "4k".into(),
         aspect_ratio: "1:1".into(),
         seed: "1".into(),
+        ..RunInput::default()
     };
     let valid = validate(&catalog, &input, None).expect("valid");
     let run_id = create_run(&app.pool, &app.state.store, &app.state.config.queue, user.id, &valid, "rows-1")

@@ -329,6 +329,7 @@ async fn direct_run(app: &TestApp, user: &TestUser, key: &str) -> Uuid {
         mode: "2k".into(),
         aspect_ratio: "1:1".into(),
         seed: "1".into(),
+        ..RunInput::default()
     };
     let valid = validate(&catalog, &input, None).expect("valid");
     create_run(&app.pool, &app.state.store, &app.state.config.queue, user.id, &valid, key)
