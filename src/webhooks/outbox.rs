@@ -69,6 +69,8 @@ const INSERT_EVENT: &str = "WITH event AS (
 
 /// In the transaction of a job's settlement (after the job's row is updated): `job.failed` when
 /// it was not delivered, and `run.completed` when it was the last unsettled job of its run.
+/// A blind run whose names are not revealed sends no `job.failed`: which job failed, and when,
+/// would tell its model before the vote (its `run.completed` carries the masked view).
 pub async fn job_settled(db: &mut PgConnection, user_id: Uuid, run_id: Uuid, job_id: Uuid, delivered: bool) {
     let subscribed = match subscribed(db, user_id).await {
         Ok(events) => events,
@@ -81,6 +83,14 @@ pub async fn job_settled(db: &mut PgConnection, user_id: Uuid, run_id: Uuid, job
     if !delivered && wants(EventType::JobFailed) {
         in_savepoint(db, "job.failed", move |tx| {
             Box::pin(async move {
+                let blind_and_unrevealed: Option<bool> =
+                    sqlx::query_scalar("SELECT blind AND revealed_at IS NULL FROM generation_run WHERE run_id = $1")
+                        .bind(run_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if blind_and_unrevealed.unwrap_or(false) {
+                    return Ok(0);
+                }
                 Ok(sqlx::query(INSERT_EVENT)
                     .bind(Uuid::now_v7())
                     .bind(user_id)

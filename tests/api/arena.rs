@@ -428,3 +428,58 @@ async fn failed_images_are_left_out_and_three_way_runs_pick_the_best_or_all_bad(
             .all(|e| !e["entry"].as_str().unwrap_or("").starts_with("flux-2-max:"))
     );
 }
+
+/// A webhook endpoint's `job.failed` would say which model of a blind run failed before the
+/// vote: blind runs send none (their `run.completed` carries the masked view); a run that is not
+/// blind still does.
+#[tokio::test]
+async fn a_blind_runs_failed_job_sends_no_webhook_event() {
+    let app = TestApp::spawn_with(|c| {
+        c.arena = settings();
+        c.sandbox_fail = vec!["flux-2-max".into()];
+        c.webhooks.allow_private = true;
+    })
+    .await;
+    let user = app.signed_in_user(10_000).await;
+    let input = faceoff::webhooks::EndpointInput {
+        url: "http://127.0.0.1:9/hook".into(),
+        description: String::new(),
+        events: vec![faceoff::webhooks::EventType::JobFailed, faceoff::webhooks::EventType::RunCompleted],
+        credits_low_threshold: 100,
+    };
+    faceoff::webhooks::create(&app.pool, user.id, &input.url, &input).await.expect("endpoint");
+    let blind = blind_run(&app.browser, &["flux-2", "flux-2-max"], "landscape").await;
+    let _workers = start_workers(&app);
+    wait_until_settled(&app, blind).await;
+    let events = |run: Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT type FROM webhook_event WHERE run_id = $1 ORDER BY type")
+                .bind(run)
+                .fetch_all(&pool)
+                .await
+                .expect("events")
+        }
+    };
+    assert_eq!(events(blind).await, vec!["run.completed".to_string()], "no job.failed for a blind run");
+
+    // The same run, not blind: the failure is sent.
+    let (_, studio) = app.browser.page("/studio").await;
+    let csrf = studio.attr("form[action=\"/runs\"] input[name=csrf_token]", "value").expect("csrf");
+    let key = studio.attr("input[name=idempotency_key]", "value").expect("key");
+    let form = multipart::Form::new()
+        .text("csrf_token", csrf)
+        .text("idempotency_key", key)
+        .text("prompt", "a candid portrait by a window")
+        .text("mode", "2k")
+        .text("aspect_ratio", "1:1")
+        .text("seed", "7")
+        .text("use_case", "landscape")
+        .text("models", "flux-2")
+        .text("models", "flux-2-max");
+    let response = app.browser.post_multipart("/runs", form).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let open: Uuid = location(&response).strip_prefix("/runs/").and_then(|id| id.parse().ok()).expect("run id");
+    wait_until_settled(&app, open).await;
+    assert_eq!(events(open).await, vec!["job.failed".to_string(), "run.completed".to_string()]);
+}
