@@ -9,6 +9,7 @@ mod deploy;
 mod edge;
 mod foundation;
 mod hardening;
+mod landing;
 mod helpers;
 mod ledger;
 mod lifecycle;
