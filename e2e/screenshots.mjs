@@ -102,11 +102,11 @@ try {
 
   // The showcase images are generated once at start-up: wait for them so the pages show images.
   await waitFor("the showcase images", async () => {
-    for (const path of ["/", "/compare/flux-2-vs-flux-ultra-1-1/portrait", "/compare/gpt-image-2-vs-nano-banana-2/typography"]) {
+    for (const path of ["/", "/compare/flux-2-vs-flux-ultra-1-1/portrait", "/compare/gpt-image-2-vs-nano-banana-2/typography", "/models/flux-2", "/use-cases/portrait"]) {
       if ((await (await fetch(`${base}${path}`)).text()).includes("showcase-pending")) return false;
     }
     return true;
-  }, 60_000);
+  }, 120_000);
 
   // Anonymous pages.
   await visit("home", "/");
@@ -116,6 +116,26 @@ try {
   await visit("compare-picker-3", "/compare?models=flux-2,flux-ultra-1-1,flux-2-max");
   await visit("comparison-seed", "/compare/flux-2-vs-flux-ultra-1-1/portrait");
   await visit("comparison-plain", "/compare/flux-2-max-vs-flux-2-flex");
+  await visit("use-case-portrait", "/use-cases/portrait");
+  await visit("use-case-typography", "/use-cases/typography");
+  // The seed page's picker with JavaScript: the pair preselected, a live count, boxes disabled
+  // at four, and the form leading to the four-model comparison.
+  {
+    const response = await page.goto(`${base}/compare/flux-2-vs-flux-ultra-1-1/portrait`);
+    const picker = page.locator('form[data-testid="compare-picker"]');
+    await picker.locator("summary").click();
+    const status = picker.locator("[data-picker-status]");
+    if (!(await status.textContent()).startsWith("2/4 selected")) throw new Error(`picker: ${await status.textContent()}`);
+    await picker.locator('input[value="gpt-image-2"]').check();
+    await picker.locator('input[value="nano-banana-2"]').check();
+    await waitFor("4/4 selected", async () => (await status.textContent()).startsWith("4/4 selected"));
+    if (!(await picker.locator('input[value="ideogram-3"]').isDisabled())) throw new Error("picker: a fifth model is not disabled");
+    await shot("comparison-seed-picker", response);
+    await Promise.all([page.waitForURL("**/compare?models=*"), picker.getByRole("button", { name: "Compare" }).click()]);
+    const url = new URL(page.url());
+    if (url.searchParams.getAll("models").join(",") !== "flux-2,flux-ultra-1-1,gpt-image-2,nano-banana-2") throw new Error(`picker led to ${url}`);
+    if ((await page.locator("table.feature-table thead th[scope=col] a").count()) !== 4) throw new Error("picker: not a four-model comparison");
+  }
   await visit("model-usage-billed", "/models/gpt-image-2");
   await visit("model-retired", "/models/gpt-image-1");
   await visit("comparison-cross-maker", "/compare/gpt-image-2-vs-nano-banana-2/typography");

@@ -62,8 +62,9 @@ async fn the_comparison_page_picker_leads_to_the_three_model_comparison_without_
     page.assert_well_formed("three-model comparison");
     assert_eq!(page.count("table.feature-table thead th[scope=col] a"), 3, "three models side by side");
     // A fifth model is refused with an explanation.
-    let (status, _) =
-        app.page("/compare?models=flux-2&models=flux-ultra-1-1&models=gpt-image-1&models=flux-2-max&models=nano-banana").await;
+    let (status, _) = app
+        .page("/compare?models=flux-2&models=flux-ultra-1-1&models=gpt-image-1&models=flux-2-max&models=nano-banana")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -136,7 +137,10 @@ async fn use_case_pages_show_needs_picks_pairs_and_every_model_and_are_in_the_si
     }
     let (_, page) = app.page("/use-cases/portrait").await;
     assert!(page.count(&format!("[data-testid=use-case-pairs] a[href=\"{SEED}\"]")) == 1);
-    assert!(page.count("[data-testid=use-case-picks] a[href=\"/models/flux-2\"]") == 1, "editorial picks without votes");
+    assert!(
+        page.count("[data-testid=use-case-picks] a[href=\"/models/flux-2\"]") == 1,
+        "editorial picks without votes"
+    );
     assert_eq!(page.count("[data-testid=use-case-leaders]"), 0);
     assert!(page.source.contains("\"ItemList\""), "structured data lists the models");
 

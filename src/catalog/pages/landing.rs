@@ -200,12 +200,7 @@ pub async fn home_blocks(state: &AppState) -> HomeBlocks {
             leaders: entries.iter().take(LEADERS).map(|e| standing(&u, e)).collect(),
         })
         .collect();
-    HomeBlocks {
-        showcase_use_case: first.map(|u| u.name.clone()).unwrap_or_default(),
-        makers,
-        by_use_case,
-        leaders,
-    }
+    HomeBlocks { showcase_use_case: first.map(|u| u.name.clone()).unwrap_or_default(), makers, by_use_case, leaders }
 }
 
 /// The editorial comparisons of a use case, then (up to `limit`) pairs of models its editorial
@@ -227,9 +222,10 @@ fn editorial_picks<'a>(catalog: &'a Catalog, u: &UseCase) -> Vec<&'a Model> {
         .iter()
         .filter(|m| m.is_offered())
         .filter(|m| {
-            catalog.comparisons().iter().any(|c| {
-                c.use_case.as_deref() == Some(u.slug.as_str()) && (c.model_a == m.slug || c.model_b == m.slug)
-            })
+            catalog
+                .comparisons()
+                .iter()
+                .any(|c| c.use_case.as_deref() == Some(u.slug.as_str()) && (c.model_a == m.slug || c.model_b == m.slug))
         })
         .collect()
 }
@@ -318,7 +314,11 @@ pub struct UseCasePage {
     others: Vec<Link>,
 }
 
-pub async fn use_case_page(State(state): State<AppState>, layout: Layout, Path(slug): Path<String>) -> Result<Response> {
+pub async fn use_case_page(
+    State(state): State<AppState>,
+    layout: Layout,
+    Path(slug): Path<String>,
+) -> Result<Response> {
     let catalog = state.catalog.current();
     let use_case = catalog
         .use_case(&slug)
