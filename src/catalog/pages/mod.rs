@@ -37,7 +37,7 @@ pub fn routes() -> Routes<AppState> {
         .route("/compare", get(picker))
         .route("/compare/{pair}", get(pair_page))
         .route("/compare/{pair}/{use_case}", get(pair_use_case_page))
-        .route("/use-cases/{slug}", get(landing::use_case_page))
+        .route("/use-cases/{use_case}", get(landing::use_case_page))
         .route("/sitemap.xml", get(sitemap))
         .route("/robots.txt", get(robots))
 }
