@@ -23,6 +23,10 @@ const WIDTHS = { mobile: 390, desktop: 1280 };
 rmSync(SHOTS, { recursive: true, force: true });
 mkdirSync(SHOTS, { recursive: true });
 const problems = [];
+// The landing pages' budget (see the README): HTML size and server time; the totals are reported.
+const BUDGETED = new Set(["home", "model-flux-2", "use-case-portrait", "comparison-seed"]);
+const BUDGET = { html: 60 * 1024, total: 1536 * 1024, ttfb: 500 };
+const weights = {};
 let browser;
 let server;
 let failed = false;
@@ -84,6 +88,27 @@ try {
       await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
     }
     await page.setViewportSize({ width: WIDTHS.desktop, height: 900 });
+    if (BUDGETED.has(name)) {
+      // Weight and timing of the landing pages, as the browser saw them (after scrolling every
+      // lazy image in): the HTML, everything transferred, and the first render.
+      const m = await page.evaluate(() => {
+        const nav = performance.getEntriesByType("navigation")[0];
+        const res = performance.getEntriesByType("resource");
+        const paint = performance.getEntriesByName("first-contentful-paint")[0];
+        return {
+          html: nav.encodedBodySize,
+          total: nav.transferSize + res.reduce((s, r) => s + (r.transferSize || r.encodedBodySize || 0), 0),
+          images: res.filter((r) => r.initiatorType === "img").length,
+          ttfb: Math.round(nav.responseStart - nav.requestStart),
+          fcp: paint ? Math.round(paint.startTime) : null,
+        };
+      });
+      weights[name] = m;
+      if (m.html > BUDGET.html) problems.push(`${name}: HTML ${m.html} bytes over the ${BUDGET.html} budget`);
+      if (m.total > BUDGET.total) problems.push(`${name}: ${m.total} bytes transferred, over the ${BUDGET.total} budget`);
+      if (m.ttfb > BUDGET.ttfb) problems.push(`${name}: server answered in ${m.ttfb} ms, over the ${BUDGET.ttfb} ms budget`);
+      process.stdout.write(`[html ${(m.html / 1024).toFixed(1)} KiB, all ${(m.total / 1024).toFixed(0)} KiB, ${m.images} images, ttfb ${m.ttfb} ms, fcp ${m.fcp} ms] `);
+    }
     console.log("ok");
   }
   const visit = async (name, path, status = 200) => shot(name, await page.goto(`${base}${path}`), status);
@@ -232,6 +257,7 @@ try {
   await visit("payment", new URL(page.url()).pathname);
   await visit("credits", "/credits");
 
+  writeFileSync(join(SHOTS, "weights.json"), JSON.stringify(weights, null, 2));
   if (problems.length) throw new Error(`problems:\n  ${problems.join("\n  ")}`);
   console.log(`\nscreenshots in ${SHOTS}`);
 } catch (err) {
