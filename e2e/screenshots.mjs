@@ -23,6 +23,10 @@ const WIDTHS = { mobile: 390, desktop: 1280 };
 rmSync(SHOTS, { recursive: true, force: true });
 mkdirSync(SHOTS, { recursive: true });
 const problems = [];
+// The landing pages' budget (see the README): HTML size and server time; the totals are reported.
+const BUDGETED = new Set(["home", "model-flux-2", "use-case-portrait", "comparison-seed"]);
+const BUDGET = { html: 60 * 1024, total: 1536 * 1024, ttfb: 500 };
+const weights = {};
 let browser;
 let server;
 let failed = false;
@@ -84,6 +88,27 @@ try {
       await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
     }
     await page.setViewportSize({ width: WIDTHS.desktop, height: 900 });
+    if (BUDGETED.has(name)) {
+      // Weight and timing of the landing pages, as the browser saw them (after scrolling every
+      // lazy image in): the HTML, everything transferred, and the first render.
+      const m = await page.evaluate(() => {
+        const nav = performance.getEntriesByType("navigation")[0];
+        const res = performance.getEntriesByType("resource");
+        const paint = performance.getEntriesByName("first-contentful-paint")[0];
+        return {
+          html: nav.encodedBodySize,
+          total: nav.transferSize + res.reduce((s, r) => s + (r.transferSize || r.encodedBodySize || 0), 0),
+          images: res.filter((r) => r.initiatorType === "img").length,
+          ttfb: Math.round(nav.responseStart - nav.requestStart),
+          fcp: paint ? Math.round(paint.startTime) : null,
+        };
+      });
+      weights[name] = m;
+      if (m.html > BUDGET.html) problems.push(`${name}: HTML ${m.html} bytes over the ${BUDGET.html} budget`);
+      if (m.total > BUDGET.total) problems.push(`${name}: ${m.total} bytes transferred, over the ${BUDGET.total} budget`);
+      if (m.ttfb > BUDGET.ttfb) problems.push(`${name}: server answered in ${m.ttfb} ms, over the ${BUDGET.ttfb} ms budget`);
+      process.stdout.write(`[html ${(m.html / 1024).toFixed(1)} KiB, all ${(m.total / 1024).toFixed(0)} KiB, ${m.images} images, ttfb ${m.ttfb} ms, fcp ${m.fcp} ms] `);
+    }
     console.log("ok");
   }
   const visit = async (name, path, status = 200) => shot(name, await page.goto(`${base}${path}`), status);
@@ -102,11 +127,11 @@ try {
 
   // The showcase images are generated once at start-up: wait for them so the pages show images.
   await waitFor("the showcase images", async () => {
-    for (const path of ["/", "/compare/flux-2-vs-flux-ultra-1-1/portrait", "/compare/gpt-image-2-vs-nano-banana-2/typography"]) {
+    for (const path of ["/", "/compare/flux-2-vs-flux-ultra-1-1/portrait", "/compare/gpt-image-2-vs-nano-banana-2/typography", "/models/flux-2", "/use-cases/portrait"]) {
       if ((await (await fetch(`${base}${path}`)).text()).includes("showcase-pending")) return false;
     }
     return true;
-  }, 60_000);
+  }, 120_000);
 
   // Anonymous pages.
   await visit("home", "/");
@@ -116,6 +141,26 @@ try {
   await visit("compare-picker-3", "/compare?models=flux-2,flux-ultra-1-1,flux-2-max");
   await visit("comparison-seed", "/compare/flux-2-vs-flux-ultra-1-1/portrait");
   await visit("comparison-plain", "/compare/flux-2-max-vs-flux-2-flex");
+  await visit("use-case-portrait", "/use-cases/portrait");
+  await visit("use-case-typography", "/use-cases/typography");
+  // The seed page's picker with JavaScript: the pair preselected, a live count, boxes disabled
+  // at four, and the form leading to the four-model comparison.
+  {
+    const response = await page.goto(`${base}/compare/flux-2-vs-flux-ultra-1-1/portrait`);
+    const picker = page.locator('form[data-testid="compare-picker"]');
+    await picker.locator("summary").click();
+    const status = picker.locator("[data-picker-status]");
+    if (!(await status.textContent()).startsWith("2/4 selected")) throw new Error(`picker: ${await status.textContent()}`);
+    await picker.locator('input[value="gpt-image-2"]').check();
+    await picker.locator('input[value="nano-banana-2"]').check();
+    await waitFor("4/4 selected", async () => (await status.textContent()).startsWith("4/4 selected"));
+    if (!(await picker.locator('input[value="ideogram-3"]').isDisabled())) throw new Error("picker: a fifth model is not disabled");
+    await shot("comparison-seed-picker", response);
+    await Promise.all([page.waitForURL("**/compare?models=*"), picker.getByRole("button", { name: "Compare" }).click()]);
+    const url = new URL(page.url());
+    if (url.searchParams.getAll("models").join(",") !== "flux-2,flux-ultra-1-1,gpt-image-2,nano-banana-2") throw new Error(`picker led to ${url}`);
+    if ((await page.locator("table.feature-table thead th[scope=col] a").count()) !== 4) throw new Error("picker: not a four-model comparison");
+  }
   await visit("model-usage-billed", "/models/gpt-image-2");
   await visit("model-retired", "/models/gpt-image-1");
   await visit("comparison-cross-maker", "/compare/gpt-image-2-vs-nano-banana-2/typography");
@@ -212,6 +257,7 @@ try {
   await visit("payment", new URL(page.url()).pathname);
   await visit("credits", "/credits");
 
+  writeFileSync(join(SHOTS, "weights.json"), JSON.stringify(weights, null, 2));
   if (problems.length) throw new Error(`problems:\n  ${problems.join("\n  ")}`);
   console.log(`\nscreenshots in ${SHOTS}`);
 } catch (err) {

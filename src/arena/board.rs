@@ -379,3 +379,34 @@ pub async fn pair_record(
     }
     Ok((n > 0).then(|| (n, score / n as f64)))
 }
+
+/// The ranked (not provisional) entries of every board's newest snapshot, best first, at most
+/// `limit` per board: (board, entries). One query; the home, model and use-case pages read it.
+pub async fn ranked_tops(pool: &PgPool, limit: i64) -> Result<Vec<(String, Vec<Entry>)>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        board: String,
+        #[sqlx(flatten)]
+        entry: Entry,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT board, entry, name, rating, rating_lo, rating_hi, rank, provisional, votes, win_rate,
+                expected_win_rate, price, cost_per_win, cost_per_win_lo, cost_per_win_hi, median_ms, timed_jobs
+         FROM (SELECT s.board, e.*, row_number() OVER (PARTITION BY s.board ORDER BY e.rating DESC, e.entry) AS n
+               FROM (SELECT DISTINCT ON (board) board, snapshot_id FROM arena_snapshot
+                     ORDER BY board, snapshot_id DESC) s
+               JOIN arena_snapshot_entry e ON e.snapshot_id = s.snapshot_id AND NOT e.provisional) ranked
+         WHERE n <= $1 ORDER BY board, n",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<(String, Vec<Entry>)> = Vec::new();
+    for row in rows {
+        match out.last_mut() {
+            Some((board, entries)) if *board == row.board => entries.push(row.entry),
+            _ => out.push((row.board, vec![row.entry])),
+        }
+    }
+    Ok(out)
+}

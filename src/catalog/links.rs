@@ -64,6 +64,7 @@ pub fn selected_models(query: Option<&str>) -> Option<Vec<String>> {
 pub fn sitemap_paths(catalog: &Catalog) -> Vec<String> {
     let mut paths = vec!["/".to_string(), "/models".to_string(), "/compare".to_string()];
     paths.extend(catalog.models().iter().map(|m| format!("/models/{}", m.slug)));
+    paths.extend(catalog.use_cases().iter().map(|u| format!("/use-cases/{}", u.slug)));
     paths.extend(comparison_paths(catalog));
     paths
 }

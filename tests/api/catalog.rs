@@ -317,7 +317,10 @@ async fn every_page_in_the_sitemap_answers_with_valid_html() {
         xml.split("<loc>").skip(1).map(|rest| rest.split("</loc>").next().expect("closing loc").to_string()).collect();
     let catalog = app.state.catalog.current();
     let pairs = catalog.models().len() * (catalog.models().len() - 1) / 2;
-    assert_eq!(locs.len(), 3 + catalog.models().len() + pairs * (1 + catalog.use_cases().len()));
+    assert_eq!(
+        locs.len(),
+        3 + catalog.models().len() + catalog.use_cases().len() + pairs * (1 + catalog.use_cases().len())
+    );
     assert!(locs.contains(&format!("http://127.0.0.1:3000{SEED}")));
 
     let mut titles = HashSet::new();

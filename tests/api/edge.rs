@@ -21,6 +21,7 @@ const PUBLIC_PAGES: &[&str] = &[
     "/compare",
     "/compare/{pair}",
     "/compare/{pair}/{use_case}",
+    "/use-cases/{use_case}",
     "/sitemap.xml",
     "/robots.txt",
     "/healthz",

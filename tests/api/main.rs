@@ -10,6 +10,7 @@ mod edge;
 mod foundation;
 mod hardening;
 mod helpers;
+mod landing;
 mod ledger;
 mod lifecycle;
 mod live;

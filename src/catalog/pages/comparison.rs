@@ -144,6 +144,8 @@ pub struct ComparisonPage {
     /// The pair's community result in blind votes on this use case's board, when there are
     /// enough votes: (sentence, board link).
     community: Option<(String, String)>,
+    /// "Compare models (select up to 4)", the pair ticked.
+    picker: super::landing::PickerForm,
 }
 
 impl ComparisonPage {
@@ -229,6 +231,7 @@ impl ComparisonPage {
             related,
             notices,
             community,
+            picker: super::landing::PickerForm::new(&catalog, &[a.slug.as_str(), b.slug.as_str()]),
             a,
             b,
         }

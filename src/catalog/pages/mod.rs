@@ -24,6 +24,7 @@ use crate::{
 };
 
 pub mod comparison;
+pub mod landing;
 pub mod seo;
 
 use comparison::{ComparisonPage, Resolved};
@@ -36,6 +37,7 @@ pub fn routes() -> Routes<AppState> {
         .route("/compare", get(picker))
         .route("/compare/{pair}", get(pair_page))
         .route("/compare/{pair}/{use_case}", get(pair_use_case_page))
+        .route("/use-cases/{use_case}", get(landing::use_case_page))
         .route("/sitemap.xml", get(sitemap))
         .route("/robots.txt", get(robots))
 }
@@ -146,10 +148,10 @@ struct ModelPage {
     model: Model,
     modes: Vec<&'static str>,
     prices: Vec<PriceRow>,
-    comparisons: Vec<(Link, Vec<Link>)>,
     studio_href: String,
     /// The model to use instead (retiring and retired models).
     successor: Option<Link>,
+    work: landing::ModelWork,
 }
 
 async fn model_page(State(state): State<AppState>, layout: Layout, Path(slug): Path<String>) -> Result<Response> {
@@ -168,21 +170,6 @@ async fn model_page(State(state): State<AppState>, layout: Layout, Path(slug): P
             endpoint: v.endpoint.clone(),
             is_default: v.is_default,
             cells: all_modes.iter().map(|m| v.price(*m)).collect(),
-        })
-        .collect();
-    let comparisons = catalog
-        .models()
-        .iter()
-        .filter(|other| other.slug != model.slug)
-        .filter_map(|other| {
-            let (a, b) = canonical(&catalog, &model.slug, &other.slug)?;
-            let main = Link { href: pair_path(a, b, None), label: format!("{} vs {}", model.name, other.name) };
-            let per_use_case = catalog
-                .use_cases()
-                .iter()
-                .map(|u| Link { href: pair_path(a, b, Some(&u.slug)), label: u.name.clone() })
-                .collect();
-            Some((main, per_use_case))
         })
         .collect();
     let crumbs = vec![
@@ -216,13 +203,14 @@ async fn model_page(State(state): State<AppState>, layout: Layout, Path(slug): P
         .as_deref()
         .and_then(|s| catalog.model(s))
         .map(|s| Link { href: format!("/models/{}", s.slug), label: s.name.clone() });
+    let work = landing::model_work(&state, &model).await;
     Ok(render(&ModelPage {
         layout,
         seo,
         successor,
+        work,
         modes: all_modes.iter().map(|m| m.label()).collect(),
         prices,
-        comparisons,
         studio_href,
         model,
     }))
