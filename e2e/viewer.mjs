@@ -66,6 +66,8 @@ try {
 
   // Load figures of a page: bytes transferred (document and every resource) and load time.
   async function loadFigures(path) {
+    // A first visit: nothing cached.
+    await cdp.send("Network.clearBrowserCache");
     await page.goto(`${base}${path}`, { waitUntil: "load" });
     await page.waitForFunction(() => [...document.images].every((img) => img.complete));
     return page.evaluate(() => {
@@ -104,10 +106,8 @@ try {
 
   // 1. A plain run of two models: the run page (before) and the viewer (after).
   const runPath = await run(["flux-2", "flux-ultra-1-1"], false);
-  const before = await loadFigures(runPath);
-  // Fresh caches for the viewer's figures.
   const cdp = await context.newCDPSession(page);
-  await cdp.send("Network.clearBrowserCache");
+  const before = await loadFigures(runPath);
   requests.length = 0;
   const after = await loadFigures(`${runPath}/compare`);
   const originals = await page.$$eval("[data-pane] img", (imgs) => imgs.map((i) => i.dataset.original));

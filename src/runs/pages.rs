@@ -30,6 +30,7 @@ use crate::{
         AppError, CsrfMultipart, Layout, Result, Routes, SignedIn,
         csrf::{FromMultipart, MultipartFields},
         render,
+        viewer::ViewerImage,
     },
 };
 
@@ -459,72 +460,50 @@ async fn run_page(
 /// The longest side of a job's stored web rendition (the thumbnail the worker makes).
 const RENDITION_SIDE: i32 = 512;
 
-/// One image of the comparison viewer: the web rendition first, the original on demand.
-pub struct ViewerImage {
-    /// "Model A" in an unrevealed blind run, else the model's name.
-    pub label: String,
-    pub rendition: String,
-    /// The rendition's pixel size, when known: the viewer loads the original only once the
-    /// zoom shows more pixels than this.
-    pub rendition_width: Option<i32>,
-    pub rendition_height: Option<i32>,
-    pub original: String,
-    /// The original's size (none in an unrevealed blind run: no per-model sizes).
-    pub width: Option<i32>,
-    pub height: Option<i32>,
-}
-
-impl ViewerImage {
-    /// "2048 × 2048 px", when the size may be shown.
-    pub fn dimensions(&self) -> Option<String> {
-        Some(format!("{} × {} px", self.width?, self.height?))
-    }
-
-    /// The viewer images of a run's view: its delivered jobs in display order. A masked view's
-    /// images are the neutral blind copies (rendition and original alike), with no sizes.
-    pub fn for_run(view: &RunView, jobs: &[crate::jobs::Job]) -> Vec<ViewerImage> {
-        let masked = view.blind && !view.revealed;
-        view.jobs
-            .iter()
-            .filter(|j| j.status == JobStatus::Delivered)
-            .filter_map(|j| {
-                let original = j.image_url.clone()?;
-                if masked {
-                    return Some(ViewerImage {
-                        label: j.name.clone(),
-                        rendition: original.clone(),
-                        rendition_width: None,
-                        rendition_height: None,
-                        original,
-                        width: None,
-                        height: None,
-                    });
-                }
-                let job = jobs.iter().find(|job| job.job_id == j.id)?;
-                let (rendition, rendition_width, rendition_height) = match (&job.thumb_key, j.width, j.height) {
-                    (Some(key), Some(w), Some(h)) if w > 0 && h > 0 => {
-                        let scale = f64::from(RENDITION_SIDE) / f64::from(w.max(h));
-                        let (rw, rh) = if scale < 1.0 {
-                            ((f64::from(w) * scale).round() as i32, (f64::from(h) * scale).round() as i32)
-                        } else {
-                            (w, h)
-                        };
-                        (format!("/media/{key}"), Some(rw), Some(rh))
-                    }
-                    _ => (original.clone(), j.width, j.height),
-                };
-                Some(ViewerImage {
+/// The viewer images of a run's view: its delivered jobs in display order. A masked view's
+/// images are the neutral blind copies (rendition and original alike), with no sizes.
+pub fn viewer_images(view: &RunView, jobs: &[crate::jobs::Job]) -> Vec<ViewerImage> {
+    let masked = view.blind && !view.revealed;
+    view.jobs
+        .iter()
+        .filter(|j| j.status == JobStatus::Delivered)
+        .filter_map(|j| {
+            let original = j.image_url.clone()?;
+            if masked {
+                return Some(ViewerImage {
                     label: j.name.clone(),
-                    rendition,
-                    rendition_width,
-                    rendition_height,
+                    rendition: original.clone(),
+                    rendition_width: None,
+                    rendition_height: None,
                     original,
-                    width: j.width,
-                    height: j.height,
-                })
+                    width: None,
+                    height: None,
+                });
+            }
+            let job = jobs.iter().find(|job| job.job_id == j.id)?;
+            let (rendition, rendition_width, rendition_height) = match (&job.thumb_key, j.width, j.height) {
+                (Some(key), Some(w), Some(h)) if w > 0 && h > 0 => {
+                    let scale = f64::from(RENDITION_SIDE) / f64::from(w.max(h));
+                    let (rw, rh) = if scale < 1.0 {
+                        ((f64::from(w) * scale).round() as i32, (f64::from(h) * scale).round() as i32)
+                    } else {
+                        (w, h)
+                    };
+                    (format!("/media/{key}"), Some(rw), Some(rh))
+                }
+                _ => (original.clone(), j.width, j.height),
+            };
+            Some(ViewerImage {
+                label: j.name.clone(),
+                rendition,
+                rendition_width,
+                rendition_height,
+                original,
+                width: j.width,
+                height: j.height,
             })
-            .collect()
-    }
+        })
+        .collect()
 }
 
 #[derive(askama::Template)]
@@ -547,7 +526,7 @@ async fn compare_page(
     let jobs = crate::jobs::for_run(&state.pool, run.run_id).await?;
     let vote = arena::votes::find(&state.pool, run.run_id).await?;
     let view = RunView::for_owner(&run, &jobs, vote.is_some());
-    let images = ViewerImage::for_run(&view, &jobs);
+    let images = viewer_images(&view, &jobs);
     Ok(render(&ComparePage { layout, run: view, images }))
 }
 

@@ -135,3 +135,41 @@ async fn a_blind_runs_viewer_names_no_model_before_the_vote() {
     );
     assert_eq!(page.count("[data-role=dimensions]"), 2);
 }
+
+#[tokio::test]
+async fn a_comparisons_showcase_opens_in_the_viewer_with_its_originals() {
+    let app = TestApp::spawn().await;
+    let look = "/compare/flux-2-vs-flux-ultra-1-1/portrait/look";
+    // The showcase images are generated on the first visit: wait for both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let page = loop {
+        let (status, page) = app.page(look).await;
+        assert_eq!(status, StatusCode::OK);
+        if page.count("[data-pane]") == 2 {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "the showcase images never arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    page.assert_well_formed("the showcase viewer");
+    assert_eq!(page.texts("[data-pane] [data-role=label]"), vec!["Flux 2", "Flux Ultra 1.1"]);
+    let renditions = page.attrs("[data-pane] img", "src");
+    let originals = page.attrs("[data-testid=original-link]", "href");
+    assert_eq!(page.attrs("[data-pane] img", "data-original"), originals);
+    for (rendition, original) in renditions.iter().zip(&originals) {
+        assert!(rendition.ends_with("/w800.jpg"), "{rendition}");
+        assert!(original.contains("/original."), "{original}");
+        assert_eq!(app.get(original).await.status(), StatusCode::OK, "a public original");
+    }
+    assert_eq!(page.count("[data-role=dimensions]"), 2);
+    // The comparison page links to it; the other order of the pair redirects to it.
+    let (_, comparison) = app.page("/compare/flux-2-vs-flux-ultra-1-1/portrait").await;
+    assert_eq!(comparison.attr("[data-testid=look-link]", "href").as_deref(), Some(look));
+    let (_, general) = app.page("/compare/flux-2-vs-flux-ultra-1-1").await;
+    assert!(general.attr("[data-testid=look-link]", "href").is_some_and(|h| h.ends_with("/look")));
+    let response = app.browser.get("/compare/flux-ultra-1-1-vs-flux-2/portrait/look").await;
+    assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(location(&response), look);
+    let (status, _) = app.page("/compare/flux-2-vs-flux-ultra-1-1/no-such-use-case/look").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
