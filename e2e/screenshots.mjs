@@ -116,6 +116,7 @@ try {
   await visit("compare-picker-3", "/compare?models=flux-2,flux-ultra-1-1,flux-2-max");
   await visit("comparison-seed", "/compare/flux-2-vs-flux-ultra-1-1/portrait");
   await visit("comparison-plain", "/compare/flux-2-max-vs-flux-2-flex");
+  await visit("viewer-showcase", "/compare/flux-2-vs-flux-ultra-1-1/portrait/look");
   await visit("model-usage-billed", "/models/gpt-image-2");
   await visit("model-retired", "/models/gpt-image-1");
   await visit("comparison-cross-maker", "/compare/gpt-image-2-vs-nano-banana-2/typography");
