@@ -21,6 +21,7 @@ const PUBLIC_PAGES: &[&str] = &[
     "/compare",
     "/compare/{pair}",
     "/compare/{pair}/{use_case}",
+    "/compare/{pair}/{use_case}/look",
     "/sitemap.xml",
     "/robots.txt",
     "/healthz",
