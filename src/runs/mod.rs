@@ -423,28 +423,33 @@ impl RunView {
     }
 
     /// Loads a run's view (masked while a blind run is unvoted and unrevealed), with the place
-    /// in the queue of each queued job. A masked view carries no place: the queues are per
-    /// provider route, so a job's place could tell its model.
+    /// in the queue of each queued job.
     pub async fn load(pool: &sqlx::PgPool, run: &Run) -> Result<RunView, sqlx::Error> {
         let jobs = jobs::for_run(pool, run.run_id).await?;
         let voted: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM arena_vote WHERE run_id = $1)")
             .bind(run.run_id)
             .fetch_one(pool)
             .await?;
-        let mut view = RunView::for_owner(run, &jobs, voted);
-        let masked = view.blind && !view.revealed;
-        if !masked && jobs.iter().any(|j| j.status == JobStatus::Queued) {
-            let mut conn = pool.acquire().await?;
-            for (job, shown) in jobs.iter().zip(view.jobs.iter_mut()) {
-                if job.status == JobStatus::Queued {
-                    shown.queue = Some(
-                        jobs::queue::wait_for(&mut conn, &job.provider, job.fair_slot, job.interactive, job.job_id)
-                            .await?,
-                    );
-                }
+        RunView::for_owner(run, &jobs, voted).with_waits(pool, &jobs).await
+    }
+
+    /// Adds the place in the queue of each queued job of `jobs` (the jobs this view was built
+    /// from). A masked view gets none: the queues are per provider route, so a job's place
+    /// could tell its model.
+    pub async fn with_waits(mut self, pool: &sqlx::PgPool, jobs: &[Job]) -> Result<RunView, sqlx::Error> {
+        let masked = self.blind && !self.revealed;
+        if masked || !jobs.iter().any(|j| j.status == JobStatus::Queued) {
+            return Ok(self);
+        }
+        let mut conn = pool.acquire().await?;
+        for job in jobs.iter().filter(|j| j.status == JobStatus::Queued) {
+            if let Some(shown) = self.jobs.iter_mut().find(|v| v.id == job.job_id) {
+                shown.queue = Some(
+                    jobs::queue::wait_for(&mut conn, &job.provider, job.fair_slot, job.interactive, job.job_id).await?,
+                );
             }
         }
-        Ok(view)
+        Ok(self)
     }
 }
 

@@ -385,7 +385,7 @@ async fn run_page(
     let run = owned_run(&state, user.id, &id).await?;
     let jobs = crate::jobs::for_run(&state.pool, run.run_id).await?;
     let vote = arena::votes::find(&state.pool, run.run_id).await?;
-    let view = RunView::for_owner(&run, &jobs, vote.is_some());
+    let view = RunView::for_owner(&run, &jobs, vote.is_some()).with_waits(&state.pool, &jobs).await?;
     let catalog = state.catalog.current();
     // "Run again" must not give a blind run away either: it names the models only once revealed.
     let models_param = if view.revealed {
