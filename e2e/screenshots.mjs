@@ -161,6 +161,7 @@ try {
     if (url.searchParams.getAll("models").join(",") !== "flux-2,flux-ultra-1-1,gpt-image-2,nano-banana-2") throw new Error(`picker led to ${url}`);
     if ((await page.locator("table.feature-table thead th[scope=col] a").count()) !== 4) throw new Error("picker: not a four-model comparison");
   }
+  await visit("viewer-showcase", "/compare/flux-2-vs-flux-ultra-1-1/portrait/look");
   await visit("model-usage-billed", "/models/gpt-image-2");
   await visit("model-retired", "/models/gpt-image-1");
   await visit("comparison-cross-maker", "/compare/gpt-image-2-vs-nano-banana-2/typography");
@@ -224,6 +225,8 @@ try {
 
   await visit("studio", "/studio?models=flux-2,flux-ultra-1-1");
   await visit("run", runPath);
+  // The comparison viewer of the blind run before the vote (labels only), then after it.
+  await visit("viewer-2-blind", `${runPath}/compare`);
   // Vote on the blind run, see the names, and wait for the background recompute (every 30 s) to
   // put it on the sandbox demo board.
   await page.goto(`${base}${runPath}`);
@@ -231,6 +234,7 @@ try {
   await page.getByRole("button", { name: "Vote and reveal the names" }).click();
   await waitFor("the vote to be recorded", async () => (await page.locator('[data-testid="vote-summary"]').count()) > 0);
   await visit("run-voted", runPath);
+  await visit("viewer-2", `${runPath}/compare`);
   await waitFor("the demo board", async () => {
     await page.goto(`${base}/leaderboard/demo`);
     return (await page.locator('[data-testid="board"]').count()) > 0;
@@ -256,6 +260,17 @@ try {
   await page.waitForURL("**/credits/payments/**");
   await visit("payment", new URL(page.url()).pathname);
   await visit("credits", "/credits");
+
+  // Four models side by side in the comparison viewer (paid from the pack just bought).
+  await page.goto(`${base}/studio?models=flux-2,flux-ultra-1-1,flux-2-max,flux-2-flex`);
+  if (await page.locator('input[name="blind"]').isChecked()) await page.locator('input[name="blind"]').click();
+  await page.locator('input[name="mode"][value="2k"]').check();
+  await page.locator("#prompt").fill("A close portrait of an old fisherman, wet skin, fine beard hair, harbour behind");
+  await page.getByRole("button", { name: "Run", exact: true }).click();
+  await page.waitForURL("**/runs/*");
+  const fourPath = new URL(page.url()).pathname;
+  await waitFor("four images on the run page", async () => (await page.locator('figure.result[data-status="delivered"] img').count()) === 4, 60_000);
+  await visit("viewer-4", `${fourPath}/compare`);
 
   writeFileSync(join(SHOTS, "weights.json"), JSON.stringify(weights, null, 2));
   if (problems.length) throw new Error(`problems:\n  ${problems.join("\n  ")}`);

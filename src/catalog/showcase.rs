@@ -54,6 +54,9 @@ pub struct ShowcaseImage {
     pub height: u32,
     /// The provider that produced it (`sandbox`, `bfl`).
     pub provider: String,
+    /// `/media/...` of the original the provider delivered, with its size, when stored (the
+    /// comparison viewer loads it once the zoom passes the web rendition).
+    pub original: Option<(String, u32, u32)>,
 }
 
 impl ShowcaseImage {
@@ -131,6 +134,9 @@ struct Row {
     media_key: Option<String>,
     width: Option<i32>,
     height: Option<i32>,
+    original_key: Option<String>,
+    original_width: Option<i32>,
+    original_height: Option<i32>,
 }
 
 impl Showcases {
@@ -155,9 +161,16 @@ impl Showcases {
         let missing: Vec<String> =
             models.iter().zip(&out).filter(|(_, s)| s.image().is_none()).map(|(m, _)| m.slug.clone()).collect();
         let rows: Vec<Row> = match sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT model_slug, prompt, status, attempts, provider, media_key, width, height,
-                    updated_at < now() - interval '{RETRY_EXHAUSTED_AFTER}' AS retry_due
-             FROM showcase_image WHERE use_case_slug = $1 AND model_slug = ANY($2)",
+            "SELECT s.model_slug, s.prompt, s.status, s.attempts, s.provider, s.media_key, s.width, s.height,
+                    s.updated_at < now() - interval '{RETRY_EXHAUSTED_AFTER}' AS retry_due,
+                    o.key AS original_key, o.width AS original_width, o.height AS original_height
+             FROM showcase_image s
+             LEFT JOIN LATERAL (
+                 SELECT m.key, m.width, m.height FROM media_object m
+                 WHERE m.key LIKE regexp_replace(s.media_key, '[^/]+$', '') || 'original.%'
+                 ORDER BY m.key LIMIT 1
+             ) o ON s.media_key IS NOT NULL
+             WHERE s.use_case_slug = $1 AND s.model_slug = ANY($2)",
         )))
         .bind(&use_case.slug)
         .bind(&missing)
@@ -177,14 +190,29 @@ impl Showcases {
             }
             let row = rows.iter().find(|r| r.model_slug == model.slug && r.prompt == use_case.showcase_prompt);
             match row {
-                Some(Row { status, media_key: Some(key), width: Some(w), height: Some(h), provider, .. })
-                    if status == "ready" =>
-                {
+                Some(Row {
+                    status,
+                    media_key: Some(key),
+                    width: Some(w),
+                    height: Some(h),
+                    provider,
+                    original_key,
+                    original_width,
+                    original_height,
+                    ..
+                }) if status == "ready" => {
+                    let original = match (original_key, original_width, original_height) {
+                        (Some(k), Some(ow), Some(oh)) if *ow > 0 && *oh > 0 => {
+                            Some((format!("/media/{k}"), *ow as u32, *oh as u32))
+                        }
+                        _ => None,
+                    };
                     let image = ShowcaseImage {
                         url: format!("/media/{key}"),
                         width: *w as u32,
                         height: *h as u32,
                         provider: provider.clone().unwrap_or_default(),
+                        original,
                     };
                     if let Ok(mut ready) = self.ready.lock() {
                         ready.insert(

@@ -30,6 +30,7 @@ use crate::{
         AppError, CsrfMultipart, Layout, Result, Routes, SignedIn,
         csrf::{FromMultipart, MultipartFields},
         render,
+        viewer::ViewerImage,
     },
 };
 
@@ -43,6 +44,7 @@ pub fn routes() -> Routes<AppState> {
         .route("/runs", get(history).post(submit).layer(DefaultBodyLimit::max(RUN_FORM_LIMIT)))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/events", get(run_events))
+        .route("/runs/{id}/compare", get(compare_page))
 }
 
 /// One model variant checkbox of the studio.
@@ -369,6 +371,8 @@ pub struct RunPage {
     pub vote_changeable: bool,
     /// The labels of a revealed blind run: "Model A: Flux 2".
     pub reveal_lines: Vec<String>,
+    /// At least two images arrived: the page links to the comparison viewer.
+    pub comparable: bool,
 }
 
 /// `GET /runs/{id}`: the models side by side (owner only; others get 404).
@@ -449,7 +453,81 @@ async fn run_page(
         vote_changeable: vote.as_ref().is_some_and(|v| v.changeable(now)),
         vote_summary,
         reveal_lines,
+        comparable: settled && delivered.len() >= 2,
     }))
+}
+
+/// The longest side of a job's stored web rendition (the thumbnail the worker makes).
+const RENDITION_SIDE: i32 = 512;
+
+/// The viewer images of a run's view: its delivered jobs in display order. A masked view's
+/// images are the neutral blind copies (rendition and original alike), with no sizes.
+pub fn viewer_images(view: &RunView, jobs: &[crate::jobs::Job]) -> Vec<ViewerImage> {
+    let masked = view.blind && !view.revealed;
+    view.jobs
+        .iter()
+        .filter(|j| j.status == JobStatus::Delivered)
+        .filter_map(|j| {
+            let original = j.image_url.clone()?;
+            if masked {
+                return Some(ViewerImage {
+                    label: j.name.clone(),
+                    rendition: original.clone(),
+                    rendition_width: None,
+                    rendition_height: None,
+                    original,
+                    width: None,
+                    height: None,
+                });
+            }
+            let job = jobs.iter().find(|job| job.job_id == j.id)?;
+            let (rendition, rendition_width, rendition_height) = match (&job.thumb_key, j.width, j.height) {
+                (Some(key), Some(w), Some(h)) if w > 0 && h > 0 => {
+                    let scale = f64::from(RENDITION_SIDE) / f64::from(w.max(h));
+                    let (rw, rh) = if scale < 1.0 {
+                        ((f64::from(w) * scale).round() as i32, (f64::from(h) * scale).round() as i32)
+                    } else {
+                        (w, h)
+                    };
+                    (format!("/media/{key}"), Some(rw), Some(rh))
+                }
+                _ => (original.clone(), j.width, j.height),
+            };
+            Some(ViewerImage {
+                label: j.name.clone(),
+                rendition,
+                rendition_width,
+                rendition_height,
+                original,
+                width: j.width,
+                height: j.height,
+            })
+        })
+        .collect()
+}
+
+#[derive(askama::Template)]
+#[template(path = "runs/compare.html")]
+pub struct ComparePage {
+    pub layout: Layout,
+    pub run: RunView,
+    pub images: Vec<ViewerImage>,
+}
+
+/// `GET /runs/{id}/compare`: the run's images in the comparison viewer (owner only; others get
+/// 404). An unrevealed blind run shows only the labels and the neutral copies.
+async fn compare_page(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    layout: Layout,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let run = owned_run(&state, user.id, &id).await?;
+    let jobs = crate::jobs::for_run(&state.pool, run.run_id).await?;
+    let vote = arena::votes::find(&state.pool, run.run_id).await?;
+    let view = RunView::for_owner(&run, &jobs, vote.is_some());
+    let images = viewer_images(&view, &jobs);
+    Ok(render(&ComparePage { layout, run: view, images }))
 }
 
 /// `GET /runs/{id}/events`: the run's state now, then after every change, until every job is

@@ -20,6 +20,7 @@ pub mod layout;
 pub mod pagination;
 pub mod rate_limit;
 pub mod routes;
+pub mod viewer;
 
 pub use auth::{Admin, ApiUser, SignedIn, Viewer};
 pub use csrf::{CsrfForm, CsrfMultipart};

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::helpers::{Browser, TestApp, location};
 
-struct Workers(CancellationToken);
+pub(crate) struct Workers(CancellationToken);
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Workers {
     }
 }
 
-fn start_workers(app: &TestApp) -> Workers {
+pub(crate) fn start_workers(app: &TestApp) -> Workers {
     let token = CancellationToken::new();
     jobs::spawn_workers(
         app.pool.clone(),
@@ -73,7 +73,7 @@ async fn blind_run(browser: &Browser, models: &[&str], use_case: &str) -> Uuid {
     location(&response).strip_prefix("/runs/").and_then(|id| id.parse().ok()).expect("run id")
 }
 
-async fn wait_until_settled(app: &TestApp, run_id: Uuid) -> Vec<jobs::Job> {
+pub(crate) async fn wait_until_settled(app: &TestApp, run_id: Uuid) -> Vec<jobs::Job> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
@@ -122,7 +122,7 @@ async fn as_real_provider(app: &TestApp, run_id: Uuid) {
     tx.commit().await.expect("commit");
 }
 
-async fn vote(browser: &Browser, run_id: Uuid, choice: &str) -> reqwest::Response {
+pub(crate) async fn vote(browser: &Browser, run_id: Uuid, choice: &str) -> reqwest::Response {
     let token = browser.token("/studio", Some("/runs")).await;
     browser.post_raw(&format!("/runs/{run_id}/vote"), &[("choice", choice), ("csrf_token", &token)]).await
 }

@@ -22,6 +22,7 @@ const PUBLIC_PAGES: &[&str] = &[
     "/compare/{pair}",
     "/compare/{pair}/{use_case}",
     "/use-cases/{use_case}",
+    "/compare/{pair}/{use_case}/look",
     "/sitemap.xml",
     "/robots.txt",
     "/healthz",

@@ -22,4 +22,5 @@ mod queue;
 mod routes;
 mod rows;
 mod runs;
+mod viewer;
 mod webhooks;

@@ -13,7 +13,7 @@ use crate::{
         showcase::{Showcase, ShowcaseImage},
     },
     state::AppState,
-    web::{AppError, Layout, Result},
+    web::{AppError, Layout, Result, viewer::ViewerImage},
 };
 
 /// A pair in canonical order, and the use case, if any.
@@ -73,6 +73,15 @@ pub struct ShowcaseBlock {
     pub sandbox: bool,
     /// Set on a pair's general page: the use case page the images come from.
     pub from_use_case: Option<Link>,
+    /// The images in the comparison viewer (`/compare/{pair}/{use_case}/look`).
+    pub look_href: String,
+}
+
+impl ShowcaseBlock {
+    /// Both images are ready: the page links to the viewer.
+    pub fn lookable(&self) -> bool {
+        self.items.iter().all(|i| i.image.image().is_some())
+    }
 }
 
 pub struct Strengths {
@@ -283,6 +292,7 @@ async fn showcase_block(
         prompt: uc.showcase_prompt.clone(),
         items: [a, b].iter().zip(images).map(|(m, image)| ShowcaseItem { model_name: m.name.clone(), image }).collect(),
         sandbox,
+        look_href: format!("{}/look", pair_path(&a.slug, &b.slug, Some(&uc.slug))),
         from_use_case: use_case.is_none().then(|| Link {
             href: pair_path(&a.slug, &b.slug, Some(&uc.slug)),
             label: format!("{} vs {} for {}", a.name, b.name, uc.name.to_lowercase()),
@@ -361,4 +371,60 @@ fn related_pairs(catalog: &Catalog, a: &Model, b: &Model, use_case: Option<&UseC
             Link { href: pair_path(&p.slug, &q.slug, use_case.map(|u| u.slug.as_str())), label }
         })
         .collect()
+}
+
+/// A pair's showcase images for one use case in the comparison viewer
+/// (`/compare/{a}-vs-{b}/{use_case}/look`): the web rendition first, the original the provider
+/// delivered once the zoom passes it.
+#[derive(askama::Template)]
+#[template(path = "catalog/look.html")]
+pub struct LookPage {
+    layout: Layout,
+    title: String,
+    /// The comparison page the images belong to (also the canonical address).
+    back: String,
+    canonical: String,
+    prompt: String,
+    sandbox: bool,
+    images: Vec<ViewerImage>,
+}
+
+impl LookPage {
+    /// The viewer of `pair`'s showcase images; `None` when the pair names no use case.
+    pub async fn build(state: &AppState, layout: Layout, pair: Pair) -> Option<Self> {
+        let Pair { a, b, use_case } = pair;
+        let uc = use_case?;
+        let shown = state.showcases.images(&uc, &[&a, &b]).await;
+        let sandbox = shown.iter().filter_map(Showcase::image).any(ShowcaseImage::is_sandbox);
+        let images = [&a, &b]
+            .iter()
+            .zip(&shown)
+            .filter_map(|(m, s)| {
+                let img = s.image()?;
+                let (original, width, height) = match &img.original {
+                    Some((url, w, h)) => (url.clone(), *w, *h),
+                    None => (img.url.clone(), img.width, img.height),
+                };
+                Some(ViewerImage {
+                    label: m.name.clone(),
+                    rendition: img.url.clone(),
+                    rendition_width: i32::try_from(img.width).ok(),
+                    rendition_height: i32::try_from(img.height).ok(),
+                    original,
+                    width: i32::try_from(width).ok(),
+                    height: i32::try_from(height).ok(),
+                })
+            })
+            .collect();
+        let back = pair_path(&a.slug, &b.slug, Some(&uc.slug));
+        Some(LookPage {
+            canonical: format!("{}{back}", layout.public_url),
+            layout,
+            title: format!("{} vs {} for {}, up close", a.name, b.name, uc.name.to_lowercase()),
+            back,
+            prompt: uc.showcase_prompt.clone(),
+            sandbox,
+            images,
+        })
+    }
 }

@@ -27,7 +27,7 @@ pub mod comparison;
 pub mod landing;
 pub mod seo;
 
-use comparison::{ComparisonPage, Resolved};
+use comparison::{ComparisonPage, LookPage, Resolved};
 use seo::{Seo, breadcrumbs_ld, graph};
 
 pub fn routes() -> Routes<AppState> {
@@ -38,6 +38,7 @@ pub fn routes() -> Routes<AppState> {
         .route("/compare/{pair}", get(pair_page))
         .route("/compare/{pair}/{use_case}", get(pair_use_case_page))
         .route("/use-cases/{use_case}", get(landing::use_case_page))
+        .route("/compare/{pair}/{use_case}/look", get(look_page))
         .route("/sitemap.xml", get(sitemap))
         .route("/robots.txt", get(robots))
 }
@@ -373,6 +374,22 @@ async fn comparison_response(state: &AppState, layout: Layout, pair: &str, use_c
     match comparison::resolve(&catalog, pair, use_case)? {
         Resolved::Redirect(location) => Ok(permanent_redirect(&location)),
         Resolved::Page(pair) => Ok(render(&ComparisonPage::build(state, layout, *pair).await)),
+    }
+}
+
+/// `GET /compare/{pair}/{use_case}/look`: the pair's showcase images in the comparison viewer.
+async fn look_page(
+    State(state): State<AppState>,
+    layout: Layout,
+    Path((pair, use_case)): Path<(String, String)>,
+) -> Result<Response> {
+    let catalog = state.catalog.current();
+    match comparison::resolve(&catalog, &pair, Some(&use_case))? {
+        Resolved::Redirect(location) => Ok(permanent_redirect(&format!("{location}/look"))),
+        Resolved::Page(pair) => {
+            let page = LookPage::build(&state, layout, *pair).await.ok_or_else(AppError::not_found)?;
+            Ok(render(&page))
+        }
     }
 }
 
