@@ -17,17 +17,18 @@ use std::{io::Cursor, time::Duration};
 
 use async_trait::async_trait;
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::{StatusCode, redirect::Policy};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{GenerationRequest, Image, Poll, Provider, ProviderError, Submission};
+use super::{GenerationRequest, Image, Poll, Provider, ProviderError, Submission, http};
 use crate::config::Secret;
+use http::redact;
 
 /// The largest image we download.
-pub const MAX_DOWNLOAD_BYTES: usize = 30 * 1024 * 1024;
+pub const MAX_DOWNLOAD_BYTES: usize = http::MAX_IMAGE_BYTES;
 /// `Task not found` this soon after submission is treated as replication lag, not an error.
 const NOT_FOUND_GRACE_MS: i64 = 30_000;
 
@@ -159,19 +160,8 @@ impl BflProvider {
         if !status.is_success() {
             return Err(ProviderError::Fatal(format!("bfl: delivery answered HTTP {status}")));
         }
-        if response.content_length().is_some_and(|n| n > MAX_DOWNLOAD_BYTES as u64) {
-            return Err(ProviderError::Fatal("bfl: the result is larger than 30 MB".into()));
-        }
-        let mut response = response;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transient("downloading", &e))? {
-            if buf.len() + chunk.len() > MAX_DOWNLOAD_BYTES {
-                return Err(ProviderError::Fatal("bfl: the result is larger than 30 MB".into()));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        let bytes = buf.freeze();
-        let (content_type, width, height) = inspect(&bytes)?;
+        let bytes = http::read_capped(response, MAX_DOWNLOAD_BYTES, "bfl", "result").await?;
+        let (content_type, width, height) = http::inspect(&bytes, "bfl")?;
         Ok(Image { bytes, content_type: content_type.into(), width, height, usage_usd: None })
     }
 }
@@ -222,42 +212,8 @@ fn pro11_size(width: u32, height: u32) -> (u32, u32) {
     (r32(w), r32(h))
 }
 
-/// The format and size of downloaded bytes (decoding only the header).
-fn inspect(bytes: &[u8]) -> Result<(&'static str, u32, u32), ProviderError> {
-    let reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ProviderError::Fatal(format!("bfl: unreadable result: {e}")))?;
-    let content_type = match reader.format() {
-        Some(image::ImageFormat::Jpeg) => "image/jpeg",
-        Some(image::ImageFormat::Png) => "image/png",
-        Some(image::ImageFormat::WebP) => "image/webp",
-        _ => return Err(ProviderError::Fatal("bfl: the result is not a JPEG, PNG or WebP image".into())),
-    };
-    let (width, height) =
-        reader.into_dimensions().map_err(|e| ProviderError::Fatal(format!("bfl: unreadable result: {e}")))?;
-    Ok((content_type, width, height))
-}
-
 fn transient(what: &str, err: &reqwest::Error) -> ProviderError {
-    ProviderError::Transient(format!("bfl: {what}: {}", without_url(err)))
-}
-
-/// reqwest errors print their URL, which for delivery links carries a signature.
-fn without_url(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "could not connect"
-    } else if err.is_body() || err.is_decode() {
-        "the response broke off"
-    } else {
-        "request failed"
-    };
-    kind.to_string()
-}
-
-fn redact(url: &Url) -> String {
-    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
+    http::transient("bfl", what, err)
 }
 
 /// Maps an HTTP error status to a provider error.
