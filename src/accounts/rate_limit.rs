@@ -114,10 +114,7 @@ pub struct Throttle {
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Throttle")
-            .field("settings", &self.settings)
-            .field("store", &self.store)
-            .finish_non_exhaustive()
+        f.debug_struct("Throttle").field("settings", &self.settings).field("store", &self.store).finish_non_exhaustive()
     }
 }
 
@@ -415,7 +412,9 @@ mod tests {
             t.check_login(&a).await.expect("each address has its own budget");
             t.login_failed(&a).await;
         }
-        t.check_login(&attempt("Victim@Example.com", [192, 0, 2, 1], None)).await.expect("the owner, from a fresh address");
+        t.check_login(&attempt("Victim@Example.com", [192, 0, 2, 1], None))
+            .await
+            .expect("the owner, from a fresh address");
     }
 
     #[tokio::test]

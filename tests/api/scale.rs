@@ -110,8 +110,7 @@ impl Deployment {
     /// `faceoff serve` with no workers, once it answers `/readyz`.
     async fn serve(&self, name: &'static str) -> (Process, SocketAddr) {
         let addr = free_addr();
-        let process =
-            self.start(name, &["serve"], &[("FACEOFF_ADDR", &addr.to_string()), ("FACEOFF_WORKERS", "0")]);
+        let process = self.start(name, &["serve"], &[("FACEOFF_ADDR", &addr.to_string()), ("FACEOFF_WORKERS", "0")]);
         ready(&process, addr).await;
         (process, addr)
     }
@@ -177,7 +176,11 @@ async fn job_ledger(pool: &PgPool, run_id: Uuid) -> Vec<(String, i32, String, i6
     .expect("jobs and holds")
 }
 
-async fn wait_until_settled(pool: &PgPool, run_id: Uuid, worker: &Process) -> Vec<(String, i32, String, i64, Option<i64>)> {
+async fn wait_until_settled(
+    pool: &PgPool,
+    run_id: Uuid,
+    worker: &Process,
+) -> Vec<(String, i32, String, i64, Option<i64>)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let rows = job_ledger(pool, run_id).await;
@@ -397,8 +400,10 @@ async fn limits_are_shared(one: LimitStore, two: LimitStore) {
     b.check_login(&attempt).await.expect("cleared everywhere");
 
     // API keys: the budget is shared, with the headers' numbers.
-    let (api_a, api_b) =
-        (ApiLimits::with_store(std::num::NonZeroU32::new(3), one), ApiLimits::with_store(std::num::NonZeroU32::new(3), two));
+    let (api_a, api_b) = (
+        ApiLimits::with_store(std::num::NonZeroU32::new(3), one),
+        ApiLimits::with_store(std::num::NonZeroU32::new(3), two),
+    );
     let key = Uuid::new_v4();
     let first = api_a.check_key(key).await.expect("limited");
     assert_eq!((first.limit, first.remaining, first.retry_after), (3, 2, None));
@@ -414,15 +419,17 @@ async fn rate_limits_are_global_in_postgresql() {
     let (_db, pool) = migrated_db(4).await;
     limits_are_shared(LimitStore::postgres(pool.clone()), LimitStore::postgres(pool.clone())).await;
     // Nothing in clear: keys are hashes.
-    let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT key FROM rate_limit_bucket UNION ALL SELECT key FROM rate_limit_failure",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("keys");
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM rate_limit_bucket UNION ALL SELECT key FROM rate_limit_failure")
+            .fetch_all(&pool)
+            .await
+            .expect("keys");
     assert!(!keys.is_empty() && keys.iter().all(|k| !k.contains('@') && !k.contains("10.")), "{keys:?}");
     // Expired counters are purged.
-    sqlx::query("UPDATE rate_limit_bucket SET expires_at = now() - interval '1 second'").execute(&pool).await.expect("age");
+    sqlx::query("UPDATE rate_limit_bucket SET expires_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .expect("age");
     let purged = LimitStore::postgres(pool.clone()).purge_expired().await.expect("purge");
     assert!(purged > 0);
 }
@@ -463,7 +470,7 @@ async fn the_app_limits_log_ins_through_redis() {
         c.throttle.base_backoff = Duration::from_secs(60);
     })
     .await;
-    assert_eq!(format!("{:?}", app.state.throttle).contains("redis"), true, "{:?}", app.state.throttle);
+    assert!(format!("{:?}", app.state.throttle).contains("redis"), "{:?}", app.state.throttle);
     let user = app.create_user(&format!("{}@example.com", Uuid::new_v4()), 0).await;
     for _ in 0..5 {
         let response = app.browser().log_in(&user.email, "wrong password").await;
@@ -482,7 +489,8 @@ async fn the_app_limits_log_ins_through_redis() {
 async fn an_unreachable_store_falls_back_to_the_per_process_limit() {
     // Nothing listens on port 1: every store call fails (within STORE_TIMEOUT).
     let options = sqlx::postgres::PgConnectOptions::from_str("postgres://nobody@127.0.0.1:1/none").expect("url");
-    let pool = sqlx::postgres::PgPoolOptions::new().acquire_timeout(Duration::from_millis(300)).connect_lazy_with(options);
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().acquire_timeout(Duration::from_millis(300)).connect_lazy_with(options);
     let throttle = Throttle::with_store(settings(3), LimitStore::postgres(pool));
     let address = an_address();
     for _ in 0..3 {
@@ -514,7 +522,8 @@ async fn catalog_pages_read_from_the_replica_and_everything_else_from_the_primar
         url.set_password(None).expect("password");
         (url.to_string(), ())
     };
-    let app = TestApp::spawn_over(db, |c| c.database_read_url = Some(faceoff::config::Secret::new(read_url.clone()))).await;
+    let app =
+        TestApp::spawn_over(db, |c| c.database_read_url = Some(faceoff::config::Secret::new(read_url.clone()))).await;
     // After the migrations: read access to every table (as a replica has).
     for sql in [
         format!("GRANT USAGE ON SCHEMA public TO {reader}"),

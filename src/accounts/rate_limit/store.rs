@@ -32,7 +32,10 @@ enum Backend {
     /// No shared store: only the per-process limiters count (unit tests, tools).
     Local,
     Postgres(PgPool),
-    Redis { connection: redis::aio::ConnectionManager, prefix: String },
+    Redis {
+        connection: redis::aio::ConnectionManager,
+        prefix: String,
+    },
 }
 
 impl std::fmt::Debug for LimitStore {
@@ -288,9 +291,10 @@ impl LimitStore {
                     Ok(flat
                         .chunks(2)
                         .map(|pair| match pair {
-                            [count, since] if *count > 0 => {
-                                Some(FailureRecord { count: (*count).min(u32::MAX as i64) as u32, since_last: millis(*since) })
-                            }
+                            [count, since] if *count > 0 => Some(FailureRecord {
+                                count: (*count).min(u32::MAX as i64) as u32,
+                                since_last: millis(*since),
+                            }),
                             _ => None,
                         })
                         .collect())
@@ -330,7 +334,8 @@ impl LimitStore {
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         match &*self.0 {
             Backend::Postgres(pool) => {
-                let buckets = sqlx::query("DELETE FROM rate_limit_bucket WHERE expires_at < now()").execute(pool).await?;
+                let buckets =
+                    sqlx::query("DELETE FROM rate_limit_bucket WHERE expires_at < now()").execute(pool).await?;
                 let failures =
                     sqlx::query("DELETE FROM rate_limit_failure WHERE expires_at < now()").execute(pool).await?;
                 Ok(buckets.rows_affected() + failures.rows_affected())
