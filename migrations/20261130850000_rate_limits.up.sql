@@ -1,10 +1,12 @@
 -- Global rate limits (accounts::rate_limit::store): counters every instance shares, so that N
 -- instances allow what one does. Not user data: keys are hashes (no email or address in
--- clear), rows expire within the hour and are purged by the housekeeping loop.
+-- clear), rows expire within the hour and are purged by the housekeeping loop. UNLOGGED: a
+-- counter is written on every log-in and API request and need not survive a crash (the table
+-- is then emptied: the limits start afresh) nor reach a standby, so it writes no WAL.
 
 -- Request and attempt limits: GCRA (the algorithm of the per-process governor limiter in front
 -- of it). `tat` is the theoretical arrival time: the bucket is full again then.
-CREATE TABLE rate_limit_bucket (
+CREATE UNLOGGED TABLE rate_limit_bucket (
     key text PRIMARY KEY,
     tat timestamptz NOT NULL,
     expires_at timestamptz NOT NULL
@@ -12,7 +14,7 @@ CREATE TABLE rate_limit_bucket (
 CREATE INDEX rate_limit_bucket_expires_idx ON rate_limit_bucket (expires_at);
 
 -- Log-in backoff: failures per key and the time of the latest one.
-CREATE TABLE rate_limit_failure (
+CREATE UNLOGGED TABLE rate_limit_failure (
     key text PRIMARY KEY,
     failures integer NOT NULL CONSTRAINT rate_limit_failure_positive_check CHECK (failures > 0),
     last_failure_at timestamptz NOT NULL,
