@@ -327,7 +327,12 @@ impl Config {
             }
         };
         let database_read_url = match env.non_empty("DATABASE_READ_URL") {
-            Some(raw) if raw.parse::<sqlx::postgres::PgConnectOptions>().is_ok() => Some(Secret::new(raw)),
+            Some(raw)
+                if (raw.starts_with("postgres://") || raw.starts_with("postgresql://"))
+                    && raw.parse::<sqlx::postgres::PgConnectOptions>().is_ok() =>
+            {
+                Some(Secret::new(raw))
+            }
             Some(_) => {
                 return Err(ConfigError {
                     name: "DATABASE_READ_URL",
@@ -602,6 +607,28 @@ mod tests {
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_scale_out_settings_are_checked() {
+        let c = config(&[]).expect("defaults");
+        assert!(c.redis_url.is_none() && c.database_read_url.is_none(), "PostgreSQL and the primary by default");
+        let c = config(&[
+            ("FACEOFF_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("DATABASE_READ_URL", "postgres://reader@replica:5432/faceoff"),
+        ])
+        .expect("valid");
+        assert_eq!(c.redis_url.as_ref().map(Secret::expose), Some("redis://127.0.0.1:6379/0"));
+        assert!(c.database_read_url.is_some());
+        for (name, value) in [
+            ("FACEOFF_REDIS_URL", "http://127.0.0.1:6379"),
+            ("FACEOFF_REDIS_URL", "rediss://cache:6380"),
+            ("DATABASE_READ_URL", "mysql://x"),
+        ] {
+            let err = config(&[(name, value)]).expect_err(value);
+            assert_eq!(err.name, name);
+            assert_eq!(err.value, "(hidden)", "the URL may hold a password");
+        }
     }
 
     #[test]
