@@ -110,6 +110,12 @@ pub enum LogFormat {
 pub struct Config {
     /// `DATABASE_URL`; `None` means "find a local server or start a private cluster".
     pub database_url: Option<Secret>,
+    /// `DATABASE_READ_URL`: a read replica (or a read-only role) for the pages that read only
+    /// the catalog and its public boards (`db::ReadPool`). `None`: they use the primary.
+    pub database_read_url: Option<Secret>,
+    /// `FACEOFF_REDIS_URL`: the shared store of the global rate limits
+    /// (`accounts::rate_limit::store`). `None`: they are counted in PostgreSQL.
+    pub redis_url: Option<Secret>,
     pub addr: SocketAddr,
     pub public_url: Url,
     pub data_dir: PathBuf,
@@ -320,6 +326,35 @@ impl Config {
                 });
             }
         };
+        let database_read_url = match env.non_empty("DATABASE_READ_URL") {
+            Some(raw)
+                if (raw.starts_with("postgres://") || raw.starts_with("postgresql://"))
+                    && raw.parse::<sqlx::postgres::PgConnectOptions>().is_ok() =>
+            {
+                Some(Secret::new(raw))
+            }
+            Some(_) => {
+                return Err(ConfigError {
+                    name: "DATABASE_READ_URL",
+                    value: "(hidden)".into(),
+                    expected: "a PostgreSQL URL such as postgres://reader@replica:5432/faceoff",
+                });
+            }
+            None => None,
+        };
+        let redis_url = match env.non_empty("FACEOFF_REDIS_URL") {
+            Some(raw) if Url::parse(&raw).is_ok_and(|u| matches!(u.scheme(), "redis" | "unix" | "redis+unix")) => {
+                Some(Secret::new(raw))
+            }
+            Some(_) => {
+                return Err(ConfigError {
+                    name: "FACEOFF_REDIS_URL",
+                    value: "(hidden)".into(),
+                    expected: "a redis:// URL such as redis://127.0.0.1:6379/0 (or unix:///path/to/redis.sock)",
+                });
+            }
+            None => None,
+        };
         let client_ip_header = match env.non_empty("FACEOFF_CLIENT_IP_HEADER") {
             Some(raw) => Some(axum::http::HeaderName::from_bytes(raw.as_bytes()).map_err(|_| ConfigError {
                 name: "FACEOFF_CLIENT_IP_HEADER",
@@ -440,6 +475,8 @@ impl Config {
         Ok(Config {
             arena,
             database_url: env.non_empty("DATABASE_URL").map(Secret::new),
+            database_read_url,
+            redis_url,
             addr,
             public_url,
             data_dir,
@@ -570,6 +607,28 @@ mod tests {
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_scale_out_settings_are_checked() {
+        let c = config(&[]).expect("defaults");
+        assert!(c.redis_url.is_none() && c.database_read_url.is_none(), "PostgreSQL and the primary by default");
+        let c = config(&[
+            ("FACEOFF_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("DATABASE_READ_URL", "postgres://reader@replica:5432/faceoff"),
+        ])
+        .expect("valid");
+        assert_eq!(c.redis_url.as_ref().map(Secret::expose), Some("redis://127.0.0.1:6379/0"));
+        assert!(c.database_read_url.is_some());
+        for (name, value) in [
+            ("FACEOFF_REDIS_URL", "http://127.0.0.1:6379"),
+            ("FACEOFF_REDIS_URL", "rediss://cache:6380"),
+            ("DATABASE_READ_URL", "mysql://x"),
+        ] {
+            let err = config(&[(name, value)]).expect_err(value);
+            assert_eq!(err.name, name);
+            assert_eq!(err.value, "(hidden)", "the URL may hold a password");
+        }
     }
 
     #[test]

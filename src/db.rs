@@ -174,6 +174,32 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::R
     Ok(())
 }
 
+/// The pool of the pages that read only the catalog and its public boards (comparison, home,
+/// leaderboards): a read replica when `DATABASE_READ_URL` is set, otherwise the primary's pool.
+/// A separate type so a handler's choice is explicit: every write, and every read of user or
+/// ledger data, goes through the primary `PgPool`; what may lag a replica by a few seconds
+/// (published boards) goes through this one.
+#[derive(Clone, Debug)]
+pub struct ReadPool(PgPool);
+
+impl ReadPool {
+    /// The replica at `DATABASE_READ_URL` (connected lazily), or `primary` when it is unset.
+    pub fn from_config(config: &Config, primary: &PgPool) -> anyhow::Result<ReadPool> {
+        match &config.database_read_url {
+            None => Ok(ReadPool(primary.clone())),
+            Some(url) => {
+                let options = PgConnectOptions::from_str(url.expose()).context("DATABASE_READ_URL")?;
+                Ok(ReadPool(pool(&options, 10)))
+            }
+        }
+    }
+
+    /// The pool to read from (pass it as the executor of a read-only query).
+    pub fn get(&self) -> &PgPool {
+        &self.0
+    }
+}
+
 /// Builds the application's pool. Connections are made lazily, so a pool outlives database
 /// outages: `/readyz` fails while the server is down and recovers when it is back.
 pub fn pool(options: &PgConnectOptions, max_connections: u32) -> PgPool {

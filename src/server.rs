@@ -279,7 +279,8 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
             if let Err(err) = crate::accounts::tokens::purge_old(&pool).await {
                 tracing::warn!("account token cleanup: {err}");
             }
-            throttle.retain_recent();
+            // Also purges the expired shared counters (PostgreSQL store).
+            throttle.retain_recent().await;
             api_limits.retain_recent();
         }
     });

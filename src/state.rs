@@ -7,12 +7,13 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::rate_limit::{ApiLimits, Throttle},
+    accounts::rate_limit::{ApiLimits, Throttle, store::LimitStore},
     catalog::{
         CatalogHandle,
         showcase::{ShowcaseDeps, Showcases},
     },
     config::Config,
+    db::ReadPool,
     payments::Payments,
     providers::Providers,
     runs::RunEvents,
@@ -24,16 +25,20 @@ use crate::{
 /// Cheap to clone: everything inside is reference-counted.
 #[derive(Clone, FromRef)]
 pub struct AppState {
+    /// The primary: every write, and every read of user or ledger data.
     pub pool: PgPool,
+    /// Catalog-only reads (a replica with `DATABASE_READ_URL`; see `db::ReadPool`).
+    pub read_pool: ReadPool,
     pub config: Arc<Config>,
     pub assets: Arc<Assets>,
     pub metrics: Metrics,
     pub store: Store,
     pub providers: Providers,
     pub payments: Payments,
-    /// Sign-up and log-in throttling (failures per email and address, per address, per device).
+    /// Sign-up and log-in throttling (failures per email and address, per address, per device),
+    /// global across instances.
     pub throttle: Arc<Throttle>,
-    /// The JSON API's request rate limits per key (per process).
+    /// The JSON API's request rate limits per key and address, global across instances.
     pub api_limits: Arc<ApiLimits>,
     /// Signs the device cookies of browsers that signed in (shared by every instance).
     pub device_key: Arc<[u8; 32]>,
@@ -59,13 +64,20 @@ impl AppState {
         let catalog = CatalogHandle::load(&pool).await?;
         let csrf_key = CsrfKey::new(crate::db::secret_key(&pool, "csrf").await?);
         let device_key = Arc::new(crate::db::secret_key(&pool, "device").await?);
-        let throttle = Arc::new(Throttle::new(config.throttle));
-        let api_limits = Arc::new(ApiLimits::new(config.api_rate_limit));
+        let limit_store = match &config.redis_url {
+            Some(url) => LimitStore::redis(url.expose(), &redis_prefix(&pool)).await?,
+            None => LimitStore::postgres(pool.clone()),
+        };
+        tracing::info!(store = limit_store.kind(), "rate limits are counted globally");
+        let throttle = Arc::new(Throttle::with_store(config.throttle, limit_store.clone()));
+        let api_limits = Arc::new(ApiLimits::with_store(config.api_rate_limit, limit_store));
+        let read_pool = ReadPool::from_config(&config, &pool)?;
         let shutdown = CancellationToken::new();
         let showcases =
             Showcases::new(ShowcaseDeps::new(pool.clone(), store.clone(), providers.clone()), shutdown.clone());
         Ok(AppState {
             pool,
+            read_pool,
             config: Arc::new(config),
             assets: Arc::new(Assets::load()?),
             metrics: Metrics::install(),
@@ -82,4 +94,11 @@ impl AppState {
             csrf_key,
         })
     }
+}
+
+/// The prefix of this deployment's Redis keys: `faceoff:{database}:`, so that deployments (and
+/// test databases) sharing one Redis never count into each other's limits.
+fn redis_prefix(pool: &PgPool) -> String {
+    let database = pool.connect_options().get_database().unwrap_or("faceoff").to_string();
+    format!("faceoff:{database}:")
 }

@@ -13,7 +13,22 @@
 //! A password change counts its own failures per user ([`Throttle::check_password_change`]),
 //! untouched by anyone's failed logins. Attempts (successful or not) are also limited per
 //! address (sign-up and log-in, separately), which bounds the password hashing one address can
-//! cause. Everything is kept in memory per process; with several instances each keeps its own.
+//! cause.
+//!
+//! **Global across instances.** Every count goes to a shared [`store::LimitStore`] (PostgreSQL,
+//! or Redis with `FACEOFF_REDIS_URL`), so N instances allow what one does. The per-process
+//! counters (governor, a map of failures) stay in front as a cheap first filter: what one
+//! process alone already refuses is refused without a round trip (its counts are a subset of
+//! the global ones, so it never refuses what the store would allow).
+//!
+//! **When the store is unreachable** (or slower than [`store::STORE_TIMEOUT`]), every limit here
+//! *fails open to the per-process limit*: the request is judged by the first filter alone, the
+//! error is logged and counted (`rate_limit_store_errors_total`). Failing closed would lock
+//! every user out of signing up and logging in whenever Redis blinks; the per-process limits
+//! still bound an attacker to N times the budget, and the password hash (argon2) still makes
+//! each guess cost. With the PostgreSQL store an outage also stops the log-in itself.
+
+pub mod store;
 
 use std::{
     collections::HashMap,
@@ -28,6 +43,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
+
+use self::store::{LimitStore, StoreError};
 
 /// Too many attempts: wait `retry_after` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +68,31 @@ enum Key {
     PasswordChange(Uuid),
 }
 
+impl Key {
+    /// The key in the shared store (hashed there).
+    fn stored(&self) -> String {
+        match self {
+            Key::EmailAddress(email, ip) => store::key("fail:email-address", &[email.as_bytes(), &ip_bytes(ip)]),
+            Key::Address(ip) => store::key("fail:address", &[&ip_bytes(ip)]),
+            Key::EmailDevice(email, device) => store::key("fail:email-device", &[email.as_bytes(), device]),
+            Key::PasswordChange(user) => store::key("fail:password-change", &[user.as_bytes()]),
+        }
+    }
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// Logs (and counts) a store error once the limit has fallen back to the per-process one.
+fn store_failed(what: &str, err: &StoreError) {
+    metrics::counter!("rate_limit_store_errors_total").increment(1);
+    tracing::warn!("{what}: {err}; judged by this process's limit alone");
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
@@ -65,13 +107,14 @@ enum Action {
 
 pub struct Throttle {
     settings: ThrottleSettings,
+    store: LimitStore,
     attempts: DefaultKeyedRateLimiter<(Action, IpAddr)>,
     failures: Mutex<HashMap<Key, Failures>>,
 }
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Throttle").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Throttle").field("settings", &self.settings).field("store", &self.store).finish_non_exhaustive()
     }
 }
 
@@ -92,20 +135,45 @@ pub struct LoginAttempt<'a> {
 }
 
 impl Throttle {
+    /// Counting in this process only (unit tests, tools).
     pub fn new(settings: ThrottleSettings) -> Self {
-        let per_minute = NonZeroU32::new(settings.attempts_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-        Throttle { settings, attempts: RateLimiter::keyed(Quota::per_minute(per_minute)), failures: Mutex::default() }
+        Self::with_store(settings, LimitStore::local())
     }
 
-    fn attempt(&self, action: Action, address: IpAddr) -> Result<(), RateLimited> {
+    /// Counting in this process (first filter) and in the shared `store`.
+    pub fn with_store(settings: ThrottleSettings, store: LimitStore) -> Self {
+        let per_minute = NonZeroU32::new(settings.attempts_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        Throttle {
+            settings,
+            store,
+            attempts: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            failures: Mutex::default(),
+        }
+    }
+
+    async fn attempt(&self, action: Action, address: IpAddr) -> Result<(), RateLimited> {
         self.attempts
             .check_key(&(action, address))
-            .map_err(|not_until| limited(not_until.wait_time_from(self.attempts.clock().now())))
+            .map_err(|not_until| limited(not_until.wait_time_from(self.attempts.clock().now())))?;
+        let per_minute = self.settings.attempts_per_minute.max(1);
+        let kind = match action {
+            Action::Signup => "attempt:signup",
+            Action::Login => "attempt:login",
+        };
+        let key = store::key(kind, &[&ip_bytes(&address)]);
+        match self.store.hit(&key, Duration::from_secs(60) / per_minute, per_minute).await {
+            Ok(Some(hit)) if !hit.allowed => Err(limited(hit.wait)),
+            Ok(_) => Ok(()),
+            Err(err) => {
+                store_failed("sign-up/log-in attempt limit", &err);
+                Ok(())
+            }
+        }
     }
 
     /// Counts a sign-up attempt from `address`.
-    pub fn check_signup(&self, address: IpAddr) -> Result<(), RateLimited> {
-        self.attempt(Action::Signup, address)
+    pub async fn check_signup(&self, address: IpAddr) -> Result<(), RateLimited> {
+        self.attempt(Action::Signup, address).await
     }
 
     fn keys(&self, attempt: &LoginAttempt<'_>) -> Vec<(Key, u32)> {
@@ -121,81 +189,128 @@ impl Throttle {
     }
 
     /// Before checking a password: refused while any of the attempt's keys is backing off.
-    pub fn check_login(&self, attempt: &LoginAttempt<'_>) -> Result<(), RateLimited> {
+    pub async fn check_login(&self, attempt: &LoginAttempt<'_>) -> Result<(), RateLimited> {
         if attempt.device.is_none() {
-            self.attempt(Action::Login, attempt.address)?;
+            self.attempt(Action::Login, attempt.address).await?;
         }
-        self.waiting(&self.keys(attempt))
+        self.waiting(&self.keys(attempt)).await
     }
 
     /// A wrong password (or an unknown email).
-    pub fn login_failed(&self, attempt: &LoginAttempt<'_>) {
-        self.fail(&self.keys(attempt));
+    pub async fn login_failed(&self, attempt: &LoginAttempt<'_>) {
+        self.fail(&self.keys(attempt)).await;
     }
 
     /// A successful log-in clears the failures of this email from this address or device (not
     /// those of the address: an attacker cannot clear them with an account of their own).
-    pub fn login_succeeded(&self, attempt: &LoginAttempt<'_>) {
-        let mut failures = self.lock();
-        for (key, _) in self.keys(attempt) {
-            if !matches!(key, Key::Address(_)) {
-                failures.remove(&key);
-            }
-        }
+    pub async fn login_succeeded(&self, attempt: &LoginAttempt<'_>) {
+        let keys: Vec<Key> =
+            self.keys(attempt).into_iter().map(|(key, _)| key).filter(|key| !matches!(key, Key::Address(_))).collect();
+        self.forget(&keys).await;
     }
 
     /// Before checking a signed-in user's current password (the password change).
-    pub fn check_password_change(&self, user: Uuid) -> Result<(), RateLimited> {
-        self.waiting(&[(Key::PasswordChange(user), self.settings.free_failures)])
+    pub async fn check_password_change(&self, user: Uuid) -> Result<(), RateLimited> {
+        self.waiting(&[(Key::PasswordChange(user), self.settings.free_failures)]).await
     }
 
-    pub fn password_change_failed(&self, user: Uuid) {
-        self.fail(&[(Key::PasswordChange(user), self.settings.free_failures)]);
+    pub async fn password_change_failed(&self, user: Uuid) {
+        self.fail(&[(Key::PasswordChange(user), self.settings.free_failures)]).await;
     }
 
-    pub fn password_change_succeeded(&self, user: Uuid) {
-        self.lock().remove(&Key::PasswordChange(user));
+    pub async fn password_change_succeeded(&self, user: Uuid) {
+        self.forget(&[Key::PasswordChange(user)]).await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
         self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn waiting(&self, keys: &[(Key, u32)]) -> Result<(), RateLimited> {
-        let now = Instant::now();
-        let failures = self.lock();
-        let wait = keys
-            .iter()
-            .filter_map(|(key, free)| {
-                let f = failures.get(key)?;
-                let until = f.last + backoff(f.count, *free, self.settings.base_backoff);
-                (until > now && now.duration_since(f.last) < FORGET_AFTER).then(|| until - now)
+    /// How long the longest-waiting key still waits, from (failures, time since the latest).
+    fn longest_wait(&self, records: impl Iterator<Item = (u32, u32, Duration)>) -> Option<Duration> {
+        records
+            .filter_map(|(count, free, since_last)| {
+                let wait = backoff(count, free, self.settings.base_backoff);
+                (wait > since_last && since_last < FORGET_AFTER).then(|| wait - since_last)
             })
-            .max();
-        match wait {
-            Some(wait) => Err(limited(wait)),
-            None => Ok(()),
-        }
+            .max()
     }
 
-    fn fail(&self, keys: &[(Key, u32)]) {
+    async fn waiting(&self, keys: &[(Key, u32)]) -> Result<(), RateLimited> {
+        // This process's failures first: a subset of the shared ones.
         let now = Instant::now();
-        let mut failures = self.lock();
-        for (key, _) in keys {
-            let entry = failures.entry(key.clone()).or_insert(Failures { count: 0, last: now });
-            if now.duration_since(entry.last) >= FORGET_AFTER {
-                entry.count = 0;
+        let local = {
+            let failures = self.lock();
+            self.longest_wait(keys.iter().filter_map(|(key, free)| {
+                let f = failures.get(key)?;
+                Some((f.count, *free, now.duration_since(f.last)))
+            }))
+        };
+        if let Some(wait) = local {
+            return Err(limited(wait));
+        }
+        let stored: Vec<String> = keys.iter().map(|(key, _)| key.stored()).collect();
+        match self.store.failures(&stored).await {
+            Ok(records) => {
+                let shared = self.longest_wait(
+                    keys.iter()
+                        .zip(records)
+                        .filter_map(|((_, free), record)| record.map(|r| (r.count, *free, r.since_last))),
+                );
+                match shared {
+                    Some(wait) => Err(limited(wait)),
+                    None => Ok(()),
+                }
             }
-            entry.count = entry.count.saturating_add(1);
-            entry.last = now;
+            Err(err) => {
+                store_failed("log-in backoff", &err);
+                Ok(())
+            }
         }
     }
 
-    /// Forgets what no longer limits anyone (call periodically).
-    pub fn retain_recent(&self) {
+    async fn fail(&self, keys: &[(Key, u32)]) {
+        {
+            let now = Instant::now();
+            let mut failures = self.lock();
+            for (key, _) in keys {
+                let entry = failures.entry(key.clone()).or_insert(Failures { count: 0, last: now });
+                if now.duration_since(entry.last) >= FORGET_AFTER {
+                    entry.count = 0;
+                }
+                entry.count = entry.count.saturating_add(1);
+                entry.last = now;
+            }
+        }
+        let stored: Vec<String> = keys.iter().map(|(key, _)| key.stored()).collect();
+        if let Err(err) = self.store.fail(&stored, FORGET_AFTER).await {
+            store_failed("log-in backoff (recording a failure)", &err);
+        }
+    }
+
+    async fn forget(&self, keys: &[Key]) {
+        {
+            let mut failures = self.lock();
+            for key in keys {
+                failures.remove(key);
+            }
+        }
+        let stored: Vec<String> = keys.iter().map(Key::stored).collect();
+        if let Err(err) = self.store.clear(&stored).await {
+            store_failed("log-in backoff (clearing)", &err);
+        }
+    }
+
+    /// Forgets what no longer limits anyone (call periodically), here and in the shared store.
+    pub async fn retain_recent(&self) {
         self.attempts.retain_recent();
         let now = Instant::now();
         self.lock().retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+        match self.store.purge_expired().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired rate-limit counters purged"),
+            Err(err) => tracing::warn!("rate-limit counter cleanup: {err}"),
+        }
     }
 }
 
@@ -271,68 +386,70 @@ mod tests {
         })
     }
 
-    #[test]
-    fn failures_back_off_exponentially_per_email_and_address() {
+    #[tokio::test]
+    async fn failures_back_off_exponentially_per_email_and_address() {
         let t = throttle();
         let a = attempt("victim@example.com", [10, 0, 0, 1], None);
         for _ in 0..5 {
-            t.check_login(&a).expect("free failures");
-            t.login_failed(&a);
+            t.check_login(&a).await.expect("free failures");
+            t.login_failed(&a).await;
         }
-        let first = t.check_login(&a).expect_err("backing off");
+        let first = t.check_login(&a).await.expect_err("backing off");
         assert!((59..=60).contains(&first.retry_after), "{first:?}");
-        t.login_failed(&a);
-        t.login_failed(&a);
-        let third = t.check_login(&a).expect_err("backing off");
+        t.login_failed(&a).await;
+        t.login_failed(&a).await;
+        let third = t.check_login(&a).await.expect_err("backing off");
         assert!((239..=240).contains(&third.retry_after), "1, 2, 4 times the first wait: {third:?}");
         assert_eq!(backoff(6, 5, Duration::from_secs(1)), Duration::from_secs(2));
         assert_eq!(backoff(100, 5, Duration::from_secs(1)), MAX_BACKOFF);
     }
 
-    #[test]
-    fn failures_from_many_addresses_never_lock_the_owner_out() {
+    #[tokio::test]
+    async fn failures_from_many_addresses_never_lock_the_owner_out() {
         let t = throttle();
         for i in 0..50 {
             let a = attempt("victim@example.com", [10, 0, 1, i], None);
-            t.check_login(&a).expect("each address has its own budget");
-            t.login_failed(&a);
+            t.check_login(&a).await.expect("each address has its own budget");
+            t.login_failed(&a).await;
         }
-        t.check_login(&attempt("Victim@Example.com", [192, 0, 2, 1], None)).expect("the owner, from a fresh address");
+        t.check_login(&attempt("Victim@Example.com", [192, 0, 2, 1], None))
+            .await
+            .expect("the owner, from a fresh address");
     }
 
-    #[test]
-    fn a_device_keeps_its_own_budget_even_at_the_attackers_address() {
+    #[tokio::test]
+    async fn a_device_keeps_its_own_budget_even_at_the_attackers_address() {
         let t = throttle();
         let shared = [10, 0, 0, 9];
         for _ in 0..30 {
-            t.login_failed(&attempt("victim@example.com", shared, None));
+            t.login_failed(&attempt("victim@example.com", shared, None)).await;
         }
-        assert!(t.check_login(&attempt("victim@example.com", shared, None)).is_err());
-        t.check_login(&attempt("victim@example.com", shared, Some([7; 16]))).expect("the owner's browser");
+        assert!(t.check_login(&attempt("victim@example.com", shared, None)).await.is_err());
+        t.check_login(&attempt("victim@example.com", shared, Some([7; 16]))).await.expect("the owner's browser");
     }
 
-    #[test]
-    fn one_address_trying_many_accounts_backs_off() {
+    #[tokio::test]
+    async fn one_address_trying_many_accounts_backs_off() {
         let t = throttle();
         for i in 0..20 {
-            t.login_failed(&attempt(&format!("user{i}@example.com"), [10, 0, 0, 2], None));
+            t.login_failed(&attempt(&format!("user{i}@example.com"), [10, 0, 0, 2], None)).await;
         }
-        assert!(t.check_login(&attempt("fresh@example.com", [10, 0, 0, 2], None)).is_err());
-        t.check_login(&attempt("fresh@example.com", [10, 0, 0, 3], None)).expect("another address");
+        assert!(t.check_login(&attempt("fresh@example.com", [10, 0, 0, 2], None)).await.is_err());
+        t.check_login(&attempt("fresh@example.com", [10, 0, 0, 3], None)).await.expect("another address");
     }
 
-    #[test]
-    fn a_password_change_has_its_own_budget() {
+    #[tokio::test]
+    async fn a_password_change_has_its_own_budget() {
         let t = throttle();
         let user = Uuid::new_v4();
         for i in 0..50 {
-            t.login_failed(&attempt("victim@example.com", [10, 0, 2, i], None));
+            t.login_failed(&attempt("victim@example.com", [10, 0, 2, i], None)).await;
         }
-        t.check_password_change(user).expect("others' failed logins do not count");
+        t.check_password_change(user).await.expect("others' failed logins do not count");
         for _ in 0..5 {
-            t.password_change_failed(user);
+            t.password_change_failed(user).await;
         }
-        assert!(t.check_password_change(user).is_err(), "guessing from a borrowed session does");
+        assert!(t.check_password_change(user).await.is_err(), "guessing from a borrowed session does");
     }
 
     #[test]
@@ -368,41 +485,83 @@ type QuotaLimiter<K> = RateLimiter<
 
 /// The JSON API's request rate limits: `per_minute` requests per API key (a burst of the whole
 /// minute's budget is allowed, then one request every `60 / per_minute` seconds), and the same
-/// per client address for requests without a valid key. Kept in memory **per process**: with
-/// several instances, each allows the limit (a shared store is a later change).
+/// per client address for requests without a valid key. Counted in the shared store (global
+/// across instances) behind a per-process governor limiter that refuses first what this
+/// process alone already refuses. When the store is unreachable, the API *fails open to the
+/// per-process limit* (see the module comment): refusing every API call because the limit
+/// store is down would be an outage of the paid API, while the per-process limit still bounds
+/// each client.
 pub struct ApiLimits {
     per_minute: Option<NonZeroU32>,
+    store: LimitStore,
     keys: QuotaLimiter<Uuid>,
     addresses: QuotaLimiter<IpAddr>,
 }
 
 impl std::fmt::Debug for ApiLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiLimits").field("per_minute", &self.per_minute).finish_non_exhaustive()
+        f.debug_struct("ApiLimits")
+            .field("per_minute", &self.per_minute)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
 impl ApiLimits {
-    /// `None`: no limit (no headers either).
+    /// `None`: no limit (no headers either). Counting in this process only.
     pub fn new(per_minute: Option<NonZeroU32>) -> Self {
+        Self::with_store(per_minute, LimitStore::local())
+    }
+
+    /// Counting in this process (first filter) and in the shared `store`.
+    pub fn with_store(per_minute: Option<NonZeroU32>, store: LimitStore) -> Self {
         let quota = Quota::per_minute(per_minute.unwrap_or(NonZeroU32::MIN));
         ApiLimits {
             per_minute,
+            store,
             keys: RateLimiter::keyed(quota).with_middleware(),
             addresses: RateLimiter::keyed(quota).with_middleware(),
         }
     }
 
     /// Counts a request made with the API key `key_id`.
-    pub fn check_key(&self, key_id: Uuid) -> Option<ApiQuota> {
-        self.per_minute?;
-        Some(Self::check(&self.keys, &key_id))
+    pub async fn check_key(&self, key_id: Uuid) -> Option<ApiQuota> {
+        let per_minute = self.per_minute?;
+        let local = Self::check(&self.keys, &key_id);
+        Some(self.shared(local, per_minute, store::key("api:key", &[key_id.as_bytes()])).await)
     }
 
     /// Counts a request without a valid key from `address`.
-    pub fn check_address(&self, address: IpAddr) -> Option<ApiQuota> {
-        self.per_minute?;
-        Some(Self::check(&self.addresses, &address))
+    pub async fn check_address(&self, address: IpAddr) -> Option<ApiQuota> {
+        let per_minute = self.per_minute?;
+        let local = Self::check(&self.addresses, &address);
+        Some(self.shared(local, per_minute, store::key("api:address", &[&ip_bytes(&address)])).await)
+    }
+
+    /// The global verdict, unless this process already refused.
+    async fn shared(&self, local: ApiQuota, per_minute: NonZeroU32, key: String) -> ApiQuota {
+        if local.retry_after.is_some() {
+            return local;
+        }
+        let limit = per_minute.get();
+        let interval = Duration::from_secs(60) / limit;
+        match self.store.hit(&key, interval, limit).await {
+            Ok(Some(hit)) => {
+                let reset = hit.until_full.as_secs_f64().ceil() as u64;
+                if hit.allowed {
+                    let used = (hit.until_full.as_secs_f64() / interval.as_secs_f64()).ceil() as u32;
+                    ApiQuota { limit, remaining: limit.saturating_sub(used), reset, retry_after: None }
+                } else {
+                    let retry_after = hit.wait.as_secs_f64().ceil().max(1.0) as u64;
+                    ApiQuota { limit, remaining: 0, reset, retry_after: Some(retry_after) }
+                }
+            }
+            Ok(None) => local,
+            Err(err) => {
+                store_failed("API rate limit", &err);
+                local
+            }
+        }
     }
 
     fn check<K: Clone + std::hash::Hash + Eq>(limiter: &QuotaLimiter<K>, key: &K) -> ApiQuota {
@@ -429,7 +588,8 @@ impl ApiLimits {
         }
     }
 
-    /// Forgets clients that are back at their full limit (call periodically).
+    /// Forgets clients that are back at their full limit (call periodically). The shared
+    /// counters expire on their own (purged with the throttle's).
     pub fn retain_recent(&self) {
         self.keys.retain_recent();
         self.addresses.retain_recent();
@@ -440,18 +600,18 @@ impl ApiLimits {
 mod api_limit_tests {
     use super::*;
 
-    #[test]
-    fn a_key_gets_its_budget_then_waits_and_others_are_not_affected() {
+    #[tokio::test]
+    async fn a_key_gets_its_budget_then_waits_and_others_are_not_affected() {
         let limits = ApiLimits::new(NonZeroU32::new(3));
         let key = Uuid::new_v4();
-        let first = limits.check_key(key).expect("limited");
+        let first = limits.check_key(key).await.expect("limited");
         assert_eq!((first.limit, first.remaining, first.retry_after), (3, 2, None));
         assert_eq!(first.reset, 20);
-        limits.check_key(key);
-        assert_eq!(limits.check_key(key).map(|q| q.remaining), Some(0));
-        let refused = limits.check_key(key).expect("limited");
+        limits.check_key(key).await;
+        assert_eq!(limits.check_key(key).await.map(|q| q.remaining), Some(0));
+        let refused = limits.check_key(key).await.expect("limited");
         assert!(refused.retry_after.is_some_and(|s| (1..=20).contains(&s)), "{refused:?}");
-        assert_eq!(limits.check_key(Uuid::new_v4()).map(|q| q.remaining), Some(2), "per key");
-        assert_eq!(ApiLimits::new(None).check_key(key), None, "off");
+        assert_eq!(limits.check_key(Uuid::new_v4()).await.map(|q| q.remaining), Some(2), "per key");
+        assert_eq!(ApiLimits::new(None).check_key(key).await, None, "off");
     }
 }

@@ -52,7 +52,7 @@ struct Board {
 async fn board_json(state: &AppState, board: &str) -> Result<Json<Board>> {
     let catalog = state.catalog.current();
     let name = board_title(&catalog, board).ok_or_else(|| AppError::NotFound("there is no such leaderboard".into()))?;
-    let latest = board::latest(&state.pool, board).await?;
+    let latest = board::latest(state.read_pool.get(), board).await?;
     let (snapshot, entries) = match latest {
         Some((s, e)) => (Some(s), e),
         None => (None, Vec::new()),

@@ -297,7 +297,7 @@ async fn leaderboard_page(state: &AppState, layout: Layout, board: &str, query: 
         .map(|(_, v)| v.into_owned())
         .filter(|s| ["rating", "price", "cost", "time", "votes"].contains(&s.as_str()))
         .unwrap_or_else(|| "rating".into());
-    let latest: Option<(Snapshot, Vec<Entry>)> = board::latest(&state.pool, board).await?;
+    let latest: Option<(Snapshot, Vec<Entry>)> = board::latest(state.read_pool.get(), board).await?;
     let (snapshot, mut entries) = match latest {
         Some((s, e)) => (Some(s), e),
         None => (None, Vec::new()),

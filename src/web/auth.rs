@@ -175,7 +175,7 @@ where
         let Some(owner) = owner else {
             if !slot.is_set()
                 && let Ok(ClientIp(address)) = ClientIp::from_request_parts(parts, state).await
-                && let Some(quota) = limits.check_address(address)
+                && let Some(quota) = limits.check_address(address).await
             {
                 slot.set(quota);
                 if let Some(retry_after) = quota.retry_after {
@@ -184,7 +184,7 @@ where
             }
             return Err(AppError::Unauthorized);
         };
-        if let Some(quota) = limits.check_key(owner.api_key_id) {
+        if let Some(quota) = limits.check_key(owner.api_key_id).await {
             slot.set(quota);
             if let Some(retry_after) = quota.retry_after {
                 return Err(AppError::RateLimited { retry_after });

@@ -3,7 +3,8 @@
 //! `X-RateLimit-Reset` (seconds until the full limit is back), and a refused request is a `429`
 //! with `Retry-After`. Requests with an API key count against that key ([`crate::web::ApiUser`]
 //! counts them once the key is known); requests without a valid key count against the client's
-//! address. The limits are per process (see `ApiLimits`).
+//! address. The limits are global across instances (counted in the shared store, see
+//! `ApiLimits` and `accounts::rate_limit::store`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -64,7 +65,8 @@ pub async fn middleware(State(layer): State<ApiLimitLayer>, mut request: Request
     let address = client_address(&request, &layer.config);
     // Without any credential the address is counted before the handler runs.
     if !request.headers().contains_key(header::AUTHORIZATION)
-        && let Some(quota) = address.and_then(|a| layer.limits.check_address(a))
+        && let Some(address) = address
+        && let Some(quota) = layer.limits.check_address(address).await
     {
         slot.set(quota);
         if quota.retry_after.is_some() {
@@ -74,7 +76,8 @@ pub async fn middleware(State(layer): State<ApiLimitLayer>, mut request: Request
     let response = next.run(request).await;
     // A route that asked for no key (the OpenAPI document, an unknown path) counts by address.
     if !slot.is_set()
-        && let Some(quota) = address.and_then(|a| layer.limits.check_address(a))
+        && let Some(address) = address
+        && let Some(quota) = layer.limits.check_address(address).await
     {
         slot.set(quota);
     }

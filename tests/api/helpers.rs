@@ -158,6 +158,17 @@ impl TestApp {
         Self::start(db, pool, config).await
     }
 
+    /// Spawns the app over `db`, an existing (empty) database: for tests that set something up
+    /// on the database (a role, a grant) before the app starts.
+    pub async fn spawn_over(db: TestDb, configure: impl FnOnce(&mut Config)) -> TestApp {
+        faceoff::telemetry::init_for_test();
+        let mut config = test_config();
+        configure(&mut config);
+        let pool = db.pool(10);
+        server::prepare_database(&pool, &config).await.expect("prepare test database");
+        Self::start(db, pool, config).await
+    }
+
     async fn start(db: TestDb, pool: PgPool, config: Config) -> TestApp {
         let state = AppState::new(pool.clone(), config).await.expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -270,6 +281,17 @@ pub async fn migrated_db(max_connections: u32) -> (TestDb, PgPool) {
     (db, pool)
 }
 
+/// Creates a user `email` with `credits` sign-up credits in `pool` ([`TEST_PASSWORD`]).
+pub async fn create_user_in(pool: &PgPool, email: &str, credits: i64) -> TestUser {
+    let hash = test_password_hash().await;
+    let mut tx = faceoff::db::begin(pool).await.expect("begin");
+    let id = faceoff::accounts::create_user(&mut tx, email, &hash, faceoff::accounts::Role::User, credits)
+        .await
+        .expect("create user");
+    tx.commit().await.expect("commit");
+    TestUser { id, email: email.to_string(), password: TEST_PASSWORD.to_string() }
+}
+
 /// Creates a user with `credits` sign-up credits in `pool` (a random email, [`TEST_PASSWORD`]);
 /// returns their id. For tests that have a pool but no app.
 pub async fn user_with_credits(pool: &PgPool, credits: i64) -> uuid::Uuid {
@@ -297,6 +319,29 @@ impl Browser {
     pub fn new(addr: SocketAddr) -> Browser {
         let (client, jar) = new_client();
         Browser { client, jar, base: format!("http://{addr}") }
+    }
+
+    /// A browser that sends `name: value` with every request (a proxy's client-address header).
+    pub fn with_header(addr: SocketAddr, name: &str, value: &str) -> Browser {
+        let jar = Arc::new(Jar::default());
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            reqwest::header::HeaderValue::from_str(value).expect("header value"),
+        );
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(Policy::none())
+            .default_headers(headers)
+            .build()
+            .expect("client");
+        Browser { client, jar, base: format!("http://{addr}") }
+    }
+
+    /// The same browser (same cookies) talking to another server: cookies are per host, not
+    /// per port, so a session made on one instance is sent to another on the same host.
+    pub fn at(&self, addr: SocketAddr) -> Browser {
+        Browser { client: self.client.clone(), jar: self.jar.clone(), base: format!("http://{addr}") }
     }
 
     pub fn url(&self, path: &str) -> String {

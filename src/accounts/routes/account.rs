@@ -100,17 +100,17 @@ async fn change_password(
 ) -> Result<Response> {
     // Guessing the current password from a borrowed session is throttled per user (and only
     // by this user's own failures, not by anyone's failed logins).
-    state.throttle.check_password_change(current.id)?;
+    state.throttle.check_password_change(current.id).await?;
     let mut page = AccountPage::new(&state, layout, current.id).await?;
     page.new_password_error = password::validate(&form.new_password).err().map(String::from);
     let user = accounts::find_by_id(&state.pool, current.id).await?.ok_or(AppError::Unauthorized)?;
     if form.current_password.is_empty() {
         page.current_password_error = Some("enter your current password".into());
     } else if !password::verify(form.current_password, Some(user.password_hash)).await? {
-        state.throttle.password_change_failed(user.id);
+        state.throttle.password_change_failed(user.id).await;
         page.current_password_error = Some("that is not your current password".into());
     } else {
-        state.throttle.password_change_succeeded(user.id);
+        state.throttle.password_change_succeeded(user.id).await;
     }
     if page.current_password_error.is_some() || page.new_password_error.is_some() {
         return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));

@@ -63,13 +63,13 @@ async fn check_password(state: &AppState, user_id: Uuid, password: String) -> Re
     if password.is_empty() {
         return Ok(Some("enter your password to create a key".into()));
     }
-    state.throttle.check_password_change(user_id)?;
+    state.throttle.check_password_change(user_id).await?;
     let user = accounts::find_by_id(&state.pool, user_id).await?.ok_or(AppError::Unauthorized)?;
     if password::verify(password, Some(user.password_hash)).await? {
-        state.throttle.password_change_succeeded(user_id);
+        state.throttle.password_change_succeeded(user_id).await;
         Ok(None)
     } else {
-        state.throttle.password_change_failed(user_id);
+        state.throttle.password_change_failed(user_id).await;
         Ok(Some("that is not your password".into()))
     }
 }

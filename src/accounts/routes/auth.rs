@@ -165,7 +165,7 @@ async fn signup(
         };
         return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
-    state.throttle.check_signup(client)?;
+    state.throttle.check_signup(client).await?;
     let page = SignupPage {
         layout,
         signup_credits: state.config.signup_credits,
@@ -262,17 +262,17 @@ async fn login(
     }
     let device = device_of(&state, &headers, &email);
     let attempt = LoginAttempt { email: &email, address: client, device };
-    state.throttle.check_login(&attempt)?;
+    state.throttle.check_login(&attempt).await?;
     let user = accounts::find_by_email(&state.pool, &email).await?;
     // Unknown emails are verified against a dummy hash: same work, same time, same answer.
     let verified = password::verify(form.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     match user {
         Some(user) if verified => {
-            state.throttle.login_succeeded(&attempt);
+            state.throttle.login_succeeded(&attempt).await;
             sign_in(&state, &session, user.id, &email, device, page.next.as_deref()).await
         }
         _ => {
-            state.throttle.login_failed(&attempt);
+            state.throttle.login_failed(&attempt).await;
             page.password_error = Some(INVALID_LOGIN.into());
             Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page))
         }

@@ -215,7 +215,7 @@ async fn forgot(
         let page = ForgotPage { layout, email, email_error: Some(error.into()) };
         return Ok(form_error(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
-    state.throttle.check_signup(client)?;
+    state.throttle.check_signup(client).await?;
     lifecycle::request_password_reset(&state.pool, &state.config, &email).await?;
     Ok(render(&CheckEmailPage {
         layout,
@@ -314,16 +314,16 @@ struct ChangeEmailForm {
 
 /// Checks the signed-in user's password (throttled per user, like the password change).
 async fn password_ok(state: &AppState, user_id: uuid::Uuid, given: String) -> Result<Option<&'static str>> {
-    state.throttle.check_password_change(user_id)?;
+    state.throttle.check_password_change(user_id).await?;
     let user = accounts::find_by_id(&state.pool, user_id).await?.ok_or(AppError::Unauthorized)?;
     if given.is_empty() {
         return Ok(Some("enter your password"));
     }
     if password::verify(given, Some(user.password_hash)).await? {
-        state.throttle.password_change_succeeded(user_id);
+        state.throttle.password_change_succeeded(user_id).await;
         Ok(None)
     } else {
-        state.throttle.password_change_failed(user_id);
+        state.throttle.password_change_failed(user_id).await;
         Ok(Some("that is not your password"))
     }
 }

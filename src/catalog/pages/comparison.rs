@@ -258,7 +258,7 @@ async fn community_result(
     use_case: Option<&UseCase>,
 ) -> Option<(String, String)> {
     let board = use_case.map_or(crate::arena::board::ALL, |u| u.slug.as_str());
-    let record = match crate::arena::board::pair_record(&state.pool, board, &a.slug, &b.slug).await {
+    let record = match crate::arena::board::pair_record(state.read_pool.get(), board, &a.slug, &b.slug).await {
         Ok(record) => record,
         Err(err) => {
             tracing::warn!("comparison page: arena record: {err}");

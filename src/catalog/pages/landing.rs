@@ -83,7 +83,7 @@ pub struct Standing {
 /// The ranked rows of every use case's board (not `all`, not `demo`), in catalog order. Empty
 /// when the arena has no ranked entries yet (or the query fails: the pages still render).
 async fn use_case_boards(state: &AppState, catalog: &Catalog) -> Vec<(UseCase, Vec<Entry>)> {
-    let tops = match board::ranked_tops(&state.pool, BOARD_ROWS).await {
+    let tops = match board::ranked_tops(state.read_pool.get(), BOARD_ROWS).await {
         Ok(tops) => tops,
         Err(err) => {
             tracing::warn!("landing pages: board leaders: {err}");
