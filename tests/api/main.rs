@@ -22,5 +22,6 @@ mod queue;
 mod routes;
 mod rows;
 mod runs;
+mod sharing;
 mod viewer;
 mod webhooks;
