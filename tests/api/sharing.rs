@@ -358,6 +358,26 @@ async fn four_images_blind_runs_reports_and_an_administrators_hide() {
     let token = app.browser.token("/studio", Some("/runs")).await;
     let refused = app.browser.post_raw(&format!("/runs/{run_id}/publish"), &[("csrf_token", &token)]).await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
+
+    // The owner deletes the account: publications, the reports of them and the stored card go;
+    // the export had them before.
+    let export: serde_json::Value = app.get("/account/export").await.json().await.expect("export");
+    assert_eq!(export["shared_runs"].as_array().map(Vec::len), Some(6), "{}", export["shared_runs"]);
+    let done = app
+        .browser
+        .submit("/account/delete", "/account/delete", &[("password", crate::helpers::TEST_PASSWORD), ("confirm", "on")])
+        .await;
+    assert_eq!(location(&done), "/login?notice=account-deleted");
+    assert_eq!(status(&visitor, &blind_share).await, StatusCode::NOT_FOUND);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM run_share WHERE user_id = $1) + (SELECT count(*) FROM run_report)
+              + (SELECT count(*) FROM media_object WHERE key LIKE 'cards/run-%')",
+    )
+    .bind(owner.id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("left");
+    assert_eq!(left, 0);
 }
 
 #[tokio::test]
