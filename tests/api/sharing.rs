@@ -403,3 +403,28 @@ async fn comparison_pages_carry_a_card_of_their_showcase_images() {
     let reversed = app.get("/compare/flux-ultra-1-1-vs-flux-2/portrait/card.png").await;
     assert_eq!(reversed.status(), StatusCode::MOVED_PERMANENTLY);
 }
+
+#[tokio::test]
+async fn the_gallery_pages_newest_first_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let _workers = start_workers(&app);
+    app.signed_in_user(1000).await;
+    let mut shares = Vec::new();
+    for i in 0..7 {
+        let run_id =
+            run(&app, &app.browser, &["flux-2", "flux-ultra-1-1"], "portrait", &format!("prompt {i}"), false).await;
+        shares.push(publish(&app.browser, run_id).await);
+    }
+    shares.reverse();
+    let visitor = app.browser();
+    let (_, first) = visitor.page(&format!("{PAIR}/portrait")).await;
+    assert_eq!(first.attrs("[data-testid=gallery-entry]", "data-href"), shares[..6].to_vec(), "newest first, 6 a page");
+    let next = first.attr("[data-testid=gallery-next]", "href").expect("a next page");
+    let (status_code, second) = visitor.page(&next).await;
+    assert_eq!(status_code, StatusCode::OK);
+    second.assert_well_formed("second gallery page");
+    assert_eq!(second.attrs("[data-testid=gallery-entry]", "data-href"), shares[6..].to_vec());
+    assert_eq!(second.count("[data-testid=gallery-next]"), 0);
+    let (status_code, _) = visitor.page(&format!("{PAIR}/portrait?cursor=not-a-cursor")).await;
+    assert_eq!(status_code, StatusCode::BAD_REQUEST, "a cursor we did not give out");
+}
