@@ -298,17 +298,26 @@ async fn stored_card(state: &AppState, share: &Share) -> anyhow::Result<String> 
     let sandbox = share.sandbox;
     let png = storage::images::run(move || card::render(tiles, sandbox)).await??;
     let key = format!("cards/run-{}.png", run.run_id);
-    storage::save(
-        &state.pool,
-        &state.store,
-        &key,
-        png,
-        "image/png",
-        Some((card::WIDTH, card::HEIGHT)),
-        Some(run.user_id),
-    )
-    .await?;
-    super::set_card(&state.pool, run.run_id, &key).await?;
+    // Recorded while the owner and the run are locked (in the order account deletion takes
+    // them: the user first), so a deletion running meanwhile either waits for this row and
+    // deletes it with the user's media, or goes first and this gives up; an object left
+    // without its row is removed by the orphan sweep.
+    let mut tx = crate::db::begin(&state.pool).await?;
+    let owner: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM app_user WHERE user_id = $1 AND deleted_at IS NULL FOR KEY SHARE")
+            .bind(run.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let alive: Option<i32> = sqlx::query_scalar("SELECT 1 FROM generation_run WHERE run_id = $1 FOR SHARE")
+        .bind(run.run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    anyhow::ensure!(owner.is_some() && alive.is_some(), "the run was deleted");
+    let size = png.len();
+    state.store.put(&key, png).await?;
+    storage::record(&mut *tx, &key, "image/png", size, Some((card::WIDTH, card::HEIGHT)), Some(run.user_id)).await?;
+    super::set_card(&mut *tx, run.run_id, &key).await?;
+    tx.commit().await?;
     Ok(key)
 }
 
