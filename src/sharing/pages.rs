@@ -329,7 +329,7 @@ async fn share_card(State(state): State<AppState>, Path(share_id): Path<String>)
 }
 
 /// The ZIP of a run's delivered images (in display order) and its `prompt.txt`.
-async fn zip_response(state: &AppState, run: &Run, jobs: &[Job], cache: HeaderValue) -> Result<Response> {
+async fn zip_response(state: &AppState, run: &Run, jobs: &[Job], stem: &str, cache: HeaderValue) -> Result<Response> {
     let shown = super::public_jobs(run, jobs);
     let mut entries = Vec::new();
     let mut total = 0i64;
@@ -379,7 +379,7 @@ async fn zip_response(state: &AppState, run: &Run, jobs: &[Job], cache: HeaderVa
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-    let filename = format!("attachment; filename=\"faceoff-{}.zip\"", &run.run_id.to_string()[..8]);
+    let filename = format!("attachment; filename=\"faceoff-{stem}.zip\"");
     headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("attachment")),
@@ -400,7 +400,8 @@ async fn owner_download(
     if run.blind && !voted && run.revealed_at.is_none() {
         return Err(AppError::Conflict("vote or show the names first: the file names say which model is which".into()));
     }
-    zip_response(&state, &run, &jobs, HeaderValue::from_static("private, no-store")).await
+    let stem = run.run_id.to_string();
+    zip_response(&state, &run, &jobs, &stem, HeaderValue::from_static("private, no-store")).await
 }
 
 /// `GET /s/{share_id}/download.zip`: a published run's originals, for anyone.
@@ -408,7 +409,8 @@ async fn share_download(State(state): State<AppState>, Path(share_id): Path<Stri
     let share = live_share(&state, &share_id).await?;
     let run = runs::find(&state.pool, share.run_id).await?.ok_or_else(share_gone)?;
     let jobs = jobs::for_run(&state.pool, run.run_id).await?;
-    zip_response(&state, &run, &jobs, public(super::PUBLIC_IMAGE_MAX_AGE)).await
+    // Named after the share id: the public ZIP says nothing the page does not.
+    zip_response(&state, &run, &jobs, &share.share_id, public(super::PUBLIC_IMAGE_MAX_AGE)).await
 }
 
 #[derive(Debug, Default, Deserialize)]

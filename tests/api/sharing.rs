@@ -168,6 +168,9 @@ async fn a_published_run_is_public_until_unpublished_then_every_address_is_gone(
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/zip");
     assert!(response.headers().get("content-encoding").is_none(), "not compressed again");
+    let disposition = response.headers()["content-disposition"].to_str().unwrap_or_default().to_string();
+    assert!(disposition.starts_with("attachment") && disposition.contains(&share_id), "{disposition}");
+    assert!(!disposition.contains(&run_id.to_string()[..8]), "the public ZIP does not name the run");
     let entries = unzip(response.bytes().await.expect("zip").to_vec()).await;
     let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
