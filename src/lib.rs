@@ -17,6 +17,7 @@ pub mod payments;
 pub mod providers;
 pub mod runs;
 pub mod server;
+pub mod sharing;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

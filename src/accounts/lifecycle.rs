@@ -441,7 +441,10 @@ pub async fn delete_account(
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await?;
+    // Publications and reports first (they reference the runs and the card objects).
+    crate::sharing::delete_user_data(&mut tx, user_id).await?;
     for sql in [
+        "DELETE FROM arena_vote WHERE run_id IN (SELECT run_id FROM generation_run WHERE user_id = $1)",
         "DELETE FROM generation_job WHERE run_id IN (SELECT run_id FROM generation_run WHERE user_id = $1)",
         "DELETE FROM generation_run WHERE user_id = $1",
         "DELETE FROM media_object WHERE owner_user_id = $1",
@@ -539,6 +542,7 @@ pub async fn export(pool: &PgPool, config: &Config, user_id: Uuid) -> Result<ser
     .bind(user_id)
     .fetch_one(pool)
     .await?;
+    let sharing = crate::sharing::export(pool, user_id).await?;
     let balance = ledger::balance(pool, user_id).await?;
     Ok(json!({
         "exported_at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
@@ -547,5 +551,7 @@ pub async fn export(pool: &PgPool, config: &Config, user_id: Uuid) -> Result<ser
         "runs": runs,
         "credit_history": credits,
         "payments": payments,
+        "shared_runs": sharing["shares"],
+        "reports": sharing["reports"],
     }))
 }

@@ -24,7 +24,10 @@ use axum::{
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    compression::{CompressionLayer, CompressionLevel},
+    compression::{
+        CompressionLayer, CompressionLevel,
+        predicate::{DefaultPredicate, NotForContentType, Predicate},
+    },
     limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
@@ -82,6 +85,7 @@ pub fn routes() -> Routes<AppState> {
         .merge(docs::routes())
         .merge(crate::payments::routes::routes())
         .merge(crate::storage::routes::routes())
+        .merge(crate::sharing::pages::routes())
 }
 
 /// The whole application as a `Router`, without a socket (tests and `serve` share it).
@@ -125,7 +129,12 @@ pub fn app(state: AppState) -> Router {
                 // Pages are compressed per request: the fastest level keeps most of the gain (the
                 // comparison page: 15.1 KB, 4.0 KB at the default brotli level) at a fraction of
                 // the CPU (see bench/RESULTS.md, figure 1 with Accept-Encoding: br).
-                .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
+                // ZIP downloads are left alone: their entries are compressed images already.
+                .layer(
+                    CompressionLayer::new()
+                        .quality(CompressionLevel::Fastest)
+                        .compress_when(DefaultPredicate::new().and(NotForContentType::const_new("application/zip"))),
+                )
                 .layer(security_header(header::CONTENT_SECURITY_POLICY, CSP))
                 .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                 .layer(security_header(header::REFERRER_POLICY, "strict-origin-when-cross-origin"))

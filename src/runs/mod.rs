@@ -69,6 +69,12 @@ pub async fn find(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Option<Run>, 
     sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_optional(db).await
 }
 
+/// These runs (any order; missing ids are left out).
+pub async fn find_many(db: impl PgExecutor<'_>, run_ids: &[Uuid]) -> Result<Vec<Run>, sqlx::Error> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM generation_run WHERE run_id = ANY($1)");
+    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(run_ids).fetch_all(db).await
+}
+
 /// A run of `user_id`, or `None` (also when it belongs to someone else: callers answer 404).
 pub async fn find_owned(db: impl PgExecutor<'_>, run_id: Uuid, user_id: Uuid) -> Result<Option<Run>, sqlx::Error> {
     Ok(find(db, run_id).await?.filter(|r| r.user_id == user_id))

@@ -373,6 +373,14 @@ pub struct RunPage {
     pub reveal_lines: Vec<String>,
     /// At least two images arrived: the page links to the comparison viewer.
     pub comparable: bool,
+    /// The public address while the run is published.
+    pub share_url: Option<String>,
+    /// The owner may publish the run now (settled, an image, a blind run voted on).
+    pub may_publish: bool,
+    /// Why the run cannot be published (yet), when it cannot.
+    pub publish_note: Option<String>,
+    /// "Download all" is offered (an image arrived and the names are shown).
+    pub downloadable: bool,
 }
 
 /// `GET /runs/{id}`: the models side by side (owner only; others get 404).
@@ -441,7 +449,24 @@ async fn run_page(
     } else {
         Vec::new()
     };
+    let share = crate::sharing::live_for_run(&state.pool, run.run_id).await?;
+    let hidden = share.is_none() && crate::sharing::was_hidden(&state.pool, run.run_id).await?;
+    let publish_note = if hidden {
+        Some("An administrator hid this run after a report; it cannot be shared again.".to_string())
+    } else if !settled {
+        Some("You can share this run once every image has arrived.".to_string())
+    } else if delivered.is_empty() {
+        Some("No image arrived, so there is nothing to share.".to_string())
+    } else if run.blind && vote.is_none() {
+        Some("Blind runs can be shared once you have voted.".to_string())
+    } else {
+        None
+    };
     Ok(render(&RunPage {
+        share_url: share.as_ref().map(|s| state.config.absolute_url(&s.path())),
+        may_publish: share.is_none() && publish_note.is_none(),
+        publish_note: if share.is_some() { None } else { publish_note },
+        downloadable: view.revealed && !delivered.is_empty(),
         layout,
         has_reference: run.reference_key.is_some(),
         use_case_name: use_case_name(&catalog, run.use_case.as_deref()),

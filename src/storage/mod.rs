@@ -79,6 +79,19 @@ impl Store {
         }
     }
 
+    /// The object under `key` as a stream of chunks (read as they are sent on: a large object is
+    /// never held whole in memory), or `None` when it is not stored.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> anyhow::Result<Option<futures::stream::BoxStream<'static, object_store::Result<Bytes>>>> {
+        match self.inner.get(&self.path(key)).await {
+            Ok(result) => Ok(Some(result.into_stream())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("reading {key}")),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
         match self.inner.get(&self.path(key)).await {
             Ok(result) => Ok(Some(result.bytes().await?)),

@@ -8,8 +8,20 @@
 
 use std::path::{Path, PathBuf};
 
-const DOMAINS: &[&str] =
-    &["accounts", "arena", "catalog", "jobs", "ledger", "mail", "payments", "providers", "runs", "storage", "webhooks"];
+const DOMAINS: &[&str] = &[
+    "accounts",
+    "arena",
+    "catalog",
+    "jobs",
+    "ledger",
+    "mail",
+    "payments",
+    "providers",
+    "runs",
+    "sharing",
+    "storage",
+    "webhooks",
+];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

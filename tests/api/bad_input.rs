@@ -85,6 +85,9 @@ fn concrete(path: &str, value: Option<&str>) -> String {
         .replace("{job_id}", &param("0196f7a0-0000-7000-8000-000000000003"))
         .replace("{delivery_id}", &param("0196f7a0-0000-7000-8000-000000000004"))
         .replace("{*key}", &param("runs/x/y.jpg"))
+        .replace("{share_id}", &param("AAAAAAAAAAAAAAAAAAAAAA"))
+        .replace("{n}", &param("1"))
+        .replace("{report_id}", &param("1"))
 }
 
 struct Walk {

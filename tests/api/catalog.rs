@@ -90,7 +90,15 @@ async fn the_seed_comparison_has_the_designs_facts_and_real_showcase_images() {
     assert!(page.text("[data-testid=showcase-prompt]").is_some_and(|t| t.contains("coffee check-in")));
     assert_eq!(
         page.attrs("main h2[id]", "id"),
-        strings(&["showcase-heading", "features-heading", "strengths-heading", "verdict-heading", "faq-heading"])
+        strings(&[
+            "showcase-heading",
+            "features-heading",
+            "strengths-heading",
+            "verdict-heading",
+            "faq-heading",
+            // Runs people published (tests/api/sharing.rs), after the seed's sections.
+            "gallery-heading"
+        ])
     );
     assert_eq!(page.texts(".strengths h3"), strings(&["Where Flux 2 shines", "Where Flux Ultra 1.1 shines"]));
     assert!(page.count(".strengths li") >= 4);
@@ -135,7 +143,10 @@ async fn the_seed_comparison_has_the_designs_facts_and_real_showcase_images() {
     assert_eq!(sources.len(), 2, "two different images");
     assert!(page.text("[data-testid=sandbox-note]").is_some_and(|t| t.contains("sandbox")));
     let og_image = page.attr("meta[property=\"og:image\"]", "content").expect("og:image once images exist");
-    assert!(og_image.starts_with("http://127.0.0.1:3000/media/showcase/"), "{og_image}");
+    // The social card made of both showcase images (tests/api/sharing.rs checks the PNG).
+    assert!(og_image.starts_with("http://127.0.0.1:3000/compare/") && og_image.ends_with("/card.png"), "{og_image}");
+    assert_eq!(page.attr("meta[property=\"og:image:width\"]", "content").as_deref(), Some("1200"));
+    assert_eq!(page.attr("meta[property=\"og:image:height\"]", "content").as_deref(), Some("630"));
     assert_eq!(page.attr("meta[name=\"twitter:card\"]", "content").as_deref(), Some("summary_large_image"));
 
     // Generated once: one row per model, whatever the number of requests.

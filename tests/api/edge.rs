@@ -38,6 +38,14 @@ const PUBLIC_PAGES: &[&str] = &[
     "/reset-password/{token}",
     // Public images for anyone, private ones for their owner only (tests/api/media.rs).
     "/media/{*key}",
+    // Published runs (tests/api/sharing.rs) and the comparison pages' social cards.
+    "/s/{share_id}",
+    "/s/{share_id}/images/{n}",
+    "/s/{share_id}/thumbs/{n}",
+    "/s/{share_id}/card.png",
+    "/s/{share_id}/download.zip",
+    "/compare/{pair}/card.png",
+    "/compare/{pair}/{use_case}/card.png",
 ];
 
 /// State-changing routes a visitor may use (with a valid token).
@@ -66,6 +74,9 @@ fn concrete(path: &str) -> String {
         .replace("{delivery_id}", "0196f7a0-0000-7000-8000-000000000004")
         .replace("{*key}", "runs/nothing/here.jpg")
         .replace("{letter}", "a")
+        .replace("{share_id}", "AAAAAAAAAAAAAAAAAAAAAA")
+        .replace("{n}", "1")
+        .replace("{report_id}", "1")
         .replace("{token}", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 }
 

@@ -23,5 +23,6 @@ mod routes;
 mod rows;
 mod runs;
 mod scale;
+mod sharing;
 mod viewer;
 mod webhooks;

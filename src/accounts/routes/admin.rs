@@ -1,5 +1,6 @@
 //! `GET /admin` (find a user by email: balance and recent history) and `POST /admin/adjust`
-//! (add or remove credits, with a reason and an idempotency key), for administrators only.
+//! (add or remove credits, with a reason and an idempotency key), for administrators only. The
+//! page also lists the open reports of published runs (hide and dismiss: `sharing::pages`).
 
 use axum::{
     extract::{Query, State},
@@ -46,6 +47,8 @@ struct AdminPage {
     form_error: Option<String>,
     amount_error: Option<String>,
     reason_error: Option<String>,
+    /// Open reports of published runs, oldest first.
+    reports: Vec<crate::sharing::OpenReport>,
 }
 
 impl AdminPage {
@@ -62,12 +65,14 @@ impl AdminPage {
             form_error: None,
             amount_error: None,
             reason_error: None,
+            reports: Vec::new(),
         }
     }
 
     async fn look_up(&mut self, pool: &sqlx::PgPool) -> Result<()> {
         self.found = None;
         self.not_found = false;
+        self.reports = crate::sharing::open_reports(pool, 50).await?;
         if self.query.is_empty() {
             return Ok(());
         }
@@ -87,6 +92,7 @@ impl AdminPage {
 #[derive(Debug, Deserialize)]
 struct AdminQuery {
     email: Option<String>,
+    notice: Option<String>,
 }
 
 async fn admin_page(
@@ -97,6 +103,11 @@ async fn admin_page(
 ) -> Result<Response> {
     let mut page = AdminPage::new(layout, q.email.as_deref().map(accounts::normalize_email).unwrap_or_default());
     page.look_up(&state.pool).await?;
+    page.notice = match q.notice.as_deref() {
+        Some("hidden") => Some("The run was hidden: its public page, images and card answer 404 now.".into()),
+        Some("dismissed") => Some("The report was dismissed.".into()),
+        _ => page.notice,
+    };
     Ok(render(&page))
 }
 

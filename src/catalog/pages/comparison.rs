@@ -155,11 +155,22 @@ pub struct ComparisonPage {
     community: Option<(String, String)>,
     /// "Compare models (select up to 4)", the pair ticked.
     picker: super::landing::PickerForm,
+    /// Recent published runs of the pair (for this use case), newest first.
+    gallery: Vec<crate::sharing::GalleryEntry>,
+    /// The next gallery page's address, when more follow.
+    gallery_next: Option<String>,
+    /// This is a later gallery page (the page links back to the newest).
+    gallery_later: bool,
 }
 
 impl ComparisonPage {
     /// The page of the pair `a`, `b` (canonical order) for `use_case` (`None`: all use cases).
-    pub async fn build(state: &AppState, layout: Layout, pair: Pair) -> Self {
+    pub async fn build(
+        state: &AppState,
+        layout: Layout,
+        pair: Pair,
+        after: Option<(time::OffsetDateTime, String)>,
+    ) -> Self {
         let Pair { a, b, use_case } = pair;
         let catalog = state.catalog.current();
         let uc_slug = use_case.as_ref().map(|u| u.slug.as_str());
@@ -213,6 +224,8 @@ impl ComparisonPage {
                 .collect();
         let related = related_pairs(&catalog, &a, &b, use_case.as_ref());
         let community = community_result(state, &a, &b, use_case.as_ref()).await;
+        let gallery_later = after.is_some();
+        let (gallery, gallery_next) = gallery(state, &a, &b, uc_slug, after, &path).await;
         let eyebrow = match &use_case {
             Some(uc) => format!("{} comparison", uc.name),
             None => "Model comparison".to_string(),
@@ -241,10 +254,54 @@ impl ComparisonPage {
             notices,
             community,
             picker: super::landing::PickerForm::new(&catalog, &[a.slug.as_str(), b.slug.as_str()]),
+            gallery,
+            gallery_next,
+            gallery_later,
             a,
             b,
         }
     }
+}
+
+/// A page of the pair's published runs (for the use case, or all), and the next page's
+/// address. A database failure leaves the gallery out (the rest of the page still shows).
+async fn gallery(
+    state: &AppState,
+    a: &Model,
+    b: &Model,
+    use_case: Option<&str>,
+    after: Option<(time::OffsetDateTime, String)>,
+    path: &str,
+) -> (Vec<crate::sharing::GalleryEntry>, Option<String>) {
+    let limit = crate::sharing::GALLERY_PAGE;
+    let rows = match crate::sharing::gallery_for_pair(&state.pool, &a.slug, &b.slug, use_case, after, limit).await {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::warn!("comparison page: gallery: {err}");
+            return (Vec::new(), None);
+        }
+    };
+    let (rows, next) = crate::web::pagination::split_page(rows, limit, |r| {
+        format!(
+            "{}|{}",
+            r.published_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            r.share_id
+        )
+    });
+    match crate::sharing::gallery_entries(&state.pool, &rows).await {
+        Ok(entries) => (entries, next.map(|c| format!("{path}?cursor={c}#gallery"))),
+        Err(err) => {
+            tracing::warn!("comparison page: gallery: {err}");
+            (Vec::new(), None)
+        }
+    }
+}
+
+/// Reads a gallery cursor's position (`published_at|share_id`).
+pub fn gallery_position(text: &str) -> Option<(time::OffsetDateTime, String)> {
+    let (at, id) = text.split_once('|')?;
+    let at = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    crate::sharing::plausible_id(id).then(|| (at, id.to_string()))
 }
 
 /// "In 312 blind portrait votes, Flux Ultra 1.1 won 58% (±5%)": the pair's direct record on the
@@ -313,10 +370,8 @@ fn seo(
     showcase: &Option<ShowcaseBlock>,
 ) -> Seo {
     let crumbs: Vec<(String, String)> = breadcrumbs.iter().map(|l| (l.label.clone(), l.href.clone())).collect();
-    let image = showcase
-        .as_ref()
-        .and_then(|s| s.items.iter().find_map(|i| i.image.image()))
-        .map(|img| format!("{base}{}", img.url));
+    // The social card, made of both showcase images, once both are ready.
+    let image = showcase.as_ref().filter(|s| s.lookable()).map(|_| format!("{base}{path}/card.png"));
     let prices =
         || (a.starting_price().map(credits).unwrap_or_default(), b.starting_price().map(credits).unwrap_or_default());
     let description = match (editorial, use_case) {
@@ -348,6 +403,7 @@ fn seo(
         title: format!("{} — Faceoff", content.title),
         description,
         canonical: format!("{base}{path}"),
+        image_size: image.as_ref().map(|_| (crate::sharing::card::WIDTH, crate::sharing::card::HEIGHT)),
         image,
         og_type: "article",
         json_ld: Some(graph(vec![faq_ld(&content.faq), breadcrumbs_ld(base, &crumbs)])),

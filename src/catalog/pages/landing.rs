@@ -250,6 +250,8 @@ pub struct ModelWork {
     pub by_maker: Vec<MakerComparisons>,
     pub standings: Vec<Standing>,
     pub picker: PickerForm,
+    /// Recent published images of the model: (share page, thumbnail, prompt, sandbox).
+    pub published: Vec<(String, crate::sharing::Thumb, String)>,
 }
 
 pub async fn model_work(state: &AppState, model: &Model) -> ModelWork {
@@ -285,7 +287,30 @@ pub async fn model_work(state: &AppState, model: &Model) -> ModelWork {
         .iter()
         .filter_map(|(u, entries)| entries.iter().find(|e| model_of(e) == model.slug).map(|e| standing(u, e)))
         .collect();
-    ModelWork { work, by_maker, standings, picker: PickerForm::new(&catalog, &[model.slug.as_str()]) }
+    let published = published_images(state, model).await;
+    ModelWork { work, by_maker, standings, picker: PickerForm::new(&catalog, &[model.slug.as_str()]), published }
+}
+
+/// The model's images in recent published runs (left out when the database cannot be read).
+async fn published_images(state: &AppState, model: &Model) -> Vec<(String, crate::sharing::Thumb, String)> {
+    let entries = async {
+        let rows = crate::sharing::recent_for_model(&state.pool, &model.slug, 8).await?;
+        crate::sharing::gallery_entries(&state.pool, &rows).await
+    }
+    .await;
+    match entries {
+        Ok(entries) => entries
+            .into_iter()
+            .filter_map(|e| {
+                let thumb = e.thumbs.into_iter().find(|t| t.model == model.slug)?;
+                Some((e.href, thumb, e.prompt))
+            })
+            .collect(),
+        Err(err) => {
+            tracing::warn!("model page: published images: {err}");
+            Vec::new()
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,6 +405,7 @@ pub async fn use_case_page(
         ),
         canonical: format!("{base}{path}"),
         image: None,
+        image_size: None,
         og_type: "website",
         json_ld: Some(graph(vec![breadcrumbs_ld(&base, &crumbs), list])),
     };

@@ -39,6 +39,8 @@ pub fn routes() -> Routes<AppState> {
         .route("/compare/{pair}/{use_case}", get(pair_use_case_page))
         .route("/use-cases/{use_case}", get(landing::use_case_page))
         .route("/compare/{pair}/{use_case}/look", get(look_page))
+        .route("/compare/{pair}/card.png", get(pair_card))
+        .route("/compare/{pair}/{use_case}/card.png", get(pair_use_case_card))
         .route("/sitemap.xml", get(sitemap))
         .route("/robots.txt", get(robots))
 }
@@ -118,6 +120,7 @@ async fn models_page(State(state): State<AppState>, layout: Layout) -> Result<Re
         ),
         canonical: format!("{base}/models"),
         image: None,
+        image_size: None,
         og_type: "website",
         json_ld: Some(graph(vec![breadcrumbs_ld(&base, &crumbs), list])),
     };
@@ -195,6 +198,7 @@ async fn model_page(State(state): State<AppState>, layout: Layout, Path(slug): P
         ),
         canonical: format!("{base}/models/{}", model.slug),
         image: None,
+        image_size: None,
         og_type: "website",
         json_ld: Some(graph(vec![breadcrumbs_ld(&base, &crumbs)])),
     };
@@ -315,6 +319,7 @@ async fn picker(State(state): State<AppState>, layout: Layout, RawQuery(query): 
             ),
             canonical: format!("{base}/compare"),
             image: None,
+            image_size: None,
             og_type: "website",
             json_ld: Some(graph(vec![breadcrumbs_ld(
                 &base,
@@ -331,6 +336,7 @@ async fn picker(State(state): State<AppState>, layout: Layout, RawQuery(query): 
             ),
             canonical: format!("{base}/compare?models={}", slugs.join(",")),
             image: None,
+            image_size: None,
             og_type: "website",
             json_ld: None,
         }
@@ -357,24 +363,96 @@ async fn picker(State(state): State<AppState>, layout: Layout, RawQuery(query): 
 // ---------------------------------------------------------------------------------------------
 // /compare/{a}-vs-{b}[/{use_case}]
 
-async fn pair_page(State(state): State<AppState>, layout: Layout, Path(pair): Path<String>) -> Result<Response> {
-    comparison_response(&state, layout, &pair, None).await
+async fn pair_page(
+    State(state): State<AppState>,
+    layout: Layout,
+    Path(pair): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    comparison_response(&state, layout, &pair, None, query.as_deref()).await
 }
 
 async fn pair_use_case_page(
     State(state): State<AppState>,
     layout: Layout,
     Path((pair, use_case)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response> {
-    comparison_response(&state, layout, &pair, Some(&use_case)).await
+    comparison_response(&state, layout, &pair, Some(&use_case), query.as_deref()).await
 }
 
-async fn comparison_response(state: &AppState, layout: Layout, pair: &str, use_case: Option<&str>) -> Result<Response> {
+/// The page; `?cursor=` of the gallery of published runs picks a later page of it.
+async fn comparison_response(
+    state: &AppState,
+    layout: Layout,
+    pair: &str,
+    use_case: Option<&str>,
+    query: Option<&str>,
+) -> Result<Response> {
     let catalog = state.catalog.current();
+    let cursor = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "cursor")
+        .map(|(_, v)| v.into_owned());
+    let after = crate::web::pagination::PageQuery { limit: None, cursor }.position(comparison::gallery_position)?;
     match comparison::resolve(&catalog, pair, use_case)? {
         Resolved::Redirect(location) => Ok(permanent_redirect(&location)),
-        Resolved::Page(pair) => Ok(render(&ComparisonPage::build(state, layout, *pair).await)),
+        Resolved::Page(pair) => Ok(render(&ComparisonPage::build(state, layout, *pair, after).await)),
     }
+}
+
+async fn pair_card(State(state): State<AppState>, Path(pair): Path<String>) -> Result<Response> {
+    comparison_card(&state, &pair, None).await
+}
+
+async fn pair_use_case_card(
+    State(state): State<AppState>,
+    Path((pair, use_case)): Path<(String, String)>,
+) -> Result<Response> {
+    comparison_card(&state, &pair, Some(&use_case)).await
+}
+
+/// `GET /compare/{pair}[/{use_case}]/card.png`: the comparison's social card, made of the two
+/// showcase images (those of the first use case on a pair's general page) once both are ready.
+/// Stored under a key derived from the images, so it is rendered once per showcase pair.
+async fn comparison_card(state: &AppState, pair: &str, use_case: Option<&str>) -> Result<Response> {
+    use sha2::Digest;
+    let catalog = state.catalog.current();
+    let pair = match comparison::resolve(&catalog, pair, use_case)? {
+        Resolved::Redirect(location) => return Ok(permanent_redirect(&format!("{location}/card.png"))),
+        Resolved::Page(pair) => pair,
+    };
+    let uc = pair.use_case.as_ref().or_else(|| catalog.use_cases().first()).ok_or_else(AppError::not_found)?;
+    let shown = state.showcases.images(uc, &[&pair.a, &pair.b]).await;
+    let not_ready = || AppError::NotFound("this comparison's images are not ready yet".into());
+    let mut keys = Vec::new();
+    for image in &shown {
+        let image = image.image().ok_or_else(not_ready)?;
+        keys.push((image.url.trim_start_matches("/media/").to_string(), image.is_sandbox()));
+    }
+    let digest = sha2::Sha256::digest(keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join("\n"));
+    let card_key =
+        format!("cards/compare-{}-vs-{}-{}-{}.png", pair.a.slug, pair.b.slug, uc.slug, &hex::encode(digest)[..16]);
+    let png = match state.store.get(&card_key).await? {
+        Some(png) => png,
+        None => {
+            let mut tiles = Vec::new();
+            for ((key, _), model) in keys.iter().zip([&pair.a, &pair.b]) {
+                let bytes = state.store.get(key).await?.ok_or_else(not_ready)?;
+                tiles.push(crate::sharing::card::Tile { bytes, label: model.name.clone() });
+            }
+            let sandbox = keys.iter().any(|(_, sandbox)| *sandbox);
+            let png = crate::storage::images::run(move || crate::sharing::card::render(tiles, sandbox)).await??;
+            let size = (crate::sharing::card::WIDTH, crate::sharing::card::HEIGHT);
+            crate::storage::save(&state.pool, &state.store, &card_key, png.clone(), "image/png", Some(size), None)
+                .await?;
+            png
+        }
+    };
+    let mut response = png.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    Ok(response)
 }
 
 /// `GET /compare/{pair}/{use_case}/look`: the pair's showcase images in the comparison viewer.

@@ -16,6 +16,8 @@ pub struct Seo {
     pub canonical: String,
     /// Absolute URL of a preview image.
     pub image: Option<String>,
+    /// The preview image's width and height, when known (the social cards: 1200×630).
+    pub image_size: Option<(u32, u32)>,
     pub og_type: &'static str,
     /// JSON-LD, already escaped for a `<script>` element.
     pub json_ld: Option<String>,

@@ -1,0 +1,2 @@
+DROP TABLE run_report;
+DROP TABLE run_share;
