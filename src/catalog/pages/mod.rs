@@ -6,7 +6,7 @@
 
 use axum::{
     extract::{Path, RawQuery, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     state::AppState,
-    web::{AppError, Layout, Result, Routes, render},
+    web::{AppError, Layout, Result, Routes, page_cache::Encoded, render},
 };
 
 pub mod comparison;
@@ -357,25 +357,61 @@ async fn picker(State(state): State<AppState>, layout: Layout, RawQuery(query): 
 // ---------------------------------------------------------------------------------------------
 // /compare/{a}-vs-{b}[/{use_case}]
 
-async fn pair_page(State(state): State<AppState>, layout: Layout, Path(pair): Path<String>) -> Result<Response> {
-    comparison_response(&state, layout, &pair, None).await
+async fn pair_page(
+    State(state): State<AppState>,
+    layout: Layout,
+    headers: HeaderMap,
+    Path(pair): Path<String>,
+) -> Result<Response> {
+    comparison_response(&state, layout, &headers, &pair, None).await
 }
 
 async fn pair_use_case_page(
     State(state): State<AppState>,
     layout: Layout,
+    headers: HeaderMap,
     Path((pair, use_case)): Path<(String, String)>,
 ) -> Result<Response> {
-    comparison_response(&state, layout, &pair, Some(&use_case)).await
+    comparison_response(&state, layout, &headers, &pair, Some(&use_case)).await
 }
 
-async fn comparison_response(state: &AppState, layout: Layout, pair: &str, use_case: Option<&str>) -> Result<Response> {
+/// A comparison page. Visitors who are not signed in all see the same page: it is served from
+/// the page cache (`web::page_cache`) once every image on it is ready, until the catalog, the
+/// showcase or the public runs change.
+async fn comparison_response(
+    state: &AppState,
+    layout: Layout,
+    headers: &HeaderMap,
+    pair: &str,
+    use_case: Option<&str>,
+) -> Result<Response> {
+    let anonymous = !layout.is_signed_in();
+    let path = layout.path.clone();
+    let version = state.catalog.version();
+    if anonymous && let Some(page) = state.pages.get(&path, version) {
+        return Ok(page.respond(headers, &HeaderValue::from_static(HTML)));
+    }
+    let generation = state.pages.generation();
     let catalog = state.catalog.current();
     match comparison::resolve(&catalog, pair, use_case)? {
         Resolved::Redirect(location) => Ok(permanent_redirect(&location)),
-        Resolved::Page(pair) => Ok(render(&ComparisonPage::build(state, layout, *pair).await)),
+        Resolved::Page(pair) => {
+            let page = ComparisonPage::build(state, layout, *pair).await;
+            if !(anonymous && page.settled()) {
+                return Ok(render(&page));
+            }
+            let html = match askama::Template::render(&page) {
+                Ok(html) => html,
+                Err(_) => return Ok(render(&page)),
+            };
+            let encoded = std::sync::Arc::new(Encoded::new(html.into()));
+            state.pages.put(&path, version, generation, encoded.clone());
+            Ok(encoded.respond(headers, &HeaderValue::from_static(HTML)))
+        }
     }
 }
+
+const HTML: &str = "text/html; charset=utf-8";
 
 /// `GET /compare/{pair}/{use_case}/look`: the pair's showcase images in the comparison viewer.
 async fn look_page(
