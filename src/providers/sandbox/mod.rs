@@ -3,7 +3,9 @@
 //! the default when no real provider key is configured, so the whole product works offline.
 //! Latency (`FACEOFF_SANDBOX_LATENCY_MS`) and failures (`FACEOFF_SANDBOX_FAIL`: `model` fails,
 //! `model:moderated` is blocked, `model:transient` fails once then succeeds) can be injected;
-//! a prompt containing `#moderate` is always blocked.
+//! a prompt containing `#moderate` is always blocked. With `FACEOFF_SANDBOX_IMAGE` set it
+//! returns that stored file for every job instead of rendering (no image work: what is left to
+//! measure is the queue).
 
 use std::{
     io::Cursor,
@@ -35,6 +37,8 @@ pub struct SandboxProvider {
     latency: Duration,
     faults: Vec<(String, Fault)>,
     transient_seen: Mutex<std::collections::HashSet<String>>,
+    /// The stored image returned for every job (`FACEOFF_SANDBOX_IMAGE`).
+    stored: Option<Image>,
 }
 
 impl SandboxProvider {
@@ -49,7 +53,14 @@ impl SandboxProvider {
                 None => (entry.clone(), Fault::Fail),
             })
             .collect();
-        SandboxProvider { latency: config.sandbox_latency, faults, transient_seen: Mutex::default() }
+        let stored = config.sandbox_image.as_deref().and_then(|path| match stored_image(path) {
+            Ok(image) => Some(image),
+            Err(err) => {
+                tracing::error!("FACEOFF_SANDBOX_IMAGE={}: {err:#}; rendering images instead", path.display());
+                None
+            }
+        });
+        SandboxProvider { latency: config.sandbox_latency, faults, transient_seen: Mutex::default(), stored }
     }
 
     fn fault(&self, model: &str) -> Option<&Fault> {
@@ -92,6 +103,9 @@ impl Provider for SandboxProvider {
         if self.fault(&request.model) == Some(&Fault::Fail) {
             return Ok(Poll::Failed { reason: format!("sandbox: injected failure for {}", request.model) });
         }
+        if let Some(image) = &self.stored {
+            return Ok(Poll::Ready(image.clone()));
+        }
         let (width, height) = rendered_size(request);
         let request = request.clone();
         let bytes = tokio::task::spawn_blocking(move || render(&request))
@@ -104,6 +118,21 @@ impl Provider for SandboxProvider {
     fn poll_interval(&self, _attempt: u32) -> Duration {
         (self.latency / 8).clamp(Duration::from_millis(10), Duration::from_millis(400))
     }
+}
+
+/// Reads the stored image of `FACEOFF_SANDBOX_IMAGE` (its type and size from its header).
+fn stored_image(path: &std::path::Path) -> anyhow::Result<Image> {
+    use anyhow::Context;
+    let bytes = std::fs::read(path).context("reading the file")?;
+    let reader = image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format()?;
+    let content_type = match reader.format() {
+        Some(ImageFormat::Jpeg) => "image/jpeg",
+        Some(ImageFormat::Png) => "image/png",
+        Some(ImageFormat::WebP) => "image/webp",
+        _ => anyhow::bail!("not a JPEG, PNG or WebP image"),
+    };
+    let (width, height) = reader.into_dimensions().context("reading the image's size")?;
+    Ok(Image { bytes: Bytes::from(bytes), content_type: content_type.into(), width, height, usage_usd: None })
 }
 
 /// The size [`render`] produces for a request.
