@@ -61,7 +61,9 @@ $$ LANGUAGE plpgsql;
 -- nothing. Under the user's queue lock (the advisory lock `jobs::queue::lock_user` takes): the
 -- user's queued jobs of the run's source plus the new ones must stay within `p_max_queued`
 -- ('too_many_jobs'), the wallet must cover `p_total` ('insufficient_credits'), and the
--- idempotency key must be new ('key_used': the caller replays or reports the conflict).
+-- idempotency key must be new ('key_used': the caller replays or reports the conflict); and an
+-- API run is refused while the oldest queued job has waited more than `p_max_age` seconds
+-- ('busy', with how long in `waited`; NULL: no such limit).
 -- `p_jobs` is a JSON array of the jobs in position order; each gets its place in the fair queue
 -- as `jobs::queue::next_slot` computes it (a studio run's jobs share one slot).
 -- Returns the outcome, the user's queued jobs of the source before the run, the wallet's
@@ -85,10 +87,12 @@ CREATE FUNCTION faceoff_create_run(
     p_deadline      timestamptz,
     p_hold_deadline timestamptz,
     p_jobs          jsonb,
+    p_max_age       double precision,
     OUT outcome     text,
     OUT queued      bigint,
     OUT balance     bigint,
-    OUT webhooks    boolean
+    OUT webhooks    boolean,
+    OUT waited      double precision
 ) AS $$
 DECLARE
     v_interactive boolean := p_source = 'studio';
@@ -96,6 +100,15 @@ DECLARE
     v_slot        bigint;
     v_holds       bigint[];
 BEGIN
+    -- The whole queue backed up: new API runs are refused for now ('busy').
+    IF p_source = 'api' AND p_max_age IS NOT NULL THEN
+        SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 INTO waited
+          FROM generation_job WHERE status = 'queued';
+        IF waited > p_max_age THEN
+            outcome := 'busy';
+            RETURN;
+        END IF;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('faceoff:queue:' || p_user::text, 0));
     SELECT count(*) INTO queued FROM generation_job
      WHERE user_id = p_user AND interactive = v_interactive AND status = 'queued';

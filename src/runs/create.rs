@@ -436,12 +436,6 @@ pub async fn submit(
     if let Some(created) = replay(pool, user_id, idempotency_key, &asked).await? {
         return Ok(created);
     }
-    if let (Source::Api, Some(max_age)) = (source, queue.max_age) {
-        let waited = queue::oldest_queued_age(pool).await?;
-        if waited > max_age {
-            return Err(CreateError::Busy { waited: waited.as_secs(), retry_after: BUSY_RETRY_AFTER });
-        }
-    }
     let mut valid = validate(catalog, input, upload.as_deref()).map_err(CreateError::Invalid)?;
     valid.source = source;
     if let Some(bytes) = upload {
@@ -528,9 +522,11 @@ struct JobRow<'a> {
 #[derive(sqlx::FromRow)]
 struct Outcome {
     outcome: String,
-    queued: i64,
+    /// NULL when the run was refused before the count ('busy').
+    queued: Option<i64>,
     balance: Option<i64>,
-    webhooks: bool,
+    webhooks: Option<bool>,
+    waited: Option<f64>,
 }
 
 /// [`create_run`] after the idempotency key was checked: the run, its jobs and their holds in
@@ -585,8 +581,8 @@ async fn create_new(
         .collect();
 
     let statement = sqlx::query_as::<_, Outcome>(
-        "SELECT outcome, queued, balance, webhooks FROM faceoff_create_run(
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        "SELECT outcome, queued, balance, webhooks, waited FROM faceoff_create_run(
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
     )
     .bind(run_id)
     .bind(user_id)
@@ -605,7 +601,8 @@ async fn create_new(
     .bind(i64::from(limits.max_queued))
     .bind(deadline)
     .bind(hold_deadline)
-    .bind(sqlx::types::Json(&jobs));
+    .bind(sqlx::types::Json(&jobs))
+    .bind(queue_settings.max_age.map(|age| age.as_secs_f64()));
 
     let answer = match &run.reference {
         None => statement.fetch_one(pool).await.map(|outcome| (outcome, None)),
@@ -638,15 +635,20 @@ async fn create_new(
     };
     match outcome.outcome.as_str() {
         "created" => {}
+        "busy" => {
+            let waited = outcome.waited.unwrap_or(0.0).max(0.0) as u64;
+            return Err(CreateError::Busy { waited, retry_after: BUSY_RETRY_AFTER });
+        }
         "too_many_jobs" => {
-            let excess = (outcome.queued + adding - i64::from(limits.max_queued)) as f64;
+            let queued = outcome.queued.unwrap_or(0);
+            let excess = (queued + adding - i64::from(limits.max_queued)) as f64;
             let retry_after = match queue::start_rate(pool, None).await? {
                 Some(rate) => (excess / rate).ceil().clamp(1.0, 600.0) as u64,
                 None => 30,
             };
             return Err(CreateError::TooManyJobs {
                 origin: if run.source.interactive() { "studio" } else { "API" },
-                queued: outcome.queued,
+                queued,
                 adding,
                 limit: limits.max_queued,
                 retry_after,
@@ -669,7 +671,7 @@ async fn create_new(
     }
     // `credits.low` for webhook endpoints whose threshold this run crossed (never fails the run;
     // recorded just after it).
-    if outcome.webhooks {
+    if outcome.webhooks == Some(true) {
         let before = outcome.balance.unwrap_or(0);
         let mut tx = crate::db::begin(pool).await?;
         crate::webhooks::outbox::credits_spent(&mut tx, user_id, before, before - run.total).await;

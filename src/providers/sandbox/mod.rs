@@ -108,7 +108,9 @@ impl Provider for SandboxProvider {
         }
         let (width, height) = rendered_size(request);
         let request = request.clone();
-        let bytes = tokio::task::spawn_blocking(move || render(&request))
+        // With the process's other image work, a few at a time (`storage::images::run`): eight
+        // workers rendering 4 MP images at once held over 500 MiB.
+        let bytes = crate::storage::images::run(move || render(&request))
             .await
             .map_err(|e| ProviderError::Transient(format!("sandbox renderer stopped: {e}")))?
             .map_err(|e| ProviderError::Fatal(format!("sandbox renderer: {e}")))?;
