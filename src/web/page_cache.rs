@@ -82,6 +82,14 @@ impl Encoded {
         Encoded { identity: body, gzip, br, etag }
     }
 
+    /// A body kept as it is (already compressed: images, fonts).
+    pub fn identity(body: Bytes) -> Encoded {
+        let digest = Sha256::digest(&body);
+        let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        Encoded { identity: body, gzip: None, br: None, etag }
+    }
+
     /// The response for a request with `headers`: 304 when its `If-None-Match` names this body,
     /// else the smallest variant it accepts, with `Vary: Accept-Encoding` and the ETag.
     pub fn respond(&self, headers: &HeaderMap, content_type: &HeaderValue) -> Response {
