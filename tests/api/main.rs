@@ -17,6 +17,7 @@ mod live;
 mod media;
 mod openapi;
 mod pages;
+mod perf;
 mod payments;
 mod queue;
 mod routes;

@@ -319,4 +319,27 @@ mod tests {
         let decoded = image::load_from_memory(&a).expect("decodes");
         assert_eq!((decoded.width(), decoded.height()), (640, 480));
     }
+
+    #[tokio::test]
+    async fn a_stored_image_is_returned_at_once_for_every_job() {
+        let dir = std::env::temp_dir().join(format!("faceoff-sandbox-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("stored.png");
+        let mut png = Cursor::new(Vec::new());
+        RgbImage::new(32, 24).write_to(&mut png, ImageFormat::Png).expect("png");
+        std::fs::write(&path, png.get_ref()).expect("write");
+        let mut config = Config::for_tests();
+        config.sandbox_image = Some(path);
+        let sandbox = SandboxProvider::from_config(&config);
+        let request = request("anything", 1);
+        let submission = sandbox.submit(&request).await.expect("submit");
+        match sandbox.poll(&request, &submission).await.expect("poll") {
+            Poll::Ready(image) => {
+                assert_eq!((image.width, image.height, image.content_type.as_str()), (32, 24, "image/png"));
+                assert_eq!(&image.bytes[..], png.get_ref().as_slice());
+            }
+            other => panic!("not ready at once: {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
