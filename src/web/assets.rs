@@ -73,10 +73,13 @@ impl Assets {
             }
         };
         Router::new()
-            .nest_service("/assets", tower::service_fn(move |req| {
-                let serve = serve.clone();
-                async move { Ok::<_, std::convert::Infallible>(serve(req).await) }
-            }))
+            .nest_service(
+                "/assets",
+                tower::service_fn(move |req| {
+                    let serve = serve.clone();
+                    async move { Ok::<_, std::convert::Infallible>(serve(req).await) }
+                }),
+            )
             .layer(middleware::from_fn(cache_headers))
     }
 }
@@ -111,11 +114,7 @@ fn hash_dir(
                 (true, None) => format!("{mime}; charset=utf-8"),
                 _ => mime.to_string(),
             };
-            let encoded = if text {
-                Encoded::new(Bytes::from(bytes))
-            } else {
-                Encoded::identity(Bytes::from(bytes))
-            };
+            let encoded = if text { Encoded::new(Bytes::from(bytes)) } else { Encoded::identity(Bytes::from(bytes)) };
             if let Ok(content_type) = HeaderValue::from_str(&content_type) {
                 files.insert(name, Arc::new((encoded, content_type)));
             }
