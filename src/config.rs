@@ -125,6 +125,9 @@ pub struct Config {
     pub workers: usize,
     pub sandbox_latency: Duration,
     pub sandbox_fail: Vec<String>,
+    /// `FACEOFF_SANDBOX_IMAGE`: a JPEG, PNG or WebP file the sandbox returns for every job
+    /// instead of rendering one (a stored image at once: benchmarks of the queue itself).
+    pub sandbox_image: Option<PathBuf>,
     pub bfl_api_key: Option<Secret>,
     pub bfl_api_url: Url,
     /// `OPENAI_API_KEY`, `OPENAI_API_URL`: the OpenAI Images API.
@@ -486,6 +489,7 @@ impl Config {
             workers,
             sandbox_latency: Duration::from_millis(latency_ms),
             sandbox_fail,
+            sandbox_image: env.non_empty("FACEOFF_SANDBOX_IMAGE").map(PathBuf::from),
             bfl_api_key: env.non_empty("BFL_API_KEY").map(Secret::new),
             bfl_api_url,
             openai_api_key: env.non_empty("OPENAI_API_KEY").map(Secret::new),

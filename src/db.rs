@@ -237,6 +237,17 @@ pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx
     begin.await.map_err(|_| sqlx::Error::WorkerCrashed)?
 }
 
+/// The channel announcing that something public changed (a run published, unpublished or
+/// hidden, a new arena snapshot): every instance drops its cached public pages
+/// (`web::page_cache`).
+pub const PUBLIC_CHANGED: &str = "faceoff_public_changed";
+
+/// Announces on [`PUBLIC_CHANGED`] (delivered when the caller's transaction commits).
+pub async fn notify_public_changed(db: impl sqlx::PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')").bind(PUBLIC_CHANGED).execute(db).await?;
+    Ok(())
+}
+
 /// The application's 32-byte secret called `name` (from `app_secret`), created at random by the
 /// first instance that asks: every instance signs with the same key, and restarts keep it.
 pub async fn secret_key(pool: &PgPool, name: &str) -> anyhow::Result<[u8; 32]> {

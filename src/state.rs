@@ -19,7 +19,7 @@ use crate::{
     runs::RunEvents,
     storage::Store,
     telemetry::Metrics,
-    web::{assets::Assets, csrf::CsrfKey},
+    web::{assets::Assets, csrf::CsrfKey, page_cache::PageCache},
 };
 
 /// Cheap to clone: everything inside is reference-counted.
@@ -52,6 +52,8 @@ pub struct AppState {
     pub showcases: Showcases,
     /// Signs the CSRF tokens of forms (the same key on every instance: it lives in the database).
     pub csrf_key: CsrfKey,
+    /// Public pages as visitors see them, rendered and compressed (see `web::page_cache`).
+    pub pages: Arc<PageCache>,
 }
 
 impl AppState {
@@ -92,6 +94,7 @@ impl AppState {
             run_events: RunEvents::default(),
             showcases,
             csrf_key,
+            pages: Arc::default(),
         })
     }
 }

@@ -53,17 +53,38 @@ impl CurrentUser {
 /// The user with id `user_id` as pages see them (with their balance), or `None` when no such
 /// user exists any more (a deleted user counts as signed out).
 pub async fn current_user(pool: &PgPool, user_id: Uuid) -> Result<Option<CurrentUser>, ledger::LedgerError> {
-    let Some(user) = find_by_id(pool, user_id).await? else {
-        return Ok(None);
+    // One round trip on every signed-in request: the user and their balance as
+    // `ledger::balance` computes it (the wallet's cached balance, and its pending holds).
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        user_id: Uuid,
+        email: String,
+        role: Role,
+        email_verified: bool,
+        balance: Option<i64>,
+        held: Option<i64>,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT u.user_id, u.email, u.role, u.email_verified_at IS NOT NULL AS email_verified, a.balance,
+                COALESCE((SELECT sum(h.amount) FROM ledger_hold h
+                          WHERE h.account_id = a.account_id AND h.status = 'pending'), 0)::bigint AS held
+         FROM app_user u LEFT JOIN ledger_account a ON a.user_id = u.user_id
+         WHERE u.user_id = $1 AND u.deleted_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (Some(available), Some(held)) = (row.balance, row.held) else {
+        return Err(ledger::LedgerError::NoWallet(user_id));
     };
-    let balance = ledger::balance(pool, user_id).await?;
     Ok(Some(CurrentUser {
-        id: user.id,
-        email: user.email,
-        role: user.role,
-        available: balance.available,
-        held: balance.held,
-        email_verified: user.email_verified,
+        id: row.user_id,
+        email: row.email,
+        role: row.role,
+        available,
+        held,
+        email_verified: row.email_verified,
     }))
 }
 

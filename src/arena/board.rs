@@ -260,6 +260,8 @@ pub async fn recompute(pool: &PgPool, catalog: &Catalog, settings: &ArenaSetting
     )
     .execute(&mut *tx)
     .await?;
+    // Comparison pages quote the boards: cached copies are stale now.
+    crate::db::notify_public_changed(&mut *tx).await?;
     tx.commit().await?;
     metrics::histogram!("arena_recompute_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(votes = votes.len(), boards = computed.len(), elapsed = ?started.elapsed(), "arena boards recomputed");

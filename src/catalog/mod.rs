@@ -7,7 +7,10 @@
 //! from the facts in [`copy`], the pages' addresses in [`links`], and the showcase images of the
 //! comparison pages in [`showcase`].
 
-use std::sync::{Arc, RwLock};
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicU64, Ordering},
+};
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -339,6 +342,9 @@ pub struct Faq {
 #[derive(Clone, Default)]
 pub struct CatalogHandle {
     inner: Arc<RwLock<Arc<Catalog>>>,
+    /// Bumped by every [`CatalogHandle::replace`]: what was derived from an older snapshot
+    /// (cached pages) is stale.
+    version: Arc<AtomicU64>,
 }
 
 impl CatalogHandle {
@@ -349,7 +355,7 @@ impl CatalogHandle {
     }
 
     pub fn from_catalog(catalog: Catalog) -> CatalogHandle {
-        CatalogHandle { inner: Arc::new(RwLock::new(Arc::new(catalog))) }
+        CatalogHandle { inner: Arc::new(RwLock::new(Arc::new(catalog))), version: Arc::default() }
     }
 
     /// The current snapshot: cheap, never touches the database.
@@ -360,6 +366,12 @@ impl CatalogHandle {
         }
     }
 
+    /// The snapshot's version: read it before [`CatalogHandle::current`] to label what is
+    /// derived from the snapshot (a replacement in between only makes the label older).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// Replaces the snapshot.
     pub fn replace(&self, catalog: Catalog) {
         let catalog = Arc::new(catalog);
@@ -367,6 +379,7 @@ impl CatalogHandle {
             Ok(mut guard) => *guard = catalog,
             Err(poisoned) => *poisoned.into_inner() = catalog,
         }
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Re-reads the catalog from the database.

@@ -15,14 +15,14 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use sqlx::{FromRow, PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
     catalog::ModelChoice,
     ledger::{self, HoldStatus, LedgerError, Refs},
-    providers::{Mode, Route, Submission},
+    providers::{Mode, Submission},
 };
 
 pub mod queue;
@@ -70,64 +70,6 @@ impl JobStatus {
     pub fn is_settled(self) -> bool {
         !matches!(self, JobStatus::Queued | JobStatus::Running)
     }
-}
-
-/// A job to create (the runs module builds these inside its transaction).
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub job_id: Uuid,
-    pub run_id: Uuid,
-    pub position: i16,
-    pub choice: ModelChoice,
-    pub provider: String,
-    pub endpoint: String,
-    /// The variant's routes, in order (see [`crate::catalog::Variant::routes`]).
-    pub routes: Vec<Route>,
-    /// `Some` for a usage-billed model (see [`crate::catalog::Model::usage_markup`]).
-    pub usage_markup: Option<f32>,
-    pub width: u32,
-    pub height: u32,
-    pub price: i64,
-    pub hold_id: ledger::HoldId,
-    pub deadline: OffsetDateTime,
-    /// The run's owner.
-    pub user_id: Uuid,
-    /// A studio job (claimed first among equals).
-    pub interactive: bool,
-    /// Its place in the fair queue ([`queue::next_slot`]).
-    pub fair_slot: i64,
-}
-
-pub async fn insert(db: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO generation_job (job_id, run_id, position, model_slug, model_name, variant_slug, variant_name,
-                                     variant_is_default, provider, endpoint, width, height, price, hold_id, deadline,
-                                     user_id, interactive, fair_slot, routes, usage_markup)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-    )
-    .bind(job.job_id)
-    .bind(job.run_id)
-    .bind(job.position)
-    .bind(&job.choice.model_slug)
-    .bind(&job.choice.model_name)
-    .bind(&job.choice.variant_slug)
-    .bind(&job.choice.variant_name)
-    .bind(job.choice.is_default)
-    .bind(&job.provider)
-    .bind(&job.endpoint)
-    .bind(job.width as i32)
-    .bind(job.height as i32)
-    .bind(job.price)
-    .bind(job.hold_id)
-    .bind(job.deadline)
-    .bind(job.user_id)
-    .bind(job.interactive)
-    .bind(job.fair_slot)
-    .bind(job.routes.iter().map(Route::to_string).collect::<Vec<_>>())
-    .bind(job.usage_markup)
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// Wakes idle workers (delivered when the caller's transaction commits).

@@ -180,7 +180,11 @@ async fn credits_view(
     page: i64,
     pack_error: Option<String>,
 ) -> Result<CreditsPage> {
-    let balance = ledger::balance(&state.pool, user_id).await?;
+    // The layout loaded the signed-in user with their balance a moment ago.
+    let balance = match layout.user.as_ref().filter(|u| u.id == user_id) {
+        Some(user) => ledger::Balance { available: user.available, held: user.held },
+        None => ledger::balance(&state.pool, user_id).await?,
+    };
     let total_lines = ledger::history_count(&state.pool, user_id).await?;
     let pages = ((total_lines + HISTORY_PAGE_SIZE - 1) / HISTORY_PAGE_SIZE).max(1);
     let page = page.clamp(1, pages);

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::{
     catalog::{Catalog, Mode, Model, ModelChoice, Variant},
     config::QueueSettings,
-    jobs::{self, HOLD_GRACE, JOB_DEADLINE, NewJob, Source, queue},
-    ledger::{self, LedgerError, Refs},
+    jobs::{HOLD_GRACE, JOB_DEADLINE, Source, queue},
+    ledger::{self, LedgerError},
     providers::dimensions,
     storage::{
         self, Store,
@@ -436,19 +436,15 @@ pub async fn submit(
     if let Some(created) = replay(pool, user_id, idempotency_key, &asked).await? {
         return Ok(created);
     }
-    if let (Source::Api, Some(max_age)) = (source, queue.max_age) {
-        let waited = queue::oldest_queued_age(pool).await?;
-        if waited > max_age {
-            return Err(CreateError::Busy { waited: waited.as_secs(), retry_after: BUSY_RETRY_AFTER });
-        }
-    }
     let mut valid = validate(catalog, input, upload.as_deref()).map_err(CreateError::Invalid)?;
     valid.source = source;
-    let available = ledger::balance(pool, user_id).await?.available;
-    if available < valid.total {
-        return Err(CreateError::InsufficientCredits { need: valid.total, have: available });
-    }
     if let Some(bytes) = upload {
+        // Decoding is the expensive part: refuse a run the wallet cannot pay for before it (the
+        // creation checks again, under the lock).
+        let available = ledger::balance(pool, user_id).await?.available;
+        if available < valid.total {
+            return Err(CreateError::InsufficientCredits { need: valid.total, have: available });
+        }
         let processed = images::run(move || process_reference(&bytes)).await?;
         valid.reference = Some(processed.map_err(|message| {
             let mut errors = FieldErrors::default();
@@ -456,7 +452,7 @@ pub async fn submit(
             CreateError::Invalid(errors)
         })?);
     }
-    create_run(pool, store, queue, user_id, &valid, idempotency_key).await
+    create_new(pool, store, queue, user_id, &valid, idempotency_key).await
 }
 
 /// `Retry-After` of a refusal while the queue is backed up.
@@ -483,7 +479,7 @@ pub struct Created {
 }
 
 /// Creates the run, one job per model and one hold per job (`job:{id}:hold`) in one
-/// transaction, and wakes the workers (callers other than the benchmark and tests go through
+/// statement ([`create_new`]), and wakes the workers (callers other than the benchmark and tests go through
 /// [`submit`]). The same `(user, idempotency_key)` with the same request gives the same run;
 /// with another request it is a [`CreateError::KeyConflict`]. Not enough credits, or a user's
 /// queue for the run's source already full ([`CreateError::TooManyJobs`], checked under a
@@ -500,53 +496,93 @@ pub async fn create_run(
     if let Some(created) = replay(pool, user_id, idempotency_key, &run.fingerprint).await? {
         return Ok(created);
     }
+    create_new(pool, store, queue_settings, user_id, run, idempotency_key).await
+}
+
+/// One job of a new run as `faceoff_create_run` reads it (see its migration).
+#[derive(serde::Serialize)]
+struct JobRow<'a> {
+    job_id: Uuid,
+    model_slug: &'a str,
+    model_name: &'a str,
+    variant_slug: &'a str,
+    variant_name: &'a str,
+    variant_is_default: bool,
+    provider: &'a str,
+    endpoint: &'a str,
+    width: u32,
+    height: u32,
+    price: i64,
+    routes: Vec<String>,
+    usage_markup: Option<f32>,
+    memo: String,
+}
+
+/// What `faceoff_create_run` answered.
+#[derive(sqlx::FromRow)]
+struct Outcome {
+    outcome: String,
+    /// NULL when the run was refused before the count ('busy').
+    queued: Option<i64>,
+    balance: Option<i64>,
+    webhooks: Option<bool>,
+    waited: Option<f64>,
+}
+
+/// [`create_run`] after the idempotency key was checked: the run, its jobs and their holds in
+/// one statement (`faceoff_create_run`, which calls the ledger's `ledger_reserve_holds`), so a
+/// run costs one round trip and one commit; with a reference image the statement runs in a
+/// transaction that commits once the image is stored.
+async fn create_new(
+    pool: &PgPool,
+    store: &Store,
+    queue_settings: &QueueSettings,
+    user_id: Uuid,
+    run: &ValidRun,
+    idempotency_key: &str,
+) -> Result<Created, CreateError> {
     let run_id = Uuid::now_v7();
     let reference_key = format!("runs/{run_id}/reference.jpg");
-
-    let mut tx = crate::db::begin(pool).await?;
-    queue::lock_user(&mut tx, user_id).await?;
     let limits = run.source.limits(queue_settings);
-    let load = queue::user_load(&mut *tx, user_id, run.source).await?;
     let adding = run.selections.len() as i64;
-    if load.queued + adding > i64::from(limits.max_queued) {
-        tx.rollback().await?;
-        let excess = (load.queued + adding - i64::from(limits.max_queued)) as f64;
-        let retry_after = match queue::start_rate(pool, None).await? {
-            Some(rate) => (excess / rate).ceil().clamp(1.0, 600.0) as u64,
-            None => 30,
-        };
-        return Err(CreateError::TooManyJobs {
-            origin: if run.source.interactive() { "studio" } else { "API" },
-            queued: load.queued,
-            adding,
-            limit: limits.max_queued,
-            retry_after,
-        });
-    }
-    let slot = queue::next_slot(&mut *tx, user_id, run.source).await?;
-    let balance = ledger::balance(&mut *tx, user_id).await?;
-    if balance.available < run.total {
-        return Err(CreateError::InsufficientCredits { need: run.total, have: balance.available });
-    }
-    // The media row is written before the run that refers to it (a foreign key); the bytes are
-    // stored last, after every check, and the transaction commits only once they are.
-    if let Some(reference) = &run.reference {
-        storage::record(
-            &mut *tx,
-            &reference_key,
-            "image/jpeg",
-            reference.bytes.len(),
-            Some((reference.width, reference.height)),
-            Some(user_id),
-        )
-        .await?;
-    }
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO generation_run (run_id, user_id, prompt, mode, aspect_ratio, seed, reference_key, idempotency_key,
-                                     total_price, request_fingerprint, source, use_case, blind, shown_order)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT ON CONSTRAINT generation_run_user_key_unique DO NOTHING
-         RETURNING run_id",
+
+    let now = OffsetDateTime::now_utc();
+    let deadline = now + JOB_DEADLINE;
+    let hold_deadline = deadline + HOLD_GRACE;
+    let (width, height) = dimensions(&run.aspect_ratio, run.mode).unwrap_or((1024, 1024));
+    let jobs: Vec<JobRow> = run
+        .selections
+        .iter()
+        .map(|selection| {
+            let choice = selection.choice();
+            // A blind run's credit lines name no model (the prices would tell them apart).
+            let memo = if run.blind {
+                format!("Run (blind), {}, {}", run.mode.label(), short_prompt(&run.prompt))
+            } else {
+                format!("Run: {} ({}), {}", choice.label(), run.mode.label(), short_prompt(&run.prompt))
+            };
+            JobRow {
+                job_id: Uuid::now_v7(),
+                model_slug: &selection.model.slug,
+                model_name: &selection.model.name,
+                variant_slug: &selection.variant.slug,
+                variant_name: &selection.variant.name,
+                variant_is_default: choice.is_default,
+                provider: &selection.model.provider,
+                endpoint: &selection.variant.endpoint,
+                width,
+                height,
+                price: selection.price,
+                routes: selection.variant.routes.iter().map(ToString::to_string).collect(),
+                usage_markup: selection.model.usage_markup,
+                memo,
+            }
+        })
+        .collect();
+
+    let statement = sqlx::query_as::<_, Outcome>(
+        "SELECT outcome, queued, balance, webhooks, waited FROM faceoff_create_run(
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
     )
     .bind(run_id)
     .bind(user_id)
@@ -558,83 +594,89 @@ pub async fn create_run(
     .bind(idempotency_key)
     .bind(run.total)
     .bind(&run.fingerprint[..])
-    .bind(run.source)
+    .bind(run.source.as_str())
     .bind(run.use_case.as_deref())
     .bind(run.blind)
     .bind(run.blind.then(|| shuffled_positions(run.selections.len())))
-    .fetch_optional(&mut *tx)
-    .await?;
-    if inserted.is_none() {
-        // A concurrent submission with the same key won the race.
-        tx.rollback().await?;
-        return replay(pool, user_id, idempotency_key, &run.fingerprint).await?.ok_or_else(|| {
-            CreateError::Other(anyhow::anyhow!("run with key {idempotency_key:?} vanished after a conflict"))
-        });
-    }
+    .bind(i64::from(limits.max_queued))
+    .bind(deadline)
+    .bind(hold_deadline)
+    .bind(sqlx::types::Json(&jobs))
+    .bind(queue_settings.max_age.map(|age| age.as_secs_f64()));
 
-    let now = OffsetDateTime::now_utc();
-    let deadline = now + JOB_DEADLINE;
-    let hold_deadline = deadline + HOLD_GRACE;
-    let (width, height) = dimensions(&run.aspect_ratio, run.mode).unwrap_or((1024, 1024));
-    for (position, selection) in run.selections.iter().enumerate() {
-        let job_id = Uuid::now_v7();
-        let choice = selection.choice();
-        // A blind run's credit lines name no model (the prices would tell them apart).
-        let memo = if run.blind {
-            format!("Run (blind), {}, {}", run.mode.label(), short_prompt(&run.prompt))
-        } else {
-            format!("Run: {} ({}), {}", choice.label(), run.mode.label(), short_prompt(&run.prompt))
-        };
-        let hold = match ledger::reserve(
-            &mut tx,
-            user_id,
-            selection.price,
-            &format!("job:{job_id}:hold"),
-            hold_deadline,
-            &memo,
-            Refs { run_id: Some(run_id), job_id: Some(job_id), ..Refs::default() },
-        )
-        .await
-        {
-            Ok(hold) => hold,
-            Err(LedgerError::InsufficientCredits { .. }) => {
-                tx.rollback().await?;
-                let have = ledger::balance(pool, user_id).await?.available;
-                return Err(CreateError::InsufficientCredits { need: run.total, have });
-            }
-            Err(err) => return Err(err.into()),
-        };
-        jobs::insert(
-            &mut tx,
-            &NewJob {
-                job_id,
-                run_id,
-                position: position as i16,
-                choice,
-                provider: selection.model.provider.clone(),
-                endpoint: selection.variant.endpoint.clone(),
-                routes: selection.variant.routes.clone(),
-                usage_markup: selection.model.usage_markup,
-                width,
-                height,
-                price: selection.price,
-                hold_id: hold.hold_id,
-                deadline,
-                user_id,
-                interactive: run.source.interactive(),
-                // A studio run's jobs share a slot (the person waits for all of them).
-                fair_slot: if run.source.interactive() { slot } else { slot + position as i64 },
-            },
-        )
-        .await?;
+    let answer = match &run.reference {
+        None => statement.fetch_one(pool).await.map(|outcome| (outcome, None)),
+        Some(reference) => {
+            // The media row is written before the run that refers to it (a foreign key); the
+            // bytes are stored last, after every check, and the transaction commits only once
+            // they are.
+            let mut tx = crate::db::begin(pool).await?;
+            storage::record(
+                &mut *tx,
+                &reference_key,
+                "image/jpeg",
+                reference.bytes.len(),
+                Some((reference.width, reference.height)),
+                Some(user_id),
+            )
+            .await?;
+            statement.fetch_one(&mut *tx).await.map(|outcome| (outcome, Some(tx)))
+        }
+    };
+    let (outcome, tx) = match answer {
+        Ok(answer) => answer,
+        // The wallet was spent concurrently between the check and the holds (the statement
+        // undid itself).
+        Err(sqlx::Error::Database(e)) if e.message() == "insufficient credits" => {
+            let have = ledger::balance(pool, user_id).await?.available;
+            return Err(CreateError::InsufficientCredits { need: run.total, have });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match outcome.outcome.as_str() {
+        "created" => {}
+        "busy" => {
+            let waited = outcome.waited.unwrap_or(0.0).max(0.0) as u64;
+            return Err(CreateError::Busy { waited, retry_after: BUSY_RETRY_AFTER });
+        }
+        "too_many_jobs" => {
+            let queued = outcome.queued.unwrap_or(0);
+            let excess = (queued + adding - i64::from(limits.max_queued)) as f64;
+            let retry_after = match queue::start_rate(pool, None).await? {
+                Some(rate) => (excess / rate).ceil().clamp(1.0, 600.0) as u64,
+                None => 30,
+            };
+            return Err(CreateError::TooManyJobs {
+                origin: if run.source.interactive() { "studio" } else { "API" },
+                queued,
+                adding,
+                limit: limits.max_queued,
+                retry_after,
+            });
+        }
+        "insufficient_credits" => {
+            return Err(CreateError::InsufficientCredits { need: run.total, have: outcome.balance.unwrap_or(0) });
+        }
+        "key_used" => {
+            // A concurrent submission with the same key won the race.
+            return replay(pool, user_id, idempotency_key, &run.fingerprint).await?.ok_or_else(|| {
+                CreateError::Other(anyhow::anyhow!("run with key {idempotency_key:?} vanished after a conflict"))
+            });
+        }
+        other => return Err(CreateError::Other(anyhow::anyhow!("faceoff_create_run answered {other:?}"))),
     }
-    if let Some(reference) = &run.reference {
+    if let (Some(reference), Some(tx)) = (&run.reference, tx) {
         store.put(&reference_key, reference.bytes.clone()).await?;
+        tx.commit().await?;
     }
-    // `credits.low` for webhook endpoints whose threshold this run crossed (never fails the run).
-    crate::webhooks::outbox::credits_spent(&mut tx, user_id, balance.available, balance.available - run.total).await;
-    jobs::notify_queued(&mut *tx).await?;
-    tx.commit().await?;
+    // `credits.low` for webhook endpoints whose threshold this run crossed (never fails the run;
+    // recorded just after it).
+    if outcome.webhooks == Some(true) {
+        let before = outcome.balance.unwrap_or(0);
+        let mut tx = crate::db::begin(pool).await?;
+        crate::webhooks::outbox::credits_spent(&mut tx, user_id, before, before - run.total).await;
+        tx.commit().await?;
+    }
     metrics::counter!("runs_created_total").increment(1);
     Ok(Created { run_id, replayed: false })
 }

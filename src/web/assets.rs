@@ -1,18 +1,27 @@
 //! Static assets (`assets/`: CSS, JS, fonts, icons), served by the app itself with cache-busted
 //! URLs: templates link `/assets/app.css?v=<content hash>`, and such URLs are cached for a year.
+//! The files found at start-up are held in memory with their brotli and gzip variants
+//! (compressed once, `web::page_cache::Encoded`) and an ETag; a file added later is read from
+//! the directory.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
 };
 
+use std::sync::Arc;
+
 use axum::{
     Router,
     extract::Request,
-    http::{HeaderValue, header},
+    http::{HeaderValue, Method, header},
     middleware::{self, Next},
     response::Response,
 };
+use bytes::Bytes;
+use tower::ServiceExt;
+
+use super::page_cache::Encoded;
 use sha2::{Digest, Sha256};
 use tower_http::services::ServeDir;
 
@@ -21,6 +30,8 @@ use tower_http::services::ServeDir;
 pub struct Assets {
     dir: PathBuf,
     hashes: HashMap<String, String>,
+    /// The files, compressed once, by path under the directory.
+    files: HashMap<String, Arc<(Encoded, HeaderValue)>>,
 }
 
 impl Assets {
@@ -29,8 +40,9 @@ impl Assets {
     pub fn load() -> anyhow::Result<Self> {
         let dir = crate::config::locate_dir("assets");
         let mut hashes = HashMap::new();
-        hash_dir(&dir, &dir, &mut hashes)?;
-        Ok(Assets { dir, hashes })
+        let mut files = HashMap::new();
+        hash_dir(&dir, &dir, &mut hashes, &mut files)?;
+        Ok(Assets { dir, hashes, files })
     }
 
     /// The cache-busted URL of an asset, e.g. `/assets/app.css?v=1a2b3c4d5e`.
@@ -41,15 +53,48 @@ impl Assets {
         }
     }
 
-    /// The router serving `/assets/*`.
+    /// The router serving `/assets/*`: from memory, or from the directory for a file added
+    /// after start-up.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let files = Arc::new(self.files.clone());
+        let dir = ServeDir::new(&self.dir).precompressed_br().precompressed_gzip();
+        let serve = move |req: Request| {
+            let (files, dir) = (files.clone(), dir.clone());
+            async move {
+                let name = req.uri().path().trim_start_matches('/');
+                let cached = matches!(*req.method(), Method::GET | Method::HEAD).then(|| files.get(name)).flatten();
+                match cached {
+                    Some(file) => file.0.respond(req.headers(), &file.1),
+                    None => match dir.oneshot(req).await {
+                        Ok(response) => response.map(axum::body::Body::new),
+                        Err(never) => match never {},
+                    },
+                }
+            }
+        };
         Router::new()
-            .nest_service("/assets", ServeDir::new(&self.dir).precompressed_br().precompressed_gzip())
+            .nest_service(
+                "/assets",
+                tower::service_fn(move |req| {
+                    let serve = serve.clone();
+                    async move { Ok::<_, std::convert::Infallible>(serve(req).await) }
+                }),
+            )
             .layer(middleware::from_fn(cache_headers))
     }
 }
 
-fn hash_dir(root: &Path, dir: &Path, out: &mut HashMap<String, String>) -> anyhow::Result<()> {
+/// Whether a file is worth compressing (text; images and fonts are compressed already).
+fn compressible(mime: &str) -> bool {
+    mime.starts_with("text/") || mime.contains("javascript") || mime.contains("json") || mime.contains("xml")
+}
+
+fn hash_dir(
+    root: &Path,
+    dir: &Path,
+    out: &mut HashMap<String, String>,
+    files: &mut HashMap<String, Arc<(Encoded, HeaderValue)>>,
+) -> anyhow::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => anyhow::bail!("reading assets directory {}: {err}", dir.display()),
@@ -57,12 +102,22 @@ fn hash_dir(root: &Path, dir: &Path, out: &mut HashMap<String, String>) -> anyho
     for entry in entries {
         let path = entry?.path();
         if path.is_dir() {
-            hash_dir(root, &path, out)?;
+            hash_dir(root, &path, out, files)?;
         } else if let Ok(rel) = path.strip_prefix(root) {
             let bytes = std::fs::read(&path)?;
             let digest = Sha256::digest(&bytes);
             let name = rel.to_string_lossy().replace('\\', "/");
-            out.insert(name, hex::encode(&digest[..5]));
+            out.insert(name.clone(), hex::encode(&digest[..5]));
+            let mime = mime_guess::from_path(&path).first_or_octet_stream();
+            let text = compressible(mime.essence_str());
+            let content_type = match (text, mime.get_param("charset")) {
+                (true, None) => format!("{mime}; charset=utf-8"),
+                _ => mime.to_string(),
+            };
+            let encoded = if text { Encoded::new(Bytes::from(bytes)) } else { Encoded::identity(Bytes::from(bytes)) };
+            if let Ok(content_type) = HeaderValue::from_str(&content_type) {
+                files.insert(name, Arc::new((encoded, content_type)));
+            }
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ pub mod csrf;
 pub mod error;
 pub mod input;
 pub mod layout;
+pub mod page_cache;
 pub mod pagination;
 pub mod rate_limit;
 pub mod routes;

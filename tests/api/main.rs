@@ -18,6 +18,7 @@ mod media;
 mod openapi;
 mod pages;
 mod payments;
+mod perf;
 mod queue;
 mod routes;
 mod rows;

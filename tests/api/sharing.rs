@@ -431,3 +431,54 @@ async fn the_gallery_pages_newest_first_with_a_cursor() {
     let (status_code, _) = visitor.page(&format!("{PAIR}/portrait?cursor=not-a-cursor")).await;
     assert_eq!(status_code, StatusCode::BAD_REQUEST, "a cursor we did not give out");
 }
+
+/// Visitors' comparison pages come from the page cache (`web::page_cache`); publishing and
+/// unpublishing announce the change, so a cached page shows the gallery as it is now.
+#[tokio::test]
+async fn the_cached_comparison_page_follows_publishing() {
+    let app = TestApp::spawn().await;
+    let _workers = start_workers(&app);
+    // As `serve` runs it (the test app starts no background tasks).
+    app.state.pages.spawn_listener(app.pool.clone(), app.state.shutdown.clone());
+    app.signed_in_user(1000).await;
+    let run_id = run(&app, &app.browser, &["flux-2", "flux-ultra-1-1"], "portrait", "a cached page", false).await;
+    let page_path = format!("{PAIR}/portrait");
+    let visitor = app.browser();
+    // Until its showcase images are ready the page is not cached; wait for the cached copy.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let (status_code, page) = visitor.page(&page_path).await;
+        assert_eq!(status_code, StatusCode::OK);
+        if page.count(".showcase .showcase-pending") == 0
+            && visitor.get(&page_path).await.headers().contains_key("etag")
+        {
+            assert_eq!(page.count("[data-testid=gallery-entry]"), 0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the showcase images never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let gallery = |expected: usize, what: &'static str| {
+        let visitor = &visitor;
+        let page_path = &page_path;
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let (_, page) = visitor.page(page_path).await;
+                if page.count("[data-testid=gallery-entry]") == expected {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "the cached page never showed {what}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let share = publish(&app.browser, run_id).await;
+    gallery(1, "the published run").await;
+    let (_, page) = visitor.page(&page_path).await;
+    assert_eq!(page.attrs("[data-testid=gallery-entry]", "data-href"), vec![share]);
+    let response = app.browser.submit(&format!("/runs/{run_id}"), &format!("/runs/{run_id}/unpublish"), &[]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    gallery(0, "the run gone after unpublishing").await;
+}

@@ -164,6 +164,12 @@ pub struct ComparisonPage {
 }
 
 impl ComparisonPage {
+    /// Nothing on the page is still being made: every showcase image is ready (a page with a
+    /// placeholder changes when the image is done, so it is not cached).
+    pub fn settled(&self) -> bool {
+        self.showcase.as_ref().is_none_or(|s| s.items.iter().all(|i| i.image.image().is_some()))
+    }
+
     /// The page of the pair `a`, `b` (canonical order) for `use_case` (`None`: all use cases).
     pub async fn build(
         state: &AppState,

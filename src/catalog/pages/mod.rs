@@ -6,7 +6,7 @@
 
 use axum::{
     extract::{Path, RawQuery, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     state::AppState,
-    web::{AppError, Layout, Result, Routes, render},
+    web::{AppError, Layout, Result, Routes, page_cache::Encoded, render},
 };
 
 pub mod comparison;
@@ -366,29 +366,43 @@ async fn picker(State(state): State<AppState>, layout: Layout, RawQuery(query): 
 async fn pair_page(
     State(state): State<AppState>,
     layout: Layout,
+    headers: HeaderMap,
     Path(pair): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
-    comparison_response(&state, layout, &pair, None, query.as_deref()).await
+    comparison_response(&state, layout, &headers, &pair, None, query.as_deref()).await
 }
 
 async fn pair_use_case_page(
     State(state): State<AppState>,
     layout: Layout,
+    headers: HeaderMap,
     Path((pair, use_case)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
-    comparison_response(&state, layout, &pair, Some(&use_case), query.as_deref()).await
+    comparison_response(&state, layout, &headers, &pair, Some(&use_case), query.as_deref()).await
 }
 
-/// The page; `?cursor=` of the gallery of published runs picks a later page of it.
+/// A comparison page; `?cursor=` of the gallery of published runs picks a later page of it.
+/// Visitors who are not signed in all see the same first page: it is served from the page cache
+/// (`web::page_cache`) once every image on it is ready, until the catalog, the showcase or the
+/// public runs change (publishing, unpublishing and hiding a run announce it). Later gallery
+/// pages are rendered per request.
 async fn comparison_response(
     state: &AppState,
     layout: Layout,
+    headers: &HeaderMap,
     pair: &str,
     use_case: Option<&str>,
     query: Option<&str>,
 ) -> Result<Response> {
+    let cacheable = !layout.is_signed_in() && query.is_none_or(str::is_empty);
+    let path = layout.path.clone();
+    let version = state.catalog.version();
+    if cacheable && let Some(page) = state.pages.get(&path, version) {
+        return Ok(page.respond(headers, &HeaderValue::from_static(HTML)));
+    }
+    let generation = state.pages.generation();
     let catalog = state.catalog.current();
     let cursor = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .find(|(k, _)| k == "cursor")
@@ -396,9 +410,23 @@ async fn comparison_response(
     let after = crate::web::pagination::PageQuery { limit: None, cursor }.position(comparison::gallery_position)?;
     match comparison::resolve(&catalog, pair, use_case)? {
         Resolved::Redirect(location) => Ok(permanent_redirect(&location)),
-        Resolved::Page(pair) => Ok(render(&ComparisonPage::build(state, layout, *pair, after).await)),
+        Resolved::Page(pair) => {
+            let page = ComparisonPage::build(state, layout, *pair, after).await;
+            if !(cacheable && page.settled()) {
+                return Ok(render(&page));
+            }
+            let html = match askama::Template::render(&page) {
+                Ok(html) => html,
+                Err(_) => return Ok(render(&page)),
+            };
+            let encoded = std::sync::Arc::new(Encoded::new(html.into()));
+            state.pages.put(&path, version, generation, encoded.clone());
+            Ok(encoded.respond(headers, &HeaderValue::from_static(HTML)))
+        }
     }
 }
+
+const HTML: &str = "text/html; charset=utf-8";
 
 async fn pair_card(State(state): State<AppState>, Path(pair): Path<String>) -> Result<Response> {
     comparison_card(&state, &pair, None).await

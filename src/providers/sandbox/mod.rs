@@ -3,7 +3,9 @@
 //! the default when no real provider key is configured, so the whole product works offline.
 //! Latency (`FACEOFF_SANDBOX_LATENCY_MS`) and failures (`FACEOFF_SANDBOX_FAIL`: `model` fails,
 //! `model:moderated` is blocked, `model:transient` fails once then succeeds) can be injected;
-//! a prompt containing `#moderate` is always blocked.
+//! a prompt containing `#moderate` is always blocked. With `FACEOFF_SANDBOX_IMAGE` set it
+//! returns that stored file for every job instead of rendering (no image work: what is left to
+//! measure is the queue).
 
 use std::{
     io::Cursor,
@@ -35,6 +37,8 @@ pub struct SandboxProvider {
     latency: Duration,
     faults: Vec<(String, Fault)>,
     transient_seen: Mutex<std::collections::HashSet<String>>,
+    /// The stored image returned for every job (`FACEOFF_SANDBOX_IMAGE`).
+    stored: Option<Image>,
 }
 
 impl SandboxProvider {
@@ -49,7 +53,14 @@ impl SandboxProvider {
                 None => (entry.clone(), Fault::Fail),
             })
             .collect();
-        SandboxProvider { latency: config.sandbox_latency, faults, transient_seen: Mutex::default() }
+        let stored = config.sandbox_image.as_deref().and_then(|path| match stored_image(path) {
+            Ok(image) => Some(image),
+            Err(err) => {
+                tracing::error!("FACEOFF_SANDBOX_IMAGE={}: {err:#}; rendering images instead", path.display());
+                None
+            }
+        });
+        SandboxProvider { latency: config.sandbox_latency, faults, transient_seen: Mutex::default(), stored }
     }
 
     fn fault(&self, model: &str) -> Option<&Fault> {
@@ -92,9 +103,14 @@ impl Provider for SandboxProvider {
         if self.fault(&request.model) == Some(&Fault::Fail) {
             return Ok(Poll::Failed { reason: format!("sandbox: injected failure for {}", request.model) });
         }
+        if let Some(image) = &self.stored {
+            return Ok(Poll::Ready(image.clone()));
+        }
         let (width, height) = rendered_size(request);
         let request = request.clone();
-        let bytes = tokio::task::spawn_blocking(move || render(&request))
+        // With the process's other image work, a few at a time (`storage::images::run`): eight
+        // workers rendering 4 MP images at once held over 500 MiB.
+        let bytes = crate::storage::images::run(move || render(&request))
             .await
             .map_err(|e| ProviderError::Transient(format!("sandbox renderer stopped: {e}")))?
             .map_err(|e| ProviderError::Fatal(format!("sandbox renderer: {e}")))?;
@@ -104,6 +120,21 @@ impl Provider for SandboxProvider {
     fn poll_interval(&self, _attempt: u32) -> Duration {
         (self.latency / 8).clamp(Duration::from_millis(10), Duration::from_millis(400))
     }
+}
+
+/// Reads the stored image of `FACEOFF_SANDBOX_IMAGE` (its type and size from its header).
+fn stored_image(path: &std::path::Path) -> anyhow::Result<Image> {
+    use anyhow::Context;
+    let bytes = std::fs::read(path).context("reading the file")?;
+    let reader = image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format()?;
+    let content_type = match reader.format() {
+        Some(ImageFormat::Jpeg) => "image/jpeg",
+        Some(ImageFormat::Png) => "image/png",
+        Some(ImageFormat::WebP) => "image/webp",
+        _ => anyhow::bail!("not a JPEG, PNG or WebP image"),
+    };
+    let (width, height) = reader.into_dimensions().context("reading the image's size")?;
+    Ok(Image { bytes: Bytes::from(bytes), content_type: content_type.into(), width, height, usage_usd: None })
 }
 
 /// The size [`render`] produces for a request.
@@ -287,5 +318,28 @@ mod tests {
         assert_ne!(a, c, "another seed gives another image");
         let decoded = image::load_from_memory(&a).expect("decodes");
         assert_eq!((decoded.width(), decoded.height()), (640, 480));
+    }
+
+    #[tokio::test]
+    async fn a_stored_image_is_returned_at_once_for_every_job() {
+        let dir = std::env::temp_dir().join(format!("faceoff-sandbox-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("stored.png");
+        let mut png = Cursor::new(Vec::new());
+        RgbImage::new(32, 24).write_to(&mut png, ImageFormat::Png).expect("png");
+        std::fs::write(&path, png.get_ref()).expect("write");
+        let mut config = Config::for_tests();
+        config.sandbox_image = Some(path);
+        let sandbox = SandboxProvider::from_config(&config);
+        let request = request("anything", 1);
+        let submission = sandbox.submit(&request).await.expect("submit");
+        match sandbox.poll(&request, &submission).await.expect("poll") {
+            Poll::Ready(image) => {
+                assert_eq!((image.width, image.height, image.content_type.as_str()), (32, 24, "image/png"));
+                assert_eq!(&image.bytes[..], png.get_ref().as_slice());
+            }
+            other => panic!("not ready at once: {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

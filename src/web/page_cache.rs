@@ -1,0 +1,230 @@
+//! Bodies that do not change per request, kept rendered and compressed in memory.
+//!
+//! - [`Encoded`]: one body with its gzip and brotli variants (compressed once) and a strong
+//!   ETag; [`Encoded::respond`] picks the variant the request's `Accept-Encoding` allows (the
+//!   compression layer leaves responses with a `Content-Encoding` alone). The static assets
+//!   ([`super::assets`]) and the cached pages use it.
+//! - [`PageCache`]: public pages as anonymous visitors see them, by path, until what they show
+//!   changes: each entry remembers the catalog snapshot it was rendered from (a catalog reload
+//!   makes it stale), and [`PageCache::invalidate`] drops everything; it runs on every
+//!   notification on [`CHANNEL`] (a run published, unpublished or hidden, a new arena
+//!   snapshot), which every instance listens to ([`PageCache::spawn_listener`]). Entries also
+//!   expire after [`MAX_AGE`], a bound on anything that changes without a notification.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::db::PUBLIC_CHANGED as CHANNEL;
+/// The longest a cached page is served.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// At most this many pages are kept (the comparison pages of a large catalog stay bounded).
+const MAX_PAGES: usize = 512;
+/// Brotli quality for bodies compressed once (the per-request layer uses the fastest level).
+const BROTLI_QUALITY: u32 = 9;
+
+/// A body and its compressed variants.
+#[derive(Debug)]
+pub struct Encoded {
+    pub identity: Bytes,
+    /// `None` when compressing does not make it smaller (images, fonts).
+    pub gzip: Option<Bytes>,
+    pub br: Option<Bytes>,
+    pub etag: HeaderValue,
+}
+
+/// Which content codings a request accepts (`q=0` refuses one).
+fn accepts(headers: &HeaderMap, coding: &str) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            (name.eq_ignore_ascii_case(coding) || name == "*") && !refused
+        },
+    )
+}
+
+impl Encoded {
+    /// Compresses `body` once (brotli and gzip), keeping a variant only when it is smaller.
+    pub fn new(body: Bytes) -> Encoded {
+        let digest = Sha256::digest(&body);
+        let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        let smaller = |bytes: Vec<u8>| (bytes.len() < body.len()).then(|| Bytes::from(bytes));
+        let br = {
+            let mut writer = brotli::CompressorWriter::new(Vec::new(), 4096, BROTLI_QUALITY, 22);
+            writer.write_all(&body).ok().map(|()| writer.into_inner()).and_then(smaller)
+        };
+        let gzip = {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder.write_all(&body).ok().and_then(|()| encoder.finish().ok()).and_then(smaller)
+        };
+        Encoded { identity: body, gzip, br, etag }
+    }
+
+    /// A body kept as it is (already compressed: images, fonts).
+    pub fn identity(body: Bytes) -> Encoded {
+        let digest = Sha256::digest(&body);
+        let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        Encoded { identity: body, gzip: None, br: None, etag }
+    }
+
+    /// The response for a request with `headers`: 304 when its `If-None-Match` names this body,
+    /// else the smallest variant it accepts, with `Vary: Accept-Encoding` and the ETag.
+    pub fn respond(&self, headers: &HeaderMap, content_type: &HeaderValue) -> Response {
+        let mut response = Response::new(Body::empty());
+        let h = response.headers_mut();
+        h.insert(header::ETAG, self.etag.clone());
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        let matches = headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|tag| tag.trim() == "*" || tag.trim().trim_start_matches("W/") == self.etag.to_str().unwrap_or(""));
+        if matches {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            return response;
+        }
+        h.insert(header::CONTENT_TYPE, content_type.clone());
+        let (body, coding) = match (&self.br, &self.gzip) {
+            (Some(br), _) if accepts(headers, "br") => (br.clone(), Some("br")),
+            (_, Some(gzip)) if accepts(headers, "gzip") => (gzip.clone(), Some("gzip")),
+            _ => (self.identity.clone(), None),
+        };
+        if let Some(coding) = coding {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+        }
+        *response.body_mut() = Body::from(body);
+        response
+    }
+}
+
+struct Entry {
+    catalog_version: u64,
+    generation: u64,
+    at: Instant,
+    page: Arc<Encoded>,
+}
+
+/// Rendered public pages by path (see the module comment).
+#[derive(Default)]
+pub struct PageCache {
+    generation: AtomicU64,
+    pages: RwLock<HashMap<String, Entry>>,
+}
+
+impl PageCache {
+    /// The generation to pass to [`PageCache::put`] for a page about to be rendered: a page
+    /// rendered across an invalidation is not kept.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The cached page of `path` rendered from catalog snapshot `catalog_version`, if fresh.
+    pub fn get(&self, path: &str, catalog_version: u64) -> Option<Arc<Encoded>> {
+        let generation = self.generation();
+        let pages = self.pages.read().unwrap_or_else(|p| p.into_inner());
+        let entry = pages.get(path)?;
+        (entry.catalog_version == catalog_version && entry.generation == generation && entry.at.elapsed() < MAX_AGE)
+            .then(|| entry.page.clone())
+    }
+
+    /// Keeps `page` for `path` unless the cache was invalidated since `generation` was read.
+    pub fn put(&self, path: &str, catalog_version: u64, generation: u64, page: Arc<Encoded>) {
+        let mut pages = self.pages.write().unwrap_or_else(|p| p.into_inner());
+        if generation != self.generation() {
+            return;
+        }
+        if pages.len() >= MAX_PAGES && !pages.contains_key(path) {
+            pages.retain(|_, e| e.generation == generation && e.at.elapsed() < MAX_AGE);
+            if pages.len() >= MAX_PAGES {
+                return;
+            }
+        }
+        pages.insert(path.to_string(), Entry { catalog_version, generation, at: Instant::now(), page });
+    }
+
+    /// Drops every cached page.
+    pub fn invalidate(&self) {
+        let mut pages = self.pages.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        pages.clear();
+    }
+
+    /// Listens on [`CHANNEL`] and invalidates on every notification (and after every
+    /// reconnect, when one may have been missed) until `shutdown`.
+    pub fn spawn_listener(self: &Arc<Self>, pool: PgPool, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            crate::db::listen(&pool, CHANNEL, "page cache listener", &shutdown, |_| {
+                cache.invalidate();
+                std::future::ready(())
+            })
+            .await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(accept: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(accept).expect("header"));
+        h
+    }
+
+    #[test]
+    fn variants_follow_accept_encoding() {
+        let page = Encoded::new(Bytes::from("<p>hello hello hello hello hello hello</p>".repeat(50)));
+        let html = HeaderValue::from_static("text/html; charset=utf-8");
+        let br = page.respond(&headers("gzip, deflate, br"), &html);
+        assert_eq!(br.headers()[header::CONTENT_ENCODING], "br");
+        let gzip = page.respond(&headers("gzip"), &html);
+        assert_eq!(gzip.headers()[header::CONTENT_ENCODING], "gzip");
+        let refused = page.respond(&headers("br;q=0, gzip"), &html);
+        assert_eq!(refused.headers()[header::CONTENT_ENCODING], "gzip");
+        let plain = page.respond(&HeaderMap::new(), &html);
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        let mut conditional = HeaderMap::new();
+        conditional.insert(header::IF_NONE_MATCH, page.etag.clone());
+        assert_eq!(page.respond(&conditional, &html).status(), StatusCode::NOT_MODIFIED);
+    }
+
+    #[test]
+    fn invalidation_drops_pages_and_refuses_stale_renders() {
+        let cache = PageCache::default();
+        let page = Arc::new(Encoded::new(Bytes::from_static(b"x")));
+        let generation = cache.generation();
+        cache.put("/a", 1, generation, page.clone());
+        assert!(cache.get("/a", 1).is_some());
+        assert!(cache.get("/a", 2).is_none(), "another catalog snapshot");
+        cache.invalidate();
+        assert!(cache.get("/a", 1).is_none());
+        cache.put("/a", 1, generation, page);
+        assert!(cache.get("/a", 1).is_none(), "rendered before the invalidation");
+    }
+}
