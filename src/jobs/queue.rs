@@ -100,13 +100,31 @@ pub async fn next_slot(db: impl PgExecutor<'_>, user_id: Uuid, source: Source) -
     .await
 }
 
-/// Jobs of a provider route that started recently, per second (`None` without any).
+/// How many of the latest starts [`start_rate`] reads: enough for a steady estimate, and a bound
+/// on its cost however busy the route is.
+const RATE_SAMPLE: i64 = 200;
+
+/// Jobs of a provider route (or all routes) that started recently, per second (`None` without
+/// any): the latest [`RATE_SAMPLE`] starts of the last 5 minutes over the time since the oldest
+/// of them (at least 10 s). Reads at most [`RATE_SAMPLE`] entries of `generation_job_started_idx`.
 pub async fn start_rate(db: impl PgExecutor<'_>, provider: Option<&str>) -> Result<Option<f64>, sqlx::Error> {
-    let (count, span): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(started_at))::float8 FROM generation_job
-         WHERE started_at > now() - interval '5 minutes' AND ($1::text IS NULL OR provider = $1)",
-    )
-    .bind(provider)
+    let (count, span): (i64, Option<f64>) = match provider {
+        Some(provider) => sqlx::query_as(
+            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(started_at))::float8 FROM (
+                 SELECT started_at FROM generation_job
+                 WHERE provider = $1 AND started_at > now() - interval '5 minutes'
+                 ORDER BY provider DESC, started_at DESC LIMIT $2) recent",
+        )
+        .bind(provider)
+        .bind(RATE_SAMPLE),
+        None => sqlx::query_as(
+            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(started_at))::float8 FROM (
+                 SELECT started_at FROM generation_job
+                 WHERE started_at > now() - interval '5 minutes'
+                 ORDER BY started_at DESC LIMIT $1) recent",
+        )
+        .bind(RATE_SAMPLE),
+    }
     .fetch_one(db)
     .await?;
     Ok(match span {
@@ -182,17 +200,44 @@ pub fn seconds_label(secs: u64) -> String {
     }
 }
 
-/// A queued job's place in its provider route and the estimated start.
-pub async fn wait_for(
+/// The places of queued jobs that share a provider route, a fair slot and a source (the jobs of
+/// one run on one route), each with the estimated start: one count of the jobs ahead of the
+/// first, then only the few queued between it and each of the others (same slot and source,
+/// claimed in `job_id` order), so a run's places cost one scan of the queue, not one per job.
+/// Returned in the order of `job_ids`.
+pub async fn waits_for(
     db: &mut PgConnection,
     provider: &str,
     slot: i64,
     interactive: bool,
-    job_id: Uuid,
-) -> Result<Wait, sqlx::Error> {
-    let ahead = ahead_of(&mut *db, Some(provider), slot, interactive, job_id).await?;
+    job_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Wait)>, sqlx::Error> {
+    let Some(first) = job_ids.iter().min().copied() else {
+        return Ok(Vec::new());
+    };
+    let ahead_first = ahead_of(&mut *db, Some(provider), slot, interactive, first).await?;
     let rate = start_rate(&mut *db, Some(provider)).await?;
-    Ok(Wait::new(ahead, rate))
+    let mut out = Vec::with_capacity(job_ids.len());
+    for &job_id in job_ids {
+        let between: i64 = if job_id == first {
+            0
+        } else {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM generation_job
+                 WHERE status = 'queued' AND provider = $1 AND fair_slot = $2 AND interactive = $3
+                   AND job_id >= $4 AND job_id < $5",
+            )
+            .bind(provider)
+            .bind(slot)
+            .bind(interactive)
+            .bind(first)
+            .bind(job_id)
+            .fetch_one(&mut *db)
+            .await?
+        };
+        out.push((job_id, Wait::new((ahead_first + between).min(MAX_COUNTED), rate)));
+    }
+    Ok(out)
 }
 
 /// The wait a new studio run of `user_id` would have now (all routes together): shown in the

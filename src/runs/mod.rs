@@ -447,12 +447,22 @@ impl RunView {
         if masked || !jobs.iter().any(|j| j.status == JobStatus::Queued) {
             return Ok(self);
         }
-        let mut conn = pool.acquire().await?;
+        // The jobs of one run share a fair slot and a source; group them by route.
+        let mut groups: Vec<(&str, i64, bool, Vec<Uuid>)> = Vec::new();
         for job in jobs.iter().filter(|j| j.status == JobStatus::Queued) {
-            if let Some(shown) = self.jobs.iter_mut().find(|v| v.id == job.job_id) {
-                shown.queue = Some(
-                    jobs::queue::wait_for(&mut conn, &job.provider, job.fair_slot, job.interactive, job.job_id).await?,
-                );
+            match groups.iter_mut().find(|(provider, slot, interactive, _)| {
+                *provider == job.provider && *slot == job.fair_slot && *interactive == job.interactive
+            }) {
+                Some((_, _, _, ids)) => ids.push(job.job_id),
+                None => groups.push((&job.provider, job.fair_slot, job.interactive, vec![job.job_id])),
+            }
+        }
+        let mut conn = pool.acquire().await?;
+        for (provider, slot, interactive, ids) in groups {
+            for (job_id, wait) in jobs::queue::waits_for(&mut conn, provider, slot, interactive, &ids).await? {
+                if let Some(shown) = self.jobs.iter_mut().find(|v| v.id == job_id) {
+                    shown.queue = Some(wait);
+                }
             }
         }
         Ok(self)

@@ -258,6 +258,18 @@ async fn the_run_page_the_api_and_the_studio_show_the_wait() {
         assert!(queue["estimated_start_seconds"].as_u64().is_some(), "{queue}");
         let label = queue["label"].as_str().expect("label");
         assert!(label.contains(" ahead, about ") && label.ends_with("before it starts"), "{label}");
+        // The place is exact: the queued jobs of the route claimed before this one.
+        let job_id: uuid::Uuid = job["id"].as_str().and_then(|s| s.parse().ok()).expect("job id");
+        let counted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM generation_job g, generation_job j
+             WHERE j.job_id = $1 AND g.status = 'queued' AND g.provider = j.provider
+               AND (g.fair_slot, NOT g.interactive, g.job_id) < (j.fair_slot, NOT j.interactive, j.job_id)",
+        )
+        .bind(job_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        assert_eq!(ahead, counted, "{queue}");
     }
     let polled: serde_json::Value = api
         .get(app.url(&format!("/api/v1/runs/{id}")))
