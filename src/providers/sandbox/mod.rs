@@ -39,7 +39,13 @@ pub struct SandboxProvider {
     transient_seen: Mutex<std::collections::HashSet<String>>,
     /// The stored image returned for every job (`FACEOFF_SANDBOX_IMAGE`).
     stored: Option<Image>,
+    /// Renders at once by this provider (one per app): eight workers rendering 4 MP images at
+    /// once held over 500 MiB.
+    renders: tokio::sync::Semaphore,
 }
+
+/// Sandbox images rendered at once per app.
+const CONCURRENT_RENDERS: usize = 2;
 
 impl SandboxProvider {
     pub fn from_config(config: &Config) -> Self {
@@ -60,7 +66,13 @@ impl SandboxProvider {
                 None
             }
         });
-        SandboxProvider { latency: config.sandbox_latency, faults, transient_seen: Mutex::default(), stored }
+        SandboxProvider {
+            latency: config.sandbox_latency,
+            faults,
+            transient_seen: Mutex::default(),
+            stored,
+            renders: tokio::sync::Semaphore::new(CONCURRENT_RENDERS),
+        }
     }
 
     fn fault(&self, model: &str) -> Option<&Fault> {
@@ -108,9 +120,11 @@ impl Provider for SandboxProvider {
         }
         let (width, height) = rendered_size(request);
         let request = request.clone();
-        // With the process's other image work, a few at a time (`storage::images::run`): eight
-        // workers rendering 4 MP images at once held over 500 MiB.
-        let bytes = crate::storage::images::run(move || render(&request))
+        // A few at a time (`renders`), on the blocking pool: not on the image threads
+        // (`storage::images::run`), where a backlog of renders would hold up every thumbnail.
+        let _permit =
+            self.renders.acquire().await.map_err(|_| ProviderError::Transient("sandbox renderer closed".into()))?;
+        let bytes = tokio::task::spawn_blocking(move || render(&request))
             .await
             .map_err(|e| ProviderError::Transient(format!("sandbox renderer stopped: {e}")))?
             .map_err(|e| ProviderError::Fatal(format!("sandbox renderer: {e}")))?;
