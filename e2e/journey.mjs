@@ -30,10 +30,12 @@ try {
   page.on("pageerror", (err) => problems.push(`page error on ${page.url()}: ${err.message}`));
   page.on("requestfailed", (req) => {
     const failure = req.failure()?.errorText || "";
-    // A live stream, or a (lazy) image still loading, cancelled by navigating away is not a
-    // failure of the app; a broken image shows up as an HTTP error status below.
-    if (failure.includes("ERR_ABORTED") && ["eventsource", "image"].includes(req.resourceType())) return;
-    problems.push(`request failed: ${req.method()} ${req.url()} ${failure}`);
+    // A live stream, a (lazy) image or the favicon still loading, cancelled by navigating away
+    // is not a failure of the app; a broken one shows up as an HTTP error status below.
+    const aborted = failure.includes("ERR_ABORTED");
+    if (aborted && ["eventsource", "image"].includes(req.resourceType())) return;
+    if (aborted && new URL(req.url()).pathname === "/assets/favicon.svg") return;
+    problems.push(`request failed: ${req.method()} ${req.url()} (${req.resourceType()}) ${failure}`);
   });
   page.on("response", (res) => {
     if (res.status() >= 400) problems.push(`HTTP ${res.status()} for ${res.request().method()} ${res.url()}`);
