@@ -7,18 +7,16 @@
 
 use std::io::Cursor;
 
-use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
+use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use bytes::Bytes;
 use image::{DynamicImage, Rgb, RgbImage, imageops::FilterType};
 
-use crate::storage::images;
+use crate::storage::{images, text};
 
 pub const WIDTH: u32 = 1200;
 pub const HEIGHT: u32 = 630;
 const GAP: u32 = 6;
 const BACKGROUND: [u8; 3] = [15, 17, 21];
-
-static FONT: &[u8] = include_bytes!("../providers/sandbox/DejaVuSans-Bold.ttf");
 
 /// One tile: an image (encoded, as stored) and the name to draw on it.
 pub struct Tile {
@@ -33,7 +31,7 @@ pub fn render(tiles: Vec<Tile>, sandbox: bool) -> anyhow::Result<Bytes> {
     let tiles = &tiles[..tiles.len().min(4)];
     let rects = layout(tiles.len());
     let mut card = RgbImage::from_pixel(WIDTH, HEIGHT, Rgb(BACKGROUND));
-    let font = FontRef::try_from_slice(FONT)?;
+    let font = text::font()?;
     let label_size = if tiles.len() >= 3 { 28.0 } else { 32.0 };
     for (tile, &(x, y, w, h)) in tiles.iter().zip(&rects) {
         // One decoded original at a time: decoded, cut to its tile, dropped.
@@ -132,31 +130,6 @@ fn blend(p: &mut Rgb<u8>, color: [u8; 3], alpha: f32) {
     }
 }
 
-fn draw_text(img: &mut RgbImage, font: &FontRef<'_>, size: f32, x: f32, baseline: f32, text: &str, color: [u8; 3]) {
-    let scale = PxScale::from(size);
-    let scaled = font.as_scaled(scale);
-    let mut caret = x;
-    let mut previous = None;
-    for ch in text.chars() {
-        let id = font.glyph_id(ch);
-        if let Some(prev) = previous {
-            caret += scaled.kern(prev, id);
-        }
-        let glyph = id.with_scale_and_position(scale, point(caret, baseline));
-        if let Some(outlined) = font.outline_glyph(glyph) {
-            let bounds = outlined.px_bounds();
-            outlined.draw(|gx, gy, coverage| {
-                let (px, py) = (bounds.min.x as i64 + i64::from(gx), bounds.min.y as i64 + i64::from(gy));
-                if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
-                    blend(img.get_pixel_mut(px as u32, py as u32), color, coverage);
-                }
-            });
-        }
-        caret += scaled.h_advance(id);
-        previous = Some(id);
-    }
-}
-
 /// A rounded label at (`x`, `y`) (its right edge at `x` when `from_right`).
 #[allow(clippy::too_many_arguments)]
 fn pill(
@@ -189,7 +162,7 @@ fn pill(
         }
     }
     let baseline = y + height / 2.0 + size * 0.36;
-    draw_text(img, font, size, left + pad_x, baseline, text, color);
+    text::draw(img, font, size, left + pad_x, baseline, f32::INFINITY, text, color);
 }
 
 /// The "VS" disc between two tiles.
@@ -208,7 +181,7 @@ fn versus(img: &mut RgbImage, font: &FontRef<'_>) {
     }
     let size = 30.0;
     let w = text_width(font, size, "VS");
-    draw_text(img, font, size, cx - w / 2.0, cy + size * 0.36, "VS", [255, 255, 255]);
+    text::draw(img, font, size, cx - w / 2.0, cy + size * 0.36, f32::INFINITY, "VS", [255, 255, 255]);
 }
 
 #[cfg(test)]

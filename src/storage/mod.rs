@@ -5,6 +5,7 @@
 
 pub mod images;
 pub mod routes;
+pub mod text;
 
 use std::{io::Cursor, sync::Arc};
 

@@ -13,16 +13,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
 use async_trait::async_trait;
 use bytes::Bytes;
 use image::{ImageFormat, Rgb, RgbImage, imageops};
 use sha2::{Digest, Sha256};
 
 use super::{GenerationRequest, Image, Poll, Provider, ProviderError, Submission};
-use crate::config::Config;
-
-static FONT: &[u8] = include_bytes!("DejaVuSans-Bold.ttf");
+use crate::{config::Config, storage::text};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fault {
@@ -218,25 +215,29 @@ pub fn render(request: &GenerationRequest) -> anyhow::Result<Bytes> {
             *p = Rgb([p[0] / 3, p[1] / 3, p[2] / 3]);
         }
     }
-    let font = FontRef::try_from_slice(FONT)?;
+    let font = text::font()?;
     let size = band as f32 * 0.28;
     let margin = band as f32 * 0.3;
-    draw_text(
+    // The text stops a margin short of the right edge too.
+    let max_x = width as f32 - margin;
+    text::draw(
         &mut img,
         &font,
         size,
         margin,
         (height - band) as f32 + band as f32 * 0.42,
+        max_x,
         &format!("SANDBOX RENDERING · {}", request.model_name),
         [255, 255, 255],
     );
     let prompt: String = request.prompt.chars().filter(|c| !c.is_control()).collect();
-    draw_text(
+    text::draw(
         &mut img,
         &font,
         size * 0.62,
         margin,
         (height - band) as f32 + band as f32 * 0.78,
+        max_x,
         &format!("seed {} · {}", request.seed, prompt),
         [210, 206, 230],
     );
@@ -244,39 +245,6 @@ pub fn render(request: &GenerationRequest) -> anyhow::Result<Bytes> {
     let mut out = Cursor::new(Vec::with_capacity((width * height / 4) as usize));
     image::DynamicImage::ImageRgb8(img).write_to(&mut out, ImageFormat::Jpeg)?;
     Ok(Bytes::from(out.into_inner()))
-}
-
-fn draw_text(img: &mut RgbImage, font: &FontRef<'_>, size: f32, x: f32, baseline: f32, text: &str, color: [u8; 3]) {
-    let scale = PxScale::from(size);
-    let scaled = font.as_scaled(scale);
-    let max_x = img.width() as f32 - x;
-    let mut caret = x;
-    let mut previous = None;
-    for ch in text.chars() {
-        let id = font.glyph_id(ch);
-        if let Some(prev) = previous {
-            caret += scaled.kern(prev, id);
-        }
-        let advance = scaled.h_advance(id);
-        if caret + advance > max_x {
-            break;
-        }
-        let glyph = id.with_scale_and_position(scale, point(caret, baseline));
-        if let Some(outlined) = font.outline_glyph(glyph) {
-            let bounds = outlined.px_bounds();
-            outlined.draw(|gx, gy, coverage| {
-                let (px, py) = (bounds.min.x as i32 + gx as i32, bounds.min.y as i32 + gy as i32);
-                if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
-                    let p = img.get_pixel_mut(px as u32, py as u32);
-                    for i in 0..3 {
-                        p[i] = (f32::from(p[i]) * (1.0 - coverage) + f32::from(color[i]) * coverage) as u8;
-                    }
-                }
-            });
-        }
-        caret += advance;
-        previous = Some(id);
-    }
 }
 
 fn hsl(h: f32, s: f32, l: f32) -> [f32; 3] {
