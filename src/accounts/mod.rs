@@ -50,42 +50,92 @@ impl CurrentUser {
     }
 }
 
+/// A user as pages see them, with the balance as `ledger::balance` computes it (the wallet's
+/// cached balance, and its pending holds), and `refreshed_day` when read through a session.
+#[derive(sqlx::FromRow)]
+struct CurrentUserRow {
+    user_id: Uuid,
+    email: String,
+    role: Role,
+    email_verified: bool,
+    balance: Option<i64>,
+    held: Option<i64>,
+    refreshed_day: Option<i64>,
+}
+
+/// The columns and joins of [`CurrentUserRow`]; `$extra` joins (and the `refreshed_day` column)
+/// come from the caller.
+macro_rules! current_user_select {
+    ($refreshed_day:literal, $from:literal) => {
+        concat!(
+            "SELECT u.user_id, u.email, u.role, u.email_verified_at IS NOT NULL AS email_verified, a.balance,
+                    COALESCE((SELECT sum(h.amount) FROM ledger_hold h
+                              WHERE h.account_id = a.account_id AND h.status = 'pending'), 0)::bigint AS held, ",
+            $refreshed_day,
+            " AS refreshed_day FROM ",
+            $from,
+            " LEFT JOIN ledger_account a ON a.user_id = u.user_id"
+        )
+    };
+}
+
+impl CurrentUserRow {
+    fn into_user(self) -> Result<CurrentUser, ledger::LedgerError> {
+        let (Some(available), Some(held)) = (self.balance, self.held) else {
+            return Err(ledger::LedgerError::NoWallet(self.user_id));
+        };
+        Ok(CurrentUser {
+            id: self.user_id,
+            email: self.email,
+            role: self.role,
+            available,
+            held,
+            email_verified: self.email_verified,
+        })
+    }
+}
+
 /// The user with id `user_id` as pages see them (with their balance), or `None` when no such
 /// user exists any more (a deleted user counts as signed out).
 pub async fn current_user(pool: &PgPool, user_id: Uuid) -> Result<Option<CurrentUser>, ledger::LedgerError> {
-    // One round trip on every signed-in request: the user and their balance as
-    // `ledger::balance` computes it (the wallet's cached balance, and its pending holds).
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        user_id: Uuid,
-        email: String,
-        role: Role,
-        email_verified: bool,
-        balance: Option<i64>,
-        held: Option<i64>,
-    }
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT u.user_id, u.email, u.role, u.email_verified_at IS NOT NULL AS email_verified, a.balance,
-                COALESCE((SELECT sum(h.amount) FROM ledger_hold h
-                          WHERE h.account_id = a.account_id AND h.status = 'pending'), 0)::bigint AS held
-         FROM app_user u LEFT JOIN ledger_account a ON a.user_id = u.user_id
-         WHERE u.user_id = $1 AND u.deleted_at IS NULL",
-    )
+    let row: Option<CurrentUserRow> = sqlx::query_as(concat!(
+        current_user_select!("NULL::bigint", "app_user u"),
+        " WHERE u.user_id = $1 AND u.deleted_at IS NULL"
+    ))
     .bind(user_id)
     .fetch_optional(pool)
     .await?;
+    row.map(CurrentUserRow::into_user).transpose()
+}
+
+/// The user signed in on the stored session `session_id` (not expired), with their balance and
+/// the day the session last moved its expiry (`refreshed_day_key` in its data): one round trip
+/// for what a signed-in page needs, instead of loading the session and then the user. `None`
+/// when the session is unknown, expired, signed out, or its user deleted.
+pub async fn session_user(
+    pool: &PgPool,
+    session_id: &str,
+    refreshed_day_key: &str,
+) -> Result<Option<(CurrentUser, Option<i64>)>, ledger::LedgerError> {
+    // The session's data is what tower-sessions stored (`session_store`): a JSON object whose
+    // user id is a UUID string; anything else signs nobody in (and casts nothing).
+    let row: Option<CurrentUserRow> = sqlx::query_as(concat!(
+        current_user_select!(
+            "CASE WHEN jsonb_typeof(s.data -> $2) = 'number' THEN (s.data ->> $2)::numeric::bigint END",
+            "session s JOIN app_user u ON u.user_id = CASE
+                 WHEN s.data ->> $3 ~ '^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$'
+                 THEN (s.data ->> $3)::uuid END"
+        ),
+        " WHERE s.id = $1 AND s.expiry_date > now() AND u.deleted_at IS NULL"
+    ))
+    .bind(session_id)
+    .bind(refreshed_day_key)
+    .bind(SESSION_USER_KEY)
+    .fetch_optional(pool)
+    .await?;
     let Some(row) = row else { return Ok(None) };
-    let (Some(available), Some(held)) = (row.balance, row.held) else {
-        return Err(ledger::LedgerError::NoWallet(user_id));
-    };
-    Ok(Some(CurrentUser {
-        id: row.user_id,
-        email: row.email,
-        role: row.role,
-        available,
-        held,
-        email_verified: row.email_verified,
-    }))
+    let refreshed_day = row.refreshed_day;
+    Ok(Some((row.into_user()?, refreshed_day)))
 }
 
 impl Role {

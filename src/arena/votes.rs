@@ -87,6 +87,15 @@ pub async fn find(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Option<Vote>,
     .await
 }
 
+/// The vote on `run`. Only blind runs are voted on ([`cast`] refuses the others), so the
+/// others cost no query.
+pub async fn of_run(db: impl PgExecutor<'_>, run: &Run) -> Result<Option<Vote>, sqlx::Error> {
+    if !run.blind {
+        return Ok(None);
+    }
+    find(db, run.run_id).await
+}
+
 /// The votes on these runs (history).
 pub async fn for_runs(db: impl PgExecutor<'_>, run_ids: &[Uuid]) -> Result<Vec<Vote>, sqlx::Error> {
     sqlx::query_as(

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod history;
-pub use history::{HistoryLine, history, history_before, history_count};
+pub use history::{HistoryLine, HistoryPage, history, history_before, history_count, history_page};
 
 pub type AccountId = i64;
 pub type HoldId = i64;

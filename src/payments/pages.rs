@@ -185,10 +185,8 @@ async fn credits_view(
         Some(user) => ledger::Balance { available: user.available, held: user.held },
         None => ledger::balance(&state.pool, user_id).await?,
     };
-    let total_lines = ledger::history_count(&state.pool, user_id).await?;
-    let pages = ((total_lines + HISTORY_PAGE_SIZE - 1) / HISTORY_PAGE_SIZE).max(1);
-    let page = page.clamp(1, pages);
-    let history = ledger::history(&state.pool, user_id, HISTORY_PAGE_SIZE, (page - 1) * HISTORY_PAGE_SIZE).await?;
+    let ledger::HistoryPage { lines: history, total: total_lines, page, pages } =
+        ledger::history_page(&state.pool, user_id, HISTORY_PAGE_SIZE, page).await?;
     let recent = payments::user_payments(&state.pool, user_id, PAYMENTS_SHOWN).await?;
     let catalog = &state.payments.packs;
     let best = catalog.packs.iter().map(|p| catalog.savings_percent(p)).max().unwrap_or(0);

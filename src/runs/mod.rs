@@ -432,10 +432,7 @@ impl RunView {
     /// in the queue of each queued job.
     pub async fn load(pool: &sqlx::PgPool, run: &Run) -> Result<RunView, sqlx::Error> {
         let jobs = jobs::for_run(pool, run.run_id).await?;
-        let voted: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM arena_vote WHERE run_id = $1)")
-            .bind(run.run_id)
-            .fetch_one(pool)
-            .await?;
+        let voted = crate::arena::votes::of_run(pool, run).await?.is_some();
         RunView::for_owner(run, &jobs, voted).with_waits(pool, &jobs).await
     }
 

@@ -392,7 +392,7 @@ async fn run_page(
 ) -> Result<Response> {
     let run = owned_run(&state, user.id, &id).await?;
     let jobs = crate::jobs::for_run(&state.pool, run.run_id).await?;
-    let vote = arena::votes::find(&state.pool, run.run_id).await?;
+    let vote = arena::votes::of_run(&state.pool, &run).await?;
     let view = RunView::for_owner(&run, &jobs, vote.is_some()).with_waits(&state.pool, &jobs).await?;
     let catalog = state.catalog.current();
     // "Run again" must not give a blind run away either: it names the models only once revealed.
@@ -449,8 +449,8 @@ async fn run_page(
     } else {
         Vec::new()
     };
-    let share = crate::sharing::live_for_run(&state.pool, run.run_id).await?;
-    let hidden = share.is_none() && crate::sharing::was_hidden(&state.pool, run.run_id).await?;
+    let crate::sharing::Standing { live: share, hidden } = crate::sharing::standing(&state.pool, run.run_id).await?;
+    let hidden = share.is_none() && hidden;
     let publish_note = if hidden {
         Some("An administrator hid this run after a report; it cannot be shared again.".to_string())
     } else if !settled {
@@ -549,7 +549,7 @@ async fn compare_page(
 ) -> Result<Response> {
     let run = owned_run(&state, user.id, &id).await?;
     let jobs = crate::jobs::for_run(&state.pool, run.run_id).await?;
-    let vote = arena::votes::find(&state.pool, run.run_id).await?;
+    let vote = arena::votes::of_run(&state.pool, &run).await?;
     let view = RunView::for_owner(&run, &jobs, vote.is_some());
     let images = viewer_images(&view, &jobs);
     Ok(render(&ComparePage { layout, run: view, images }))

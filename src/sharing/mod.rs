@@ -104,6 +104,26 @@ pub async fn live_for_run(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Optio
     sqlx::query_as::<_, Share>(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_optional(db).await
 }
 
+/// Where a run stands for sharing: its live publication, if any, and whether an administrator
+/// hid one (then it may not be published again).
+#[derive(Debug, Clone, Default)]
+pub struct Standing {
+    pub live: Option<Share>,
+    pub hidden: bool,
+}
+
+/// A run's [`Standing`] in one statement (the run page's share box).
+pub async fn standing(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Standing, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SHARE_COLUMNS} FROM run_share
+         WHERE run_id = $1 AND (hidden_at IS NOT NULL OR unpublished_at IS NULL)"
+    );
+    let rows = sqlx::query_as::<_, Share>(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(db).await?;
+    let hidden = rows.iter().any(|s| s.hidden_at.is_some());
+    let live = rows.into_iter().find(|s| s.hidden_at.is_none() && s.unpublished_at.is_none());
+    Ok(Standing { live, hidden })
+}
+
 /// Whether an administrator hid a publication of this run.
 pub async fn was_hidden(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM run_share WHERE run_id = $1 AND hidden_at IS NOT NULL)")

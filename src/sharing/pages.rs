@@ -88,7 +88,7 @@ async fn publish(
 ) -> Result<Response> {
     let run = owned_run(&state, user.id, &id).await?;
     let jobs = jobs::for_run(&state.pool, run.run_id).await?;
-    let voted = arena::votes::find(&state.pool, run.run_id).await?.is_some();
+    let voted = arena::votes::of_run(&state.pool, &run).await?.is_some();
     let share = super::publish(&state.pool, &run, &jobs, voted).await?;
     if share.card_key.is_none() {
         // The card is ready before the first link preview asks for it (or made then).
@@ -196,7 +196,7 @@ async fn share_page(
     let shown = super::public_jobs(&run, &jobs);
     let images = public_images(&share, &view, &shown);
     let catalog = state.catalog.current();
-    let vote = arena::votes::find(&state.pool, run.run_id).await?.map(|v| vote_sentence(&catalog, &v));
+    let vote = arena::votes::of_run(&state.pool, &run).await?.map(|v| vote_sentence(&catalog, &v));
     let names: Vec<String> = images.iter().map(|i| i.name.clone()).collect();
     let models: Vec<String> = shown.iter().map(|j| j.choice().value()).collect();
     let prompt_param: String = url::form_urlencoded::byte_serialize(run.prompt.as_bytes()).collect();
@@ -396,7 +396,7 @@ async fn owner_download(
 ) -> Result<Response> {
     let run = owned_run(&state, user.id, &id).await?;
     let jobs = jobs::for_run(&state.pool, run.run_id).await?;
-    let voted = arena::votes::find(&state.pool, run.run_id).await?.is_some();
+    let voted = arena::votes::of_run(&state.pool, &run).await?.is_some();
     if run.blind && !voted && run.revealed_at.is_none() {
         return Err(AppError::Conflict("vote or show the names first: the file names say which model is which".into()));
     }

@@ -61,15 +61,26 @@ impl Viewer {
     /// session records the day, which saves it with a new expiry.
     pub async fn load(pool: &PgPool, session: Option<&Session>) -> Result<Viewer, AppError> {
         let Some(session) = session else { return Ok(Viewer(None)) };
+        let today = time::OffsetDateTime::now_utc().unix_timestamp().div_euclid(86_400);
+        // The usual case, a stored session this request has not changed: the session's user
+        // and their balance in one statement, without loading the session record itself.
+        if let Some(id) = session.id().filter(|_| !session.is_modified()) {
+            let Some((user, refreshed_day)) = accounts::session_user(pool, &id.to_string(), REFRESHED_KEY).await?
+            else {
+                return Ok(Viewer(None));
+            };
+            if refreshed_day != Some(today) {
+                session.insert(REFRESHED_KEY, today).await?;
+            }
+            return Ok(Viewer(Some(user)));
+        }
+        // A session this request created or changed (say, a log-in): what it holds in memory.
         let Some(user_id) = session.get::<Uuid>(SESSION_USER_KEY).await? else {
             return Ok(Viewer(None));
         };
         let user = accounts::current_user(pool, user_id).await?;
-        if user.is_some() {
-            let today = time::OffsetDateTime::now_utc().unix_timestamp().div_euclid(86_400);
-            if session.get::<i64>(REFRESHED_KEY).await? != Some(today) {
-                session.insert(REFRESHED_KEY, today).await?;
-            }
+        if user.is_some() && session.get::<i64>(REFRESHED_KEY).await? != Some(today) {
+            session.insert(REFRESHED_KEY, today).await?;
         }
         Ok(Viewer(user))
     }
