@@ -278,46 +278,18 @@ pub async fn claim(
 }
 
 /// The claim, one statement ($1 lease token, $2 lease seconds, $3 providers to skip, $4/$5 the
-/// studio/API running limits, $6 the window): a running job whose lease expired (its worker
-/// died) if there is one, else the first queued job in fair order whose user is under their
-/// running limit; it takes a fresh lease and returns the job with its run's inputs (one round
-/// trip and one commit per claim). Public for the benchmark's `EXPLAIN` (`cargo bench --bench
-/// queue`).
-pub const CLAIM_SQL: &str = "WITH expired AS (
-         SELECT job_id FROM generation_job
-         WHERE status = 'running' AND lease_expires_at < now() AND NOT (provider = ANY($3))
-         ORDER BY lease_expires_at
-         LIMIT 1
-         FOR UPDATE SKIP LOCKED
-     ), head AS (
-         SELECT job_id, user_id, interactive FROM generation_job
-         WHERE status = 'queued' AND run_after <= now() AND NOT (provider = ANY($3))
-         ORDER BY fair_slot, interactive DESC, job_id
-         LIMIT $6
-     ), queued AS (
-         SELECT j.job_id FROM generation_job j JOIN head h ON h.job_id = j.job_id
-         WHERE NOT EXISTS (SELECT 1 FROM expired)
-           AND j.status = 'queued'
-           AND (SELECT count(*) FROM generation_job r
-                WHERE r.user_id = h.user_id AND r.interactive = h.interactive AND r.status = 'running')
-               < CASE WHEN h.interactive THEN $4 ELSE $5 END
-         ORDER BY j.fair_slot, j.interactive DESC, j.job_id
-         LIMIT 1
-         FOR UPDATE OF j SKIP LOCKED
-     ), next AS (
-         SELECT job_id FROM expired UNION ALL SELECT job_id FROM queued
-     ), claimed AS (
-         UPDATE generation_job j
-         SET status = 'running', attempts = j.attempts + 1, lease_token = $1,
-             lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(j.started_at, now())
-         FROM next WHERE j.job_id = next.job_id
-         RETURNING j.*
-     )
-     SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,
+/// studio/API running limits, $6 the window): `faceoff_claim_job` (see its migration) takes a
+/// running job whose lease expired (its worker died) if there is one, else the first queued job
+/// in fair order whose user is under their running limit, with a fresh lease; joined here with
+/// its run's inputs (one round trip and one commit per claim). The function keeps the plan on
+/// the fair index however stale the table's statistics are. Public for the benchmark's
+/// `EXPLAIN` (`cargo bench --bench queue`; the function's own plan shows with `auto_explain`).
+pub const CLAIM_SQL: &str =
+    "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,
             j.variant_is_default, j.provider, j.routes, j.route, j.usage_markup,
             j.endpoint, j.width, j.height, j.price, j.hold_id, j.deadline, j.attempts, j.lease_token,
             j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key, r.blind
-     FROM claimed j JOIN generation_run r USING (run_id)";
+     FROM faceoff_claim_job($1, $2, $3, $4, $5, $6) j JOIN generation_run r USING (run_id)";
 
 /// [`claim`] with per-user running limits (the workers pass the configured ones). The limit is
 /// read without a lock: claims racing for one user may exceed it by the number of concurrent
