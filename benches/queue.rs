@@ -316,7 +316,7 @@ async fn explain(pool: &PgPool, how: Claim) -> anyhow::Result<()> {
     let mut tx = faceoff::db::begin(pool).await?;
     let plan: Vec<String> = match how {
         Claim::Fair => {
-            let sql = format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {}", jobs::CLAIM_QUEUED_SQL);
+            let sql = format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {}", jobs::CLAIM_SQL);
             let limits = LIMITS;
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(Uuid::new_v4())

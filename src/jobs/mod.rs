@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     catalog::ModelChoice,
-    ledger::{self, HoldStatus, LedgerError, Refs},
+    ledger::{HoldStatus, LedgerError},
     providers::{Mode, Submission},
 };
 
@@ -277,29 +277,19 @@ pub async fn claim(
     claim_with(pool, lease, skip_providers, RunningLimits::NONE).await
 }
 
-/// The claim of a queued job in fair order ($1 lease token, $2 lease seconds, $3 providers to
-/// skip, $4/$5 the studio/API running limits, $6 the window): public for the benchmark's
-/// `EXPLAIN` (`cargo bench --bench queue`).
-pub const CLAIM_QUEUED_SQL: &str = "WITH head AS (
-         SELECT job_id, user_id, interactive FROM generation_job
-         WHERE status = 'queued' AND run_after <= now() AND NOT (provider = ANY($3))
-         ORDER BY fair_slot, interactive DESC, job_id
-         LIMIT $6
-     ), next AS (
-         SELECT j.job_id FROM generation_job j JOIN head h ON h.job_id = j.job_id
-         WHERE j.status = 'queued'
-           AND (SELECT count(*) FROM generation_job r
-                WHERE r.user_id = h.user_id AND r.interactive = h.interactive AND r.status = 'running')
-               < CASE WHEN h.interactive THEN $4 ELSE $5 END
-         ORDER BY j.fair_slot, j.interactive DESC, j.job_id
-         LIMIT 1
-         FOR UPDATE OF j SKIP LOCKED
-     )
-     UPDATE generation_job j
-     SET status = 'running', attempts = j.attempts + 1, lease_token = $1,
-         lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(j.started_at, now())
-     FROM next WHERE j.job_id = next.job_id
-     RETURNING j.job_id";
+/// The claim, one statement ($1 lease token, $2 lease seconds, $3 providers to skip, $4/$5 the
+/// studio/API running limits, $6 the window): `faceoff_claim_job` (see its migration) takes a
+/// running job whose lease expired (its worker died) if there is one, else the first queued job
+/// in fair order whose user is under their running limit, with a fresh lease; joined here with
+/// its run's inputs (one round trip and one commit per claim). The function keeps the plan on
+/// the fair index however stale the table's statistics are. Public for the benchmark's
+/// `EXPLAIN` (`cargo bench --bench queue`; the function's own plan shows with `auto_explain`).
+pub const CLAIM_SQL: &str =
+    "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,
+            j.variant_is_default, j.provider, j.routes, j.route, j.usage_markup,
+            j.endpoint, j.width, j.height, j.price, j.hold_id, j.deadline, j.attempts, j.lease_token,
+            j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key, r.blind
+     FROM faceoff_claim_job($1, $2, $3, $4, $5, $6) j JOIN generation_run r USING (run_id)";
 
 /// [`claim`] with per-user running limits (the workers pass the configured ones). The limit is
 /// read without a lock: claims racing for one user may exceed it by the number of concurrent
@@ -310,53 +300,15 @@ pub async fn claim_with(
     skip_providers: &[String],
     limits: RunningLimits,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    let token = Uuid::new_v4();
-    let expired: Option<Uuid> = sqlx::query_scalar(
-        "WITH next AS (
-             SELECT job_id FROM generation_job
-             WHERE status = 'running' AND lease_expires_at < now() AND NOT (provider = ANY($3))
-             ORDER BY lease_expires_at
-             LIMIT 1
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE generation_job j
-         SET attempts = j.attempts + 1, lease_token = $1, lease_expires_at = now() + make_interval(secs => $2)
-         FROM next WHERE j.job_id = next.job_id
-         RETURNING j.job_id",
-    )
-    .bind(token)
-    .bind(lease.as_secs_f64())
-    .bind(skip_providers)
-    .fetch_optional(pool)
-    .await?;
-    let claimed = match expired {
-        Some(job_id) => Some(job_id),
-        None => {
-            sqlx::query_scalar(CLAIM_QUEUED_SQL)
-                .bind(token)
-                .bind(lease.as_secs_f64())
-                .bind(skip_providers)
-                .bind(i64::from(limits.studio))
-                .bind(i64::from(limits.api))
-                .bind(queue::CLAIM_WINDOW)
-                .fetch_optional(pool)
-                .await?
-        }
-    };
-    let Some(job_id) = claimed else { return Ok(None) };
-    let job = sqlx::query_as::<_, ClaimedJob>(
-        "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,
-                j.variant_is_default, j.provider, j.routes, j.route, j.usage_markup,
-                j.endpoint, j.width, j.height, j.price, j.hold_id, j.deadline, j.attempts, j.lease_token,
-                j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key, r.blind
-         FROM generation_job j JOIN generation_run r USING (run_id)
-         WHERE j.job_id = $1 AND j.lease_token = $2",
-    )
-    .bind(job_id)
-    .bind(token)
-    .fetch_optional(pool)
-    .await?;
-    Ok(job)
+    sqlx::query_as::<_, ClaimedJob>(CLAIM_SQL)
+        .bind(Uuid::new_v4())
+        .bind(lease.as_secs_f64())
+        .bind(skip_providers)
+        .bind(i64::from(limits.studio))
+        .bind(i64::from(limits.api))
+        .bind(queue::CLAIM_WINDOW)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Extends the lease; `false` when the job is no longer ours (lease lost or job settled).
@@ -373,8 +325,8 @@ pub async fn heartbeat(pool: &PgPool, job: &ClaimedJob, lease: Duration) -> Resu
     Ok(done.rows_affected() == 1)
 }
 
-/// Records the provider task, and the route that accepted it, before polling it; `false` when
-/// the lease was lost.
+/// Records the provider task, and the route that accepted it, before polling it, and announces
+/// the change (one statement); `false` when the lease was lost.
 pub async fn record_submission(
     pool: &PgPool,
     job: &ClaimedJob,
@@ -382,37 +334,41 @@ pub async fn record_submission(
     route: &str,
     submission: &Submission,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = crate::db::begin(pool).await?;
-    let done = sqlx::query(
-        "UPDATE generation_job SET provider_impl = $3, submission = $4, progress = 0, route = $5
-         WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
+    let recorded = sqlx::query(
+        "WITH done AS (
+             UPDATE generation_job SET provider_impl = $3, submission = $4, progress = 0, route = $5
+             WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
+             RETURNING run_id
+         )
+         SELECT pg_notify($6, run_id::text) FROM done",
     )
     .bind(job.job_id)
     .bind(job.lease_token)
     .bind(provider_impl)
     .bind(sqlx::types::Json(submission))
     .bind(route)
-    .execute(&mut *tx)
+    .bind(CHANNEL_UPDATED)
+    .fetch_optional(pool)
     .await?;
-    notify_updated(&mut *tx, job.run_id).await?;
-    tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    Ok(recorded.is_some())
 }
 
-/// Records progress (0–1) and announces it; `false` when the lease was lost.
+/// Records progress (0–1) and announces it (one statement); `false` when the lease was lost.
 pub async fn record_progress(pool: &PgPool, job: &ClaimedJob, progress: f32) -> Result<bool, sqlx::Error> {
-    let mut tx = crate::db::begin(pool).await?;
-    let done = sqlx::query(
-        "UPDATE generation_job SET progress = $3 WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
+    let recorded = sqlx::query(
+        "WITH done AS (
+             UPDATE generation_job SET progress = $3 WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
+             RETURNING run_id
+         )
+         SELECT pg_notify($4, run_id::text) FROM done",
     )
     .bind(job.job_id)
     .bind(job.lease_token)
     .bind(progress)
-    .execute(&mut *tx)
+    .bind(CHANNEL_UPDATED)
+    .fetch_optional(pool)
     .await?;
-    notify_updated(&mut *tx, job.run_id).await?;
-    tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    Ok(recorded.is_some())
 }
 
 /// Gives a job back to the queue (the worker is shutting down): the next worker resumes it at once.
@@ -441,6 +397,9 @@ pub enum Outcome {
         width: u32,
         height: u32,
         usage_usd: Option<f64>,
+        /// The objects stored for it (the image, its thumbnail), recorded in `media_object`
+        /// (owned by the run's user) when the job settles.
+        media: Vec<NewMedia>,
     },
     Failed(String),
     Moderated(String),
@@ -456,6 +415,16 @@ impl Outcome {
             Outcome::TimedOut(_) => JobStatus::TimedOut,
         }
     }
+}
+
+/// An object stored in the object store, to record in `media_object` when its job settles.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewMedia {
+    pub key: String,
+    pub content_type: String,
+    pub byte_size: i64,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
 }
 
 /// What [`settle`] did.
@@ -475,25 +444,26 @@ pub enum SettleError {
     Ledger(#[from] LedgerError),
 }
 
-/// Settles a job exactly once, fenced by its lease token: the job's final state and the hold's
-/// post (delivered) or void (anything else) commit together.
+/// Why a delivered job is free: the sweeper voided its hold first (its deadline passed).
+const LATE_DELIVERY: &str = "delivered after the hold expired; not charged";
+
+/// What `faceoff_settle_job` answered.
+#[derive(Debug, FromRow)]
+struct SettleAnswer {
+    outcome: String,
+    charged: Option<i64>,
+}
+
+/// Settles a job exactly once, fenced by its lease token: the delivered image's media rows, the
+/// job's final state and the hold's post (delivered) or void (anything else) commit together.
+/// One statement and one commit (`faceoff_settle_job`, which resolves the hold with
+/// `ledger_resolve_hold`: the same rows as [`crate::ledger::post`] and
+/// [`crate::ledger::void`]); for a user with webhook endpoints it runs in a transaction that also
+/// writes the outbox rows.
 pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Result<Settled, SettleError> {
-    let mut tx = crate::db::begin(pool).await?;
-    // Lock the row first and check the fence, so a late worker changes nothing.
-    let owned: Option<i64> = sqlx::query_scalar(
-        "SELECT hold_id FROM generation_job WHERE job_id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",
-    )
-    .bind(job.job_id)
-    .bind(job.lease_token)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if owned.is_none() {
-        tx.rollback().await?;
-        return Ok(Settled::LostLease);
-    }
-    let refs = Refs { run_id: Some(job.run_id), job_id: Some(job.job_id), ..Refs::default() };
     let name = job.choice().label();
-    let (status, reason, charged) = match outcome {
+    let status = outcome.status();
+    let (charge, memo, reason) = match outcome {
         Outcome::Delivered { usage_usd, .. } => {
             let charge = charge_for(job.price, job.usage_markup, *usage_usd);
             let memo = if charge < job.price {
@@ -501,56 +471,81 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
             } else {
                 format!("{name}: image delivered")
             };
-            match ledger::post(&mut tx, job.hold_id, charge, &memo, refs).await {
-                Ok(_) => (JobStatus::Delivered, None, charge),
-                // The hold outlived its deadline and was voided by the sweeper: the image is free.
-                Err(LedgerError::AlreadyResolved { status: HoldStatus::Voided, .. }) => {
-                    (JobStatus::Delivered, Some("delivered after the hold expired; not charged".to_string()), 0)
-                }
-                Err(err) => return Err(err.into()),
-            }
+            (Some(charge), memo, None)
         }
         Outcome::Failed(why) | Outcome::Moderated(why) | Outcome::TimedOut(why) => {
-            let memo = format!("{name}: not charged ({})", short(why));
-            match ledger::void(&mut tx, job.hold_id, &memo, refs).await {
-                Ok(_) => {}
-                Err(LedgerError::AlreadyResolved { status: HoldStatus::Voided, .. }) => {}
-                Err(err) => return Err(err.into()),
+            (None, format!("{name}: not charged ({})", short(why)), Some(why.as_str()))
+        }
+    };
+    let (image_key, thumb_key, size, media) = match outcome {
+        Outcome::Delivered { image_key, thumb_key, width, height, media, .. } => {
+            (Some(image_key.as_str()), thumb_key.as_deref(), Some((*width as i32, *height as i32)), media.as_slice())
+        }
+        _ => (None, None, None, &[][..]),
+    };
+    let statement = |outbox: bool| {
+        sqlx::query_as::<_, SettleAnswer>(
+            "SELECT outcome, charged FROM faceoff_settle_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(job.job_id)
+        .bind(job.lease_token)
+        .bind(status)
+        .bind(reason)
+        .bind(charge)
+        .bind(&memo)
+        .bind(image_key)
+        .bind(thumb_key)
+        .bind(size.map(|s| s.0))
+        .bind(size.map(|s| s.1))
+        .bind(sqlx::types::Json(media))
+        .bind(LATE_DELIVERY)
+        .bind(outbox)
+    };
+    let answer = statement(false).fetch_one(pool).await.map_err(|err| ledger_error(err, job.hold_id))?;
+    let answer = match answer.outcome.as_str() {
+        "webhooks" => {
+            // Webhook events (`job.failed`, `run.completed`) as small rows in the settlement's
+            // transaction; they cannot fail it (a savepoint) and are delivered in the background.
+            let mut tx = crate::db::begin(pool).await?;
+            let answer = statement(true).fetch_one(&mut *tx).await.map_err(|err| ledger_error(err, job.hold_id))?;
+            if answer.outcome == "settled" {
+                crate::webhooks::outbox::job_settled(
+                    &mut tx,
+                    job.user_id,
+                    job.run_id,
+                    job.job_id,
+                    status == JobStatus::Delivered,
+                )
+                .await;
+                tx.commit().await?;
             }
-            (outcome.status(), Some(why.clone()), 0)
+            answer
         }
+        _ => answer,
     };
-    let (image_key, thumb_key, width, height) = match outcome {
-        Outcome::Delivered { image_key, thumb_key, width, height, .. } => {
-            (Some(image_key.clone()), thumb_key.clone(), Some(*width as i32), Some(*height as i32))
+    match answer.outcome.as_str() {
+        "settled" => Ok(Settled::Done { charged: answer.charged.unwrap_or(0) }),
+        "lost_lease" => Ok(Settled::LostLease),
+        other => Err(SettleError::Db(sqlx::Error::Protocol(format!("faceoff_settle_job answered {other:?}")))),
+    }
+}
+
+/// The ledger's refusals raised by `faceoff_settle_job` (the `HINT` names them) as
+/// [`LedgerError`]s; any other error as it is.
+fn ledger_error(err: sqlx::Error, hold_id: i64) -> SettleError {
+    let hint = match &err {
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|e| e.hint()).map(str::to_owned)
         }
-        _ => (None, None, None, None),
+        _ => None,
     };
-    sqlx::query(
-        "UPDATE generation_job
-         SET status = $3, reason = $4, image_key = $5, thumb_key = $6, image_width = $7, image_height = $8,
-             charged = $9, progress = CASE WHEN $3 = 'delivered' THEN 1 ELSE progress END, finished_at = now(),
-             lease_token = NULL, lease_expires_at = NULL
-         WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
-    )
-    .bind(job.job_id)
-    .bind(job.lease_token)
-    .bind(status)
-    .bind(reason)
-    .bind(image_key)
-    .bind(thumb_key)
-    .bind(width)
-    .bind(height)
-    .bind(charged)
-    .execute(&mut *tx)
-    .await?;
-    // Webhook events (`job.failed`, `run.completed`) as small rows in this transaction; they
-    // cannot fail it (a savepoint) and are delivered in the background.
-    crate::webhooks::outbox::job_settled(&mut tx, job.user_id, job.run_id, job.job_id, status == JobStatus::Delivered)
-        .await;
-    notify_updated(&mut *tx, job.run_id).await?;
-    tx.commit().await?;
-    Ok(Settled::Done { charged })
+    match hint.as_deref() {
+        Some("faceoff:hold_posted") => {
+            SettleError::Ledger(LedgerError::AlreadyResolved { hold_id, status: HoldStatus::Posted })
+        }
+        Some("faceoff:hold_not_found") => SettleError::Ledger(LedgerError::HoldNotFound(hold_id)),
+        _ => SettleError::Db(err),
+    }
 }
 
 /// What a delivered job is charged: its price; for a usage-billed job (`usage_markup` set) the

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ClaimedJob, Outcome, Settled};
+use super::{ClaimedJob, NewMedia, Outcome, Settled};
 use crate::{
     config::Config,
     providers::{self, DriveHooks, DriveLimits, Driven, GenerationRequest, Image, Providers, Route, Submission},
@@ -89,16 +89,26 @@ impl Engine {
     }
 
     /// Claims and runs at most one job; `Ok(false)` when there was none. (Tests and the
-    /// benchmark drive workers with this; the pool loops over it.)
+    /// benchmark drive workers with this; the pool loops over [`Engine::claim`] and
+    /// [`Engine::run_job`].)
     pub async fn run_once(&self, shutdown: &CancellationToken) -> anyhow::Result<bool> {
-        let skip = self.limits.saturated();
-        let Some(job) = super::claim_with(&self.pool, self.options.lease, &skip, self.options.running_limits).await?
-        else {
+        let Some(job) = self.claim().await? else {
             return Ok(false);
         };
-        let _permit = self.limits.get(&job.provider).acquire_owned().await?;
-        self.run_claimed(job, shutdown).await?;
+        self.run_job(job, shutdown).await?;
         Ok(true)
+    }
+
+    /// Claims the next job of a provider with a free slot in this process.
+    async fn claim(&self) -> anyhow::Result<Option<ClaimedJob>> {
+        let skip = self.limits.saturated();
+        Ok(super::claim_with(&self.pool, self.options.lease, &skip, self.options.running_limits).await?)
+    }
+
+    /// Runs a claimed job in its provider's slot.
+    async fn run_job(&self, job: ClaimedJob, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let _permit = self.limits.get(&job.provider).acquire_owned().await?;
+        self.run_claimed(job, shutdown).await
     }
 
     /// Runs a claimed job to its end (or gives it back on shutdown), keeping its lease alive.
@@ -226,7 +236,11 @@ impl Engine {
         })
     }
 
-    /// Stores the delivered image (owner = the run's user) and its WebP thumbnail.
+    /// Stores the delivered image and, when it is larger than the thumbnail box, its WebP
+    /// thumbnail; their `media_object` rows (owner = the run's user) are written when the job
+    /// settles. An image already within the box is its own thumbnail (the pages fall back to
+    /// the original when a job has none): decoding and encoding it again would only make a
+    /// larger copy.
     async fn store_image(&self, job: &ClaimedJob, image: Image) -> anyhow::Result<Outcome> {
         let Image { bytes, content_type, width, height, usage_usd } = image;
         let ext = match content_type.as_str() {
@@ -235,39 +249,44 @@ impl Engine {
             _ => "jpg",
         };
         let image_key = format!("runs/{}/{}.{ext}", job.run_id, job.job_id);
-        let thumb_key = format!("runs/{}/{}.thumb.webp", job.run_id, job.job_id);
-        let for_thumb = bytes.clone();
-        let thumb = storage::images::run(move || storage::thumbnail_webp(&for_thumb, 512)).await?;
-        storage::save(
-            &self.pool,
-            &self.store,
-            &image_key,
-            bytes,
-            &content_type,
-            Some((width, height)),
-            Some(job.user_id),
-        )
-        .await?;
+        let fits = matches!(
+            storage::images::probe(&bytes, &storage::images::GENERATED),
+            Ok(p) if p.width <= THUMB_SIDE && p.height <= THUMB_SIDE
+        );
+        let thumb = if fits {
+            None
+        } else {
+            let for_thumb = bytes.clone();
+            Some(storage::images::run(move || storage::thumbnail_webp(&for_thumb, THUMB_SIDE)).await?)
+        };
+        let mut media = vec![NewMedia {
+            key: image_key.clone(),
+            content_type: content_type.clone(),
+            byte_size: bytes.len() as i64,
+            width: Some(width as i32),
+            height: Some(height as i32),
+        }];
+        self.store.put(&image_key, bytes).await?;
         let thumb_key = match thumb {
-            Ok((thumb, w, h)) => {
-                storage::save(
-                    &self.pool,
-                    &self.store,
-                    &thumb_key,
-                    thumb,
-                    "image/webp",
-                    Some((w, h)),
-                    Some(job.user_id),
-                )
-                .await?;
+            None => None,
+            Some(Ok((thumb, w, h))) => {
+                let thumb_key = format!("runs/{}/{}.thumb.webp", job.run_id, job.job_id);
+                media.push(NewMedia {
+                    key: thumb_key.clone(),
+                    content_type: "image/webp".into(),
+                    byte_size: thumb.len() as i64,
+                    width: Some(w as i32),
+                    height: Some(h as i32),
+                });
+                self.store.put(&thumb_key, thumb).await?;
                 Some(thumb_key)
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 tracing::warn!(job = %job.job_id, "no thumbnail: {err:#}");
                 None
             }
         };
-        Ok(Outcome::Delivered { image_key, thumb_key, width, height, usage_usd })
+        Ok(Outcome::Delivered { image_key, thumb_key, width, height, usage_usd, media })
     }
 
     /// One worker: claims and runs jobs until `shutdown`.
@@ -277,30 +296,46 @@ impl Engine {
             if shutdown.is_cancelled() {
                 break;
             }
-            // Register for a wake-up before looking, so a notification in between is not lost.
-            let notified = self.wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.run_once(&shutdown).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(err) => tracing::warn!(worker = id, "worker: {err:#}"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(self.options.idle_poll) => {}
+            let job = {
+                // Register for a wake-up before looking, so a notification in between is not
+                // lost; only while claiming: a wake-up that comes while this worker runs a job
+                // belongs to an idle one (dropping this registration passes it on).
+                let notified = self.wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match self.claim().await {
+                    Ok(Some(job)) => job,
+                    claimed => {
+                        if let Err(err) = claimed {
+                            tracing::warn!(worker = id, "worker: {err:#}");
+                        }
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = &mut notified => {}
+                            _ = tokio::time::sleep(self.options.idle_poll) => {}
+                        }
+                        continue;
+                    }
+                }
+            };
+            // There may be more: pass the wake-up on to one idle worker (a burst of new jobs
+            // wakes the workers one claim at a time, not all of them for each NOTIFY).
+            self.wake.notify_one();
+            if let Err(err) = self.run_job(job, &shutdown).await {
+                tracing::warn!(worker = id, "worker: {err:#}");
             }
         }
         tracing::debug!(worker = id, "worker stopped");
     }
 
-    /// Forwards `NOTIFY` on the queue channel to idle workers until `shutdown` (a reconnection
-    /// wakes them too: jobs queued meanwhile were announced to nobody).
+    /// Forwards `NOTIFY` on the queue channel to one idle worker until `shutdown` (a
+    /// reconnection wakes one too: jobs queued meanwhile were announced to nobody). A worker
+    /// that claims a job wakes the next one, so every idle worker joins while there is work and
+    /// an announcement costs one empty claim at most, instead of one per idle worker.
     async fn listen(self, shutdown: CancellationToken) {
         let wake = self.wake.clone();
         crate::db::listen(&self.pool, super::CHANNEL_QUEUED, "job listener", &shutdown, |_| {
-            wake.notify_waiters();
+            wake.notify_one();
             std::future::ready(())
         })
         .await;
@@ -320,6 +355,9 @@ fn job_endpoint(job: &ClaimedJob) -> String {
 fn adapter_label(via: &str) -> &'static str {
     providers::ADAPTERS.iter().find(|a| **a == via).copied().unwrap_or("sandbox")
 }
+
+/// The longest side of a thumbnail (the web rendition the pages show).
+const THUMB_SIDE: u32 = 512;
 
 enum Step {
     /// Settle with this outcome; the label of the adapter that produced it.

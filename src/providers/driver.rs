@@ -269,8 +269,12 @@ fn kept_failing(failures: u32, why: &str) -> String {
     format!("the provider kept failing ({failures} attempts): {why}")
 }
 
-/// Sleeps for `duration`, but never past `deadline`; `false` when cancelled instead.
+/// Sleeps for `duration`, but never past `deadline`; `false` when cancelled instead. A zero
+/// duration does not wait (nor arm a timer).
 async fn sleep(duration: Duration, deadline: Instant, cancel: &CancellationToken) -> bool {
+    if duration.is_zero() {
+        return !cancel.is_cancelled();
+    }
     let until = (Instant::now() + duration).min(deadline);
     tokio::select! {
         biased;

@@ -128,7 +128,11 @@ impl Provider for SandboxProvider {
         Ok(Poll::Ready(Image { bytes, content_type: "image/jpeg".into(), width, height, usage_usd: None }))
     }
 
+    /// A zero-latency sandbox is ready at its first poll: no wait (and no timer) before it.
     fn poll_interval(&self, _attempt: u32) -> Duration {
+        if self.latency.is_zero() {
+            return Duration::ZERO;
+        }
         (self.latency / 8).clamp(Duration::from_millis(10), Duration::from_millis(400))
     }
 }
