@@ -52,8 +52,8 @@ BEGIN
                AND q.fair_slot BETWEEN v_slot AND j.fair_slot
                AND (q.fair_slot < j.fair_slot OR (q.interactive AND NOT j.interactive)
                     OR (q.interactive = j.interactive AND q.job_id < j.job_id))
-               AND NOT (q.fair_slot < v_slot OR (q.interactive AND NOT v_interactive)
-                        OR (q.interactive = v_interactive AND q.job_id < v_job));
+               AND NOT (q.fair_slot = v_slot AND ((q.interactive AND NOT v_interactive)
+                                                  OR (q.interactive = v_interactive AND q.job_id < v_job)));
             ahead := LEAST(ahead, p_max);
         END IF;
         job_id := j.job_id;
