@@ -239,6 +239,7 @@ pub fn spawn_background(state: &AppState, shutdown: CancellationToken) -> Vec<to
     );
     tasks.push(state.catalog.spawn_listener(state.pool.clone(), shutdown.clone()));
     tasks.push(state.pages.spawn_listener(state.pool.clone(), shutdown.clone()));
+    tasks.push(state.api_keys.spawn_listener(state.pool.clone(), shutdown.clone()));
     // Webhook deliveries (every process sends its share: claims skip locked rows).
     match crate::webhooks::Deliverer::new(state.pool.clone(), state.config.webhooks) {
         Ok(deliverer) => tasks.extend(deliverer.spawn(shutdown.clone())),

@@ -7,7 +7,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::rate_limit::{ApiLimits, Throttle, store::LimitStore},
+    accounts::{
+        api_keys::KeyCache,
+        rate_limit::{ApiLimits, Throttle, store::LimitStore},
+    },
     catalog::{
         CatalogHandle,
         showcase::{ShowcaseDeps, Showcases},
@@ -40,6 +43,8 @@ pub struct AppState {
     pub throttle: Arc<Throttle>,
     /// The JSON API's request rate limits per key and address, global across instances.
     pub api_limits: Arc<ApiLimits>,
+    /// API keys found valid recently (used while its revocation listener runs).
+    pub api_keys: Arc<KeyCache>,
     /// Signs the device cookies of browsers that signed in (shared by every instance).
     pub device_key: Arc<[u8; 32]>,
     /// Cancelled when the process shuts down: background work stops and live streams end.
@@ -88,6 +93,7 @@ impl AppState {
             payments,
             throttle,
             api_limits,
+            api_keys: Arc::default(),
             device_key,
             shutdown,
             catalog,

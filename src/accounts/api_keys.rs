@@ -1,11 +1,26 @@
 //! Personal API keys: a user creates keys for scripts (`fo_` + 32 random bytes, shown once), the
 //! JSON API authenticates with them. Only the key's SHA-256 is stored, with a short prefix so
 //! the owner can tell keys apart; a revoked key stops working at once. SQL on `api_key`.
+//!
+//! [`KeyCache`] keeps the keys this process found valid for up to [`CACHE_TTL`], so an API
+//! request costs no lookup; a trigger announces every revocation and deletion on
+//! [`REVOKED_CHANNEL`] (whichever path made it: the keys page, a password change or reset, an
+//! account deletion, SQL by hand), and every instance's listener empties its cache on it.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Every key starts with this.
@@ -35,6 +50,10 @@ pub struct KeyOwner {
 /// most once a minute in the same statement: writing the key's row on every request made a
 /// client's parallel requests queue on its row lock (and cost a WAL flush each).
 pub async fn authenticate(db: impl PgExecutor<'_>, secret: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
+    authenticate_hash(db, &hash(secret)).await
+}
+
+async fn authenticate_hash(db: impl PgExecutor<'_>, hash: &[u8]) -> Result<Option<KeyOwner>, sqlx::Error> {
     sqlx::query_as(
         "WITH key AS (
              SELECT api_key_id, user_id, last_used_at FROM api_key WHERE secret_hash = $1 AND revoked_at IS NULL
@@ -45,9 +64,104 @@ pub async fn authenticate(db: impl PgExecutor<'_>, secret: &str) -> Result<Optio
          )
          SELECT api_key_id, user_id FROM key",
     )
-    .bind(hash(secret))
+    .bind(hash)
     .fetch_optional(db)
     .await
+}
+
+/// Where the `api_key` triggers announce a revoked or deleted key (the payload is its id).
+pub const REVOKED_CHANNEL: &str = "faceoff_api_key_revoked";
+/// The longest a key found valid is trusted without asking the database again: a bound on a
+/// revocation missed while an instance's listener was reconnecting, and how often a key in
+/// steady use is looked up (which also records its use, [`authenticate`]).
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// At most this many keys are kept (then new ones are looked up every time until some expire).
+const CACHE_MAX: usize = 10_000;
+
+/// Keys this process found valid recently, by the SHA-256 of the secret (never the secret).
+/// Used only while its listener ([`KeyCache::spawn_listener`]) follows [`REVOKED_CHANNEL`]: any
+/// notification empties it (revocations are rare), and so does every (re)connection of the
+/// listener, since notifications sent while it was disconnected are lost. A lookup that started
+/// before a notification is not cached (the generation counter), so a key revoked during its
+/// lookup is not kept. Without a running listener (tests, tools) every request asks the
+/// database, as before.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: RwLock<HashMap<Vec<u8>, (KeyOwner, Instant)>>,
+    generation: AtomicU64,
+    live: AtomicBool,
+}
+
+impl KeyCache {
+    /// The owner of `secret` if it is a valid key: from the cache, or from [`authenticate`]
+    /// (then cached).
+    pub async fn authenticate(&self, pool: &PgPool, secret: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
+        let hash = hash(secret);
+        let live = self.live.load(Ordering::Acquire);
+        if live && let Some(owner) = self.get(&hash) {
+            return Ok(Some(owner));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let owner = authenticate_hash(pool, &hash).await?;
+        if live && let Some(owner) = owner {
+            self.put(hash, owner, generation);
+        }
+        Ok(owner)
+    }
+
+    fn get(&self, hash: &[u8]) -> Option<KeyOwner> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.get(hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(owner, _)| *owner)
+    }
+
+    fn put(&self, hash: Vec<u8>, owner: KeyOwner, generation: u64) {
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock `forget_all` takes: a notification since the lookup wins.
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if keys.len() >= CACHE_MAX && !keys.contains_key(&hash) {
+            keys.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            if keys.len() >= CACHE_MAX {
+                return;
+            }
+        }
+        keys.insert(hash, (owner, Instant::now()));
+    }
+
+    /// Whether `secret` is cached now (for tests).
+    pub fn holds(&self, secret: &str) -> bool {
+        self.get(&hash(secret)).is_some()
+    }
+
+    /// Whether the listener follows revocations (the cache is in use).
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Drops every cached key: on every notification, and at once after this process revoked
+    /// keys itself (its own notification follows).
+    pub fn forget_all(&self) {
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        keys.clear();
+    }
+
+    /// Follows [`REVOKED_CHANNEL`] until `shutdown`, emptying the cache on every notification
+    /// and (re)connection; the cache is used from the first connection on.
+    pub fn spawn_listener(self: &Arc<Self>, pool: PgPool, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            crate::db::listen(&pool, REVOKED_CHANNEL, "api key cache listener", &shutdown, |_| {
+                cache.forget_all();
+                cache.live.store(true, Ordering::Release);
+                std::future::ready(())
+            })
+            .await;
+            cache.live.store(false, Ordering::Release);
+            cache.forget_all();
+        })
+    }
 }
 
 /// A key as its owner sees it in the list.

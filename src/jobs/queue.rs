@@ -102,7 +102,7 @@ pub async fn next_slot(db: impl PgExecutor<'_>, user_id: Uuid, source: Source) -
 
 /// How many of the latest starts [`start_rate`] reads: enough for a steady estimate, and a bound
 /// on its cost however busy the route is.
-const RATE_SAMPLE: i64 = 200;
+pub const RATE_SAMPLE: i32 = 200;
 
 /// Jobs of a provider route (or all routes) that started recently, per second (`None` without
 /// any): the latest [`RATE_SAMPLE`] starts of the last 5 minutes over the time since the oldest
@@ -127,10 +127,16 @@ pub async fn start_rate(db: impl PgExecutor<'_>, provider: Option<&str>) -> Resu
     }
     .fetch_one(db)
     .await?;
-    Ok(match span {
+    Ok(rate(count, span))
+}
+
+/// Starts per second from `count` starts over the `span` seconds since the oldest of them (at
+/// least 10 s); `None` without any.
+pub fn rate(count: i64, span: Option<f64>) -> Option<f64> {
+    match span {
         Some(span) if count > 0 => Some(count as f64 / span.max(10.0)),
         _ => None,
-    })
+    }
 }
 
 /// Positions are counted up to this many jobs ahead ("more than 10,000 jobs ahead").
@@ -200,44 +206,19 @@ pub fn seconds_label(secs: u64) -> String {
     }
 }
 
-/// The places of queued jobs that share a provider route, a fair slot and a source (the jobs of
-/// one run on one route), each with the estimated start: one count of the jobs ahead of the
-/// first, then only the few queued between it and each of the others (same slot and source,
-/// claimed in `job_id` order), so a run's places cost one scan of the queue, not one per job.
-/// Returned in the order of `job_ids`.
-pub async fn waits_for(
-    db: &mut PgConnection,
-    provider: &str,
-    slot: i64,
-    interactive: bool,
-    job_ids: &[Uuid],
-) -> Result<Vec<(Uuid, Wait)>, sqlx::Error> {
-    let Some(first) = job_ids.iter().min().copied() else {
-        return Ok(Vec::new());
-    };
-    let ahead_first = ahead_of(&mut *db, Some(provider), slot, interactive, first).await?;
-    let rate = start_rate(&mut *db, Some(provider)).await?;
-    let mut out = Vec::with_capacity(job_ids.len());
-    for &job_id in job_ids {
-        let between: i64 = if job_id == first {
-            0
-        } else {
-            sqlx::query_scalar(
-                "SELECT count(*) FROM generation_job
-                 WHERE status = 'queued' AND provider = $1 AND fair_slot = $2 AND interactive = $3
-                   AND job_id >= $4 AND job_id < $5",
-            )
-            .bind(provider)
-            .bind(slot)
-            .bind(interactive)
-            .bind(first)
-            .bind(job_id)
-            .fetch_one(&mut *db)
-            .await?
-        };
-        out.push((job_id, Wait::new((ahead_first + between).min(MAX_COUNTED), rate)));
-    }
-    Ok(out)
+/// The places of those of `job_ids` that are queued, each with the estimated start: the jobs of
+/// its provider route claimed before it (up to [`MAX_COUNTED`]) and the route's [`start_rate`],
+/// in one statement (`job_queue_places`, which counts each route's queue once for all the
+/// jobs given, not once per job). Jobs not queued are left out.
+pub async fn places(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> Result<Vec<(Uuid, Wait)>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, i64, Option<f64>)> =
+        sqlx::query_as("SELECT job_id, ahead, started, span FROM job_queue_places($1, $2, $3)")
+            .bind(job_ids)
+            .bind(MAX_COUNTED)
+            .bind(RATE_SAMPLE)
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().map(|(id, ahead, started, span)| (id, Wait::new(ahead, rate(started, span)))).collect())
 }
 
 /// The wait a new studio run of `user_id` would have now (all routes together): shown in the

@@ -322,8 +322,16 @@ async fn create_run(
         &key,
     )
     .await?;
-    let run = super::find_owned(&state.pool, created.run_id, user.user_id).await?.ok_or_else(AppError::not_found)?;
-    let view = RunView::load(&state.pool, &run).await?;
+    // A new run is answered from what its creation statement wrote and counted; a replayed one
+    // is read back.
+    let view = match &created.fresh {
+        Some(fresh) => RunView::fresh(fresh),
+        None => {
+            let run =
+                super::find_owned(&state.pool, created.run_id, user.user_id).await?.ok_or_else(AppError::not_found)?;
+            RunView::load(&state.pool, &run).await?
+        }
+    };
     let status = if created.replayed { StatusCode::OK } else { StatusCode::CREATED };
     let location = format!("/api/v1/runs/{}", created.run_id);
     Ok((status, [(header::LOCATION, location)], Json(view)).into_response())

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     catalog::{Catalog, Mode, Model, ModelChoice, Variant},
     config::QueueSettings,
-    jobs::{HOLD_GRACE, JOB_DEADLINE, Source, queue},
+    jobs::{HOLD_GRACE, JOB_DEADLINE, Job, JobStatus, Source, queue},
     ledger::{self, LedgerError},
     providers::dimensions,
     storage::{
@@ -416,10 +416,13 @@ impl From<LedgerError> for CreateError {
 }
 
 /// Submits a run as the studio form or the API sent it, in the order that keeps refusals cheap:
-/// a replayed idempotency key answers at once (or is a [`CreateError::KeyConflict`] when it
-/// named another request); then the cheap checks (fields, models, mode, the reference image's
-/// size and header); then the credits; only then is the reference image decoded (off the async
-/// threads, a few at a time) and the run created. A refused run stores nothing.
+/// the cheap checks (fields, models, mode, the reference image's size and header); then the
+/// credits; only then is the reference image decoded (off the async threads, a few at a time)
+/// and the run created. A used idempotency key replays its run (or is a
+/// [`CreateError::KeyConflict`] when it named another request) whatever the checks would say
+/// now: the creation statement checks the key first, a refused request looks it up before
+/// answering, and a request with a reference image looks it up before decoding. A refused run
+/// stores nothing.
 #[allow(clippy::too_many_arguments)]
 pub async fn submit(
     pool: &PgPool,
@@ -433,10 +436,19 @@ pub async fn submit(
     idempotency_key: &str,
 ) -> Result<Created, CreateError> {
     let asked = fingerprint(input, upload.as_deref());
-    if let Some(created) = replay(pool, user_id, idempotency_key, &asked).await? {
+    if upload.is_some()
+        && let Some(created) = replay(pool, user_id, idempotency_key, &asked).await?
+    {
         return Ok(created);
     }
-    let mut valid = validate(catalog, input, upload.as_deref()).map_err(CreateError::Invalid)?;
+    let mut valid = match validate(catalog, input, upload.as_deref()) {
+        Ok(valid) => valid,
+        // A retry of a run accepted before (the catalog may have changed since) gets that run.
+        Err(errors) => match replay(pool, user_id, idempotency_key, &asked).await? {
+            Some(created) => return Ok(created),
+            None => return Err(CreateError::Invalid(errors)),
+        },
+    };
     valid.source = source;
     if let Some(bytes) = upload {
         // Decoding is the expensive part: refuse a run the wallet cannot pay for before it (the
@@ -463,19 +475,47 @@ pub const BUSY_RETRY_AFTER: u64 = 30;
 async fn replay(pool: &PgPool, user_id: Uuid, key: &str, asked: &[u8; 32]) -> Result<Option<Created>, CreateError> {
     match find_by_key(pool, user_id, key).await? {
         None => Ok(None),
-        Some((run_id, Some(stored))) if stored.as_slice() != asked.as_slice() => {
+        Some((run_id, stored)) => replayed(key, asked, run_id, stored).map(Some),
+    }
+}
+
+/// The answer to a used idempotency key: the run it made when `asked` is the same request,
+/// otherwise a [`CreateError::KeyConflict`].
+fn replayed(key: &str, asked: &[u8; 32], run_id: Uuid, stored: Option<Vec<u8>>) -> Result<Created, CreateError> {
+    match stored {
+        Some(stored) if stored.as_slice() != asked.as_slice() => {
             Err(CreateError::KeyConflict { key: key.to_string(), run_id })
         }
-        Some((run_id, _)) => Ok(Some(Created { run_id, replayed: true })),
+        _ => Ok(Created { run_id, replayed: true, fresh: None }),
     }
 }
 
 /// The created (or, for a replayed idempotency key, the existing) run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Created {
     pub run_id: Uuid,
     /// True when the key was used before and no new run was made.
     pub replayed: bool,
+    /// A new run as the creation statement wrote it (what `POST /api/v1/runs` answers without
+    /// reading it back); `None` for a replay.
+    pub fresh: Option<Box<Fresh>>,
+}
+
+/// A run just created, its jobs, and (when asked for, [`Places::Counted`]) their places in the
+/// queue at creation, as `jobs::queue::places` reads them.
+#[derive(Debug, Clone)]
+pub struct Fresh {
+    pub run: super::Run,
+    pub jobs: Vec<Job>,
+    pub places: Vec<(Uuid, queue::Wait)>,
+}
+
+/// Whether the creation statement also counts the new jobs' places in the queue (the API
+/// answers with them; the studio shows the run page, which counts them itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Places {
+    Counted,
+    Skipped,
 }
 
 /// Creates the run, one job per model and one hold per job (`job:{id}:hold`) in one
@@ -493,9 +533,6 @@ pub async fn create_run(
     run: &ValidRun,
     idempotency_key: &str,
 ) -> Result<Created, CreateError> {
-    if let Some(created) = replay(pool, user_id, idempotency_key, &run.fingerprint).await? {
-        return Ok(created);
-    }
     create_new(pool, store, queue_settings, user_id, run, idempotency_key).await
 }
 
@@ -527,12 +564,25 @@ struct Outcome {
     balance: Option<i64>,
     webhooks: Option<bool>,
     waited: Option<f64>,
+    /// 'key_used': the run the key made, and its request's fingerprint.
+    existing_run: Option<Uuid>,
+    existing_fingerprint: Option<Vec<u8>>,
+    /// 'created': when, the first fair slot, the holds in position order.
+    run_created_at: Option<OffsetDateTime>,
+    first_slot: Option<i64>,
+    hold_ids: Option<Vec<i64>>,
+    /// 'created' with places asked for: per queued job (see `job_queue_places`).
+    place_job_ids: Option<Vec<Uuid>>,
+    place_ahead: Option<Vec<i64>>,
+    place_started: Option<Vec<i64>>,
+    place_span: Option<Vec<f64>>,
 }
 
-/// [`create_run`] after the idempotency key was checked: the run, its jobs and their holds in
-/// one statement (`faceoff_create_run`, which calls the ledger's `ledger_reserve_holds`), so a
-/// run costs one round trip and one commit; with a reference image the statement runs in a
-/// transaction that commits once the image is stored.
+/// The run, its jobs and their holds in one statement (`faceoff_create_run`, which checks the
+/// idempotency key first and calls the ledger's `ledger_reserve_holds`), so a run costs one
+/// round trip and one commit; with a reference image the statement runs in a transaction that
+/// commits once the image is stored. API runs also get their jobs' places in the queue from the
+/// same statement.
 async fn create_new(
     pool: &PgPool,
     store: &Store,
@@ -580,9 +630,13 @@ async fn create_new(
         })
         .collect();
 
+    let places = if run.source.interactive() { Places::Skipped } else { Places::Counted };
+    let shown_order = run.blind.then(|| shuffled_positions(run.selections.len()));
     let statement = sqlx::query_as::<_, Outcome>(
-        "SELECT outcome, queued, balance, webhooks, waited FROM faceoff_create_run(
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        "SELECT outcome, queued, balance, webhooks, waited, existing_run, existing_fingerprint, run_created_at,
+                first_slot, hold_ids, place_job_ids, place_ahead, place_started, place_span
+         FROM faceoff_create_run(
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(run_id)
     .bind(user_id)
@@ -597,12 +651,14 @@ async fn create_new(
     .bind(run.source.as_str())
     .bind(run.use_case.as_deref())
     .bind(run.blind)
-    .bind(run.blind.then(|| shuffled_positions(run.selections.len())))
+    .bind(&shown_order)
     .bind(i64::from(limits.max_queued))
     .bind(deadline)
     .bind(hold_deadline)
     .bind(sqlx::types::Json(&jobs))
-    .bind(queue_settings.max_age.map(|age| age.as_secs_f64()));
+    .bind(queue_settings.max_age.map(|age| age.as_secs_f64()))
+    .bind((places == Places::Counted).then_some(queue::MAX_COUNTED))
+    .bind(queue::RATE_SAMPLE);
 
     let answer = match &run.reference {
         None => statement.fetch_one(pool).await.map(|outcome| (outcome, None)),
@@ -658,10 +714,13 @@ async fn create_new(
             return Err(CreateError::InsufficientCredits { need: run.total, have: outcome.balance.unwrap_or(0) });
         }
         "key_used" => {
-            // A concurrent submission with the same key won the race.
-            return replay(pool, user_id, idempotency_key, &run.fingerprint).await?.ok_or_else(|| {
-                CreateError::Other(anyhow::anyhow!("run with key {idempotency_key:?} vanished after a conflict"))
-            });
+            // The key was used before (or by a concurrent submission that won the race).
+            let Some(existing) = outcome.existing_run else {
+                return Err(CreateError::Other(anyhow::anyhow!(
+                    "run with key {idempotency_key:?} vanished after a conflict"
+                )));
+            };
+            return replayed(idempotency_key, &run.fingerprint, existing, outcome.existing_fingerprint);
         }
         other => return Err(CreateError::Other(anyhow::anyhow!("faceoff_create_run answered {other:?}"))),
     }
@@ -678,7 +737,86 @@ async fn create_new(
         tx.commit().await?;
     }
     metrics::counter!("runs_created_total").increment(1);
-    Ok(Created { run_id, replayed: false })
+    let fresh = written(user_id, run_id, run, &jobs, &outcome, reference_key, shown_order);
+    Ok(Created { run_id, replayed: false, fresh: fresh.map(Box::new) })
+}
+
+/// The run and jobs `faceoff_create_run` wrote, as [`super::find`] and [`jobs::for_run`] would
+/// read them back (the columns the statement leaves to their defaults are a new job's), with the
+/// places it counted. `None` if the statement did not say what only it knows.
+fn written(
+    user_id: Uuid,
+    run_id: Uuid,
+    run: &ValidRun,
+    jobs: &[JobRow<'_>],
+    outcome: &Outcome,
+    reference_key: String,
+    shown_order: Option<Vec<i16>>,
+) -> Option<Fresh> {
+    let created_at = outcome.run_created_at?;
+    let first_slot = outcome.first_slot?;
+    let holds = outcome.hold_ids.as_deref()?;
+    let interactive = run.source.interactive();
+    let stored = super::Run {
+        run_id,
+        user_id,
+        prompt: run.prompt.clone(),
+        mode: run.mode,
+        aspect_ratio: run.aspect_ratio.clone(),
+        seed: i64::from(run.seed),
+        reference_key: run.reference.as_ref().map(|_| reference_key),
+        total_price: run.total,
+        created_at,
+        use_case: run.use_case.clone(),
+        blind: run.blind,
+        shown_order,
+        revealed_at: None,
+    };
+    let rows = jobs
+        .iter()
+        .zip(holds)
+        .enumerate()
+        .map(|(position, (row, &hold_id))| Job {
+            job_id: row.job_id,
+            run_id,
+            position: position as i16,
+            model_slug: row.model_slug.to_string(),
+            model_name: row.model_name.to_string(),
+            variant_slug: row.variant_slug.to_string(),
+            variant_name: row.variant_name.to_string(),
+            variant_is_default: row.variant_is_default,
+            provider: row.provider.to_string(),
+            route: None,
+            width: row.width as i32,
+            height: row.height as i32,
+            price: row.price,
+            hold_id,
+            status: JobStatus::Queued,
+            attempts: 0,
+            progress: None,
+            reason: None,
+            image_key: None,
+            thumb_key: None,
+            image_width: None,
+            image_height: None,
+            charged: None,
+            started_at: None,
+            finished_at: None,
+            created_at,
+            interactive,
+            fair_slot: if interactive { first_slot } else { first_slot + position as i64 },
+        })
+        .collect();
+    let places = match (&outcome.place_job_ids, &outcome.place_ahead, &outcome.place_started, &outcome.place_span) {
+        (Some(ids), Some(ahead), Some(started), Some(span)) => ids
+            .iter()
+            .zip(ahead)
+            .zip(started.iter().zip(span))
+            .map(|((&id, &ahead), (&started, &span))| (id, queue::Wait::new(ahead, queue::rate(started, Some(span)))))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(Fresh { run: stored, jobs: rows, places })
 }
 
 /// The display order of a blind run: the job positions in a random order (Model A is

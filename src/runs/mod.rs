@@ -439,30 +439,36 @@ impl RunView {
     /// Adds the place in the queue of each queued job of `jobs` (the jobs this view was built
     /// from). A masked view gets none: the queues are per provider route, so a job's place
     /// could tell its model.
-    pub async fn with_waits(mut self, pool: &sqlx::PgPool, jobs: &[Job]) -> Result<RunView, sqlx::Error> {
-        let masked = self.blind && !self.revealed;
-        if masked || !jobs.iter().any(|j| j.status == JobStatus::Queued) {
+    pub async fn with_waits(self, pool: &sqlx::PgPool, jobs: &[Job]) -> Result<RunView, sqlx::Error> {
+        if self.blind && !self.revealed {
             return Ok(self);
         }
-        // The jobs of one run share a fair slot and a source; group them by route.
-        let mut groups: Vec<(&str, i64, bool, Vec<Uuid>)> = Vec::new();
-        for job in jobs.iter().filter(|j| j.status == JobStatus::Queued) {
-            match groups.iter_mut().find(|(provider, slot, interactive, _)| {
-                *provider == job.provider && *slot == job.fair_slot && *interactive == job.interactive
-            }) {
-                Some((_, _, _, ids)) => ids.push(job.job_id),
-                None => groups.push((&job.provider, job.fair_slot, job.interactive, vec![job.job_id])),
+        let queued: Vec<Uuid> = jobs.iter().filter(|j| j.status == JobStatus::Queued).map(|j| j.job_id).collect();
+        if queued.is_empty() {
+            return Ok(self);
+        }
+        let places = jobs::queue::places(pool, &queued).await?;
+        Ok(self.with_places(&places))
+    }
+
+    /// Adds these places in the queue (`jobs::queue::places`) to the jobs they name (none to a
+    /// masked view).
+    pub fn with_places(mut self, places: &[(Uuid, jobs::Wait)]) -> RunView {
+        if self.blind && !self.revealed {
+            return self;
+        }
+        for (job_id, wait) in places {
+            if let Some(shown) = self.jobs.iter_mut().find(|v| v.id == *job_id) {
+                shown.queue = Some(wait.clone());
             }
         }
-        let mut conn = pool.acquire().await?;
-        for (provider, slot, interactive, ids) in groups {
-            for (job_id, wait) in jobs::queue::waits_for(&mut conn, provider, slot, interactive, &ids).await? {
-                if let Some(shown) = self.jobs.iter_mut().find(|v| v.id == job_id) {
-                    shown.queue = Some(wait);
-                }
-            }
-        }
-        Ok(self)
+        self
+    }
+
+    /// The view of a run just created, from what the creation statement wrote and counted
+    /// (`create::Fresh`): the same answer [`RunView::load`] would give, without reading it back.
+    pub fn fresh(fresh: &create::Fresh) -> RunView {
+        RunView::for_owner(&fresh.run, &fresh.jobs, false).with_places(&fresh.places)
     }
 }
 

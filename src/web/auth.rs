@@ -20,7 +20,11 @@ use tower_sessions::Session;
 use uuid::Uuid;
 
 use crate::{
-    accounts::{self, CurrentUser, SESSION_USER_KEY, api_keys, rate_limit::ApiLimits},
+    accounts::{
+        self, CurrentUser, SESSION_USER_KEY,
+        api_keys::{self, KeyCache},
+        rate_limit::ApiLimits,
+    },
     config::Config,
     web::{client_ip::ClientIp, error::AppError, rate_limit::QuotaSlot},
 };
@@ -164,6 +168,7 @@ impl<S> FromRequestParts<S> for ApiUser
 where
     PgPool: FromRef<S>,
     Arc<ApiLimits>: FromRef<S>,
+    Arc<KeyCache>: FromRef<S>,
     Arc<Config>: FromRef<S>,
     S: Send + Sync,
 {
@@ -180,7 +185,7 @@ where
             .map(str::trim)
             .filter(|s| api_keys::looks_like_key(s));
         let owner = match secret {
-            Some(secret) => api_keys::authenticate(&PgPool::from_ref(state), secret).await?,
+            Some(secret) => Arc::<KeyCache>::from_ref(state).authenticate(&PgPool::from_ref(state), secret).await?,
             None => None,
         };
         let Some(owner) = owner else {

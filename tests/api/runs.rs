@@ -737,6 +737,123 @@ async fn the_json_api_with_personal_keys() {
     app.assert_invariants().await;
 }
 
+/// `POST /api/v1/runs` answers a new run from its creation statement: the answer is what
+/// reading the run back shows, places in the queue included; a used key replays its run before
+/// any other check (here: a wallet that could not pay for it again) or conflicts.
+#[tokio::test]
+async fn a_new_runs_answer_is_what_reading_it_back_shows() {
+    let app = TestApp::spawn().await;
+    app.signed_in_user(76).await;
+    let key = api_key(&app.browser).await;
+    let (api, _) = new_client();
+    let body = json!({"prompt": "answer", "models": ["flux-2", "flux-ultra-1-1"], "mode": "2k", "seed": 7});
+    let send = |body: serde_json::Value, idem: &str| {
+        api.post(app.url("/api/v1/runs")).bearer_auth(&key).header("Idempotency-Key", idem).json(&body).send()
+    };
+    let mut answers = Vec::new();
+    for idem in ["answer-1", "answer-2"] {
+        let created = send(body.clone(), idem).await.expect("create");
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let answer: serde_json::Value = created.json().await.expect("json");
+        let id = answer["id"].as_str().expect("id").to_string();
+        let fetched: serde_json::Value = api
+            .get(app.url(&format!("/api/v1/runs/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(answer, fetched, "the answer is the run as read back");
+        answers.push(answer);
+    }
+    // Both models are on one route: the second run's jobs queue behind the first run's two.
+    let ahead = |run: &serde_json::Value| -> Vec<i64> {
+        run["jobs"].as_array().expect("jobs").iter().filter_map(|j| j["queue"]["ahead"].as_i64()).collect()
+    };
+    assert_eq!(ahead(&answers[0]), vec![0, 1]);
+    assert_eq!(ahead(&answers[1]), vec![2, 3]);
+    assert_eq!(answers[1]["jobs"][0]["queue"]["label"], "2 jobs ahead");
+
+    // The wallet is empty now: a retry still gets its run, a new key is refused, another
+    // request with a used key is a conflict; nothing more is created.
+    let replay = send(body.clone(), "answer-1").await.expect("replay");
+    assert_eq!(replay.status(), StatusCode::OK);
+    let replayed: serde_json::Value = replay.json().await.expect("json");
+    assert_eq!(replayed["id"], answers[0]["id"]);
+    assert_eq!(send(body.clone(), "answer-3").await.expect("402").status(), StatusCode::PAYMENT_REQUIRED);
+    let other = json!({"prompt": "another", "models": ["flux-2", "flux-ultra-1-1"], "mode": "2k"});
+    assert_eq!(send(other, "answer-1").await.expect("409").status(), StatusCode::CONFLICT);
+    let invalid = json!({"prompt": "", "models": ["flux-2"]});
+    assert_eq!(send(invalid.clone(), "answer-2").await.expect("409").status(), StatusCode::CONFLICT);
+    assert_eq!(send(invalid, "answer-4").await.expect("422").status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM generation_run").fetch_one(&app.pool).await.expect("n");
+    assert_eq!(runs, 2);
+    app.assert_invariants().await;
+}
+
+/// API keys are cached per instance while its listener follows revocations: a key revoked on
+/// the keys page is refused at once by the instance that revoked it and, as soon as the
+/// trigger's notification arrives, by another instance over the same database.
+#[tokio::test]
+async fn a_revoked_key_is_refused_at_once_by_every_instance_that_cached_it() {
+    let app = TestApp::spawn().await;
+    app.signed_in_user(100).await;
+    let cache = app.state.api_keys.clone();
+    cache.spawn_listener(app.pool.clone(), app.state.shutdown.clone());
+    // Another instance's cache, with its own listener.
+    let other = std::sync::Arc::new(faceoff::accounts::api_keys::KeyCache::default());
+    let stop = CancellationToken::new();
+    other.spawn_listener(app.pool.clone(), stop.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(cache.is_live() && other.is_live()) {
+        assert!(Instant::now() < deadline, "the listeners did not connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = api_key(&app.browser).await;
+    let (api, _) = new_client();
+    let me = || api.get(app.url("/api/v1/me")).bearer_auth(&key).send();
+    assert_eq!(me().await.expect("me").status(), StatusCode::OK);
+    assert!(cache.holds(&key), "cached after its first use");
+    assert!(other.authenticate(&app.pool, &key).await.expect("lookup").is_some());
+    assert!(other.holds(&key));
+
+    // The cache answers without asking the database: a revocation that announces nothing (the
+    // trigger off) goes unnoticed, which is why every path goes through the trigger.
+    sqlx::query("ALTER TABLE api_key DISABLE TRIGGER api_key_revoked").execute(&app.pool).await.expect("off");
+    sqlx::query("UPDATE api_key SET revoked_at = now()").execute(&app.pool).await.expect("revoke quietly");
+    assert_eq!(me().await.expect("me").status(), StatusCode::OK, "served from the cache");
+    sqlx::query("UPDATE api_key SET revoked_at = NULL").execute(&app.pool).await.expect("restore");
+    sqlx::query("ALTER TABLE api_key ENABLE TRIGGER api_key_revoked").execute(&app.pool).await.expect("on");
+
+    let (_, page) = app.page("/account/api-keys").await;
+    let key_id = page.attr("input[name=api_key_id]", "value").expect("key id");
+    let revoked = Form::on(&page, "/account/api-keys")
+        .submit(&app.browser, &[("action", "revoke"), ("api_key_id", &key_id)])
+        .await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    assert_eq!(me().await.expect("me").status(), StatusCode::UNAUTHORIZED, "refused at once where revoked");
+    assert!(!cache.holds(&key));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while other.holds(&key) {
+        assert!(Instant::now() < deadline, "the other instance kept the revoked key");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(other.authenticate(&app.pool, &key).await.expect("lookup").is_none());
+
+    // A deleted key (an account deletion deletes them) is announced too.
+    let second = api_key(&app.browser).await;
+    assert!(other.authenticate(&app.pool, &second).await.expect("lookup").is_some());
+    sqlx::query("DELETE FROM api_key").execute(&app.pool).await.expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while other.holds(&second) {
+        assert!(Instant::now() < deadline, "the other instance kept the deleted key");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn workers_stop_cleanly_and_give_running_jobs_back() {
     let app = TestApp::spawn_with(|c| c.sandbox_latency = Duration::from_secs(30)).await;

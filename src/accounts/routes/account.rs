@@ -86,7 +86,11 @@ struct SignOutForm {
 /// Revokes the user's API keys when the form's checkbox asked for it; how many.
 async fn revoke_keys_if_asked(state: &AppState, user_id: uuid::Uuid, asked: &Option<String>) -> Result<u64> {
     match asked {
-        Some(_) => Ok(api_keys::revoke_all(&state.pool, user_id).await?),
+        Some(_) => {
+            let revoked = api_keys::revoke_all(&state.pool, user_id).await?;
+            state.api_keys.forget_all();
+            Ok(revoked)
+        }
         None => Ok(0),
     }
 }

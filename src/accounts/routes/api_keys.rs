@@ -115,6 +115,8 @@ async fn keys_post(
             if !api_keys::revoke(&state.pool, user.id, id).await? {
                 return Err(AppError::NotFound("we could not find that API key".into()));
             }
+            // Refused here from now on (other instances drop it on the trigger's notification).
+            state.api_keys.forget_all();
             Ok(Redirect::to("/account/api-keys").into_response())
         }
         "create" => {

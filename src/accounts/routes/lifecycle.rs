@@ -284,7 +284,12 @@ async fn reset(
     }
     let hash = password::hash(form.password).await?;
     match lifecycle::reset_password(&state.pool, &token, &hash, form.revoke_keys.is_some()).await? {
-        Ok(_) => Ok(Redirect::to("/login?notice=password-reset").into_response()),
+        Ok(reset) => {
+            if reset.keys_revoked > 0 {
+                state.api_keys.forget_all();
+            }
+            Ok(Redirect::to("/login?notice=password-reset").into_response())
+        }
         Err(refused) => Ok(refused_page(layout, refused, FORGOT)),
     }
 }
@@ -407,6 +412,7 @@ async fn delete(
     }
     match lifecycle::delete_account(&state.pool, &state.store, user.id).await? {
         Ok(()) => {
+            state.api_keys.forget_all();
             session.flush().await?;
             Ok(Redirect::to("/login?notice=account-deleted").into_response())
         }
