@@ -78,7 +78,17 @@ impl SmtpSink {
         for sub in ["new", "cur"] {
             let Ok(entries) = std::fs::read_dir(self.dir.join(sub)) else { continue };
             let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            paths.sort();
+            // In delivery order: Python's Maildir names files `{secs}.M{micros}P{pid}Q{count}.{host}`
+            // with the microseconds unpadded, so by name a later message of the same second can
+            // sort first; the sink's counter `Q{count}` orders them.
+            paths.sort_by_key(|path| {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                let count = name
+                    .split_once('Q')
+                    .and_then(|(_, rest)| rest.split('.').next())
+                    .and_then(|n| n.parse::<u64>().ok());
+                (count, name)
+            });
             for path in paths {
                 let raw = std::fs::read_to_string(&path).unwrap_or_default();
                 out.push(parse(&raw));
