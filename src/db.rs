@@ -208,31 +208,13 @@ pub fn pool(options: &PgConnectOptions, max_connections: u32) -> PgPool {
 
 /// The pool settings [`pool`] uses, for callers that need to adjust one (tests wait longer for
 /// a connection on a busy machine).
-///
-/// A pooled connection is pinged before reuse only when it sat idle for more than
-/// [`PING_AFTER_IDLE`]: sqlx's default pings on every checkout, a round trip before every
-/// statement run on the pool (half the round trips of a signed-in page). A connection in use a
-/// moment ago is alive; one that sat idle may have been cut (a restarted server, a proxy's
-/// timeout) and is replaced instead of failing a request.
 pub fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for > PING_AFTER_IDLE {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
 }
-
-/// How long a pooled connection may sit idle before it is pinged on checkout.
-pub const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Logs statements slower than 500 ms as warnings.
 pub fn with_slow_statement_log(options: &PgConnectOptions) -> PgConnectOptions {
