@@ -38,10 +38,13 @@ COPY --from=build /src/assets ./assets
 COPY --from=build /src/catalog ./catalog
 # The metrics listener (9464) answers on every interface of the container so that Prometheus
 # can scrape it over the private network; it is not EXPOSEd: never publish it.
+# MIMALLOC_PURGE_DELAY=0: the allocator returns freed memory to the system at once instead of
+# after 10 ms (image work frees 12 MiB buffers: bench/run's peak RSS 210 -> 142 MiB, same speed).
 ENV FACEOFF_ADDR=0.0.0.0:3000 \
     FACEOFF_METRICS_ADDR=0.0.0.0:9464 \
     FACEOFF_DATA_DIR=/app/data \
-    FACEOFF_LOG_FORMAT=json
+    FACEOFF_LOG_FORMAT=json \
+    MIMALLOC_PURGE_DELAY=0
 # Local media (FACEOFF_STORAGE_URL unset) and other local state: the only place the app writes.
 VOLUME ["/app/data"]
 USER 10001:10001

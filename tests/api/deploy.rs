@@ -704,7 +704,10 @@ fn environment(service: &Value) -> Vec<(String, String)> {
 
 /// Whether the app (or a library it configures from the environment) reads `name`.
 fn app_reads(name: &str, known: &std::collections::BTreeSet<String>) -> bool {
+    // The allocator (mimalloc, `main.rs`) reads its own options; these are the ones we set.
+    const ALLOCATOR_OPTIONS: [&str; 1] = ["MIMALLOC_PURGE_DELAY"];
     known.contains(name)
+        || ALLOCATOR_OPTIONS.contains(&name)
         || (name.starts_with("AWS_")
             && name.to_ascii_lowercase().parse::<object_store::aws::AmazonS3ConfigKey>().is_ok())
 }
