@@ -1,5 +1,5 @@
 //! Password hashing: argon2id with the OWASP parameters (19 MiB, 2 passes, 1 lane), run on a
-//! small pool of dedicated threads at idle priority: a hash (tens of milliseconds of CPU) never
+//! small pool of dedicated, lower-priority threads: a hash (tens of milliseconds of CPU) never
 //! stalls the async workers, and when the CPU is busy the scheduler serves page requests first
 //! (logins get slower before pages do).
 
@@ -33,38 +33,9 @@ fn hasher() -> Argon2<'static> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// How many hashing threads run at once.
+/// How many hashing threads run at once, and their niceness (Linux: 0 is normal, 19 lowest).
 const THREADS: usize = 2;
-/// Where idle scheduling is missing: thread-priority's 0..99 scale; 25 maps to nice 10.
-#[cfg(not(target_os = "linux"))]
-const NICENESS_PRIORITY: u8 = 25;
-
-/// Puts the calling (hashing) thread below every request: on Linux `SCHED_IDLE`, so a hash
-/// runs on CPU time nothing else wants and never delays a page's thread (a waking request
-/// thread takes the core at once; at nice 10 a hash held it for a time slice, and pages' p99
-/// doubled during 10 logins a second). Logins get slower only while the cores are saturated.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    let lowered = {
-        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-        thread_priority::unix::set_thread_priority_and_policy(
-            thread_priority::unix::thread_native_id(),
-            ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-        )
-    };
-    #[cfg(target_os = "linux")]
-    if let Err(err) = lowered {
-        tracing::debug!("password thread keeps normal priority: {err:?}");
-    }
-    #[cfg(not(target_os = "linux"))]
-    if let Ok(value) = thread_priority::ThreadPriorityValue::try_from(NICENESS_PRIORITY)
-        && let Err(err) =
-            thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Crossplatform(value))
-    {
-        tracing::debug!("password thread keeps normal priority: {err:?}");
-    }
-}
+const NICENESS_PRIORITY: u8 = 25; // thread-priority's 0..99 scale; 25 maps to nice 10
 
 fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
     static POOL: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
@@ -74,7 +45,13 @@ fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
         for i in 0..THREADS {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new().name(format!("password-{i}")).spawn(move || {
-                lower_priority();
+                if let Ok(value) = thread_priority::ThreadPriorityValue::try_from(NICENESS_PRIORITY)
+                    && let Err(err) = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Crossplatform(value),
+                    )
+                {
+                    tracing::debug!("password thread keeps normal priority: {err:?}");
+                }
                 loop {
                     let job = match rx.lock() {
                         Ok(rx) => rx.recv(),
