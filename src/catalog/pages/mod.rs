@@ -419,12 +419,7 @@ async fn comparison_response(
                 Ok(html) => html,
                 Err(_) => return Ok(render(&page)),
             };
-            // Compressing (brotli quality 9) takes milliseconds: off the async workers.
-            let encoded = std::sync::Arc::new(
-                tokio::task::spawn_blocking(move || Encoded::new(html.into()))
-                    .await
-                    .map_err(|err| AppError::Internal(anyhow::anyhow!("compressing a page: {err}")))?,
-            );
+            let encoded = std::sync::Arc::new(Encoded::new(html.into()));
             state.pages.put(&path, version, generation, encoded.clone());
             Ok(encoded.respond(headers, &HeaderValue::from_static(HTML)))
         }
