@@ -278,18 +278,18 @@ pub async fn claim(
 }
 
 /// The claim, one statement ($1 lease token, $2 lease seconds, $3 providers to skip, $4/$5 the
-/// studio/API running limits, $6 the window): `faceoff_claim_job` (see its migration) takes a
+/// studio/API running limits, $6 the window): `faceoff_claim_job` (see its migrations) takes a
 /// running job whose lease expired (its worker died) if there is one, else the first queued job
-/// in fair order whose user is under their running limit, with a fresh lease; joined here with
-/// its run's inputs (one round trip and one commit per claim). The function keeps the plan on
-/// the fair index however stale the table's statistics are. Public for the benchmark's
-/// `EXPLAIN` (`cargo bench --bench queue`; the function's own plan shows with `auto_explain`).
-pub const CLAIM_SQL: &str =
-    "SELECT j.job_id, j.run_id, r.user_id, j.model_slug, j.model_name, j.variant_slug, j.variant_name,
-            j.variant_is_default, j.provider, j.routes, j.route, j.usage_markup,
-            j.endpoint, j.width, j.height, j.price, j.hold_id, j.deadline, j.attempts, j.lease_token,
-            j.provider_impl, j.submission, r.prompt, r.seed, r.mode, r.aspect_ratio, r.reference_key, r.blind
-     FROM faceoff_claim_job($1, $2, $3, $4, $5, $6) j JOIN generation_run r USING (run_id)";
+/// in fair order whose user is under their running limit, with a fresh lease, and returns it
+/// with its run's inputs (one round trip and one commit per claim). The function keeps the plan
+/// on the fair index however stale the table's statistics are.
+///
+/// Nothing may be read here outside the function: this statement's snapshot is older than the
+/// one the function's query claims with, so a run committed in between would be invisible out
+/// here while its job was claimed in there (claimed, answered "nothing", and left `running`
+/// until its lease expired). Public for the benchmark's `EXPLAIN` (`cargo bench --bench
+/// queue`; the function's own plan shows with `auto_explain`).
+pub const CLAIM_SQL: &str = "SELECT * FROM faceoff_claim_job($1, $2, $3, $4, $5, $6)";
 
 /// [`claim`] with per-user running limits (the workers pass the configured ones). The limit is
 /// read without a lock: claims racing for one user may exceed it by the number of concurrent

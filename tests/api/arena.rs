@@ -14,7 +14,7 @@ use reqwest::{StatusCode, multipart};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Browser, TestApp, location};
+use crate::helpers::{Browser, TestApp, location, wait_until_settled};
 
 pub(crate) struct Workers(CancellationToken);
 
@@ -71,18 +71,6 @@ async fn blind_run(browser: &Browser, models: &[&str], use_case: &str) -> Uuid {
     let response = browser.post_multipart("/runs", form).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await.unwrap_or_default());
     location(&response).strip_prefix("/runs/").and_then(|id| id.parse().ok()).expect("run id")
-}
-
-pub(crate) async fn wait_until_settled(app: &TestApp, run_id: Uuid) -> Vec<jobs::Job> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
-        if jobs.iter().all(|j| j.status().is_settled()) {
-            return jobs;
-        }
-        assert!(Instant::now() < deadline, "jobs did not settle: {jobs:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The display letter ("A"…) of the job of `model` in a blind run.
@@ -157,7 +145,7 @@ async fn blind_votes_are_counted_ranked_and_refused_where_they_must_be() {
 
     let _workers = start_workers(&app);
     for run in real.iter().chain([&sandbox]) {
-        wait_until_settled(&app, *run).await;
+        wait_until_settled(&app.pool, *run).await;
     }
     for run in &real {
         as_real_provider(&app, *run).await;
@@ -313,7 +301,7 @@ async fn a_blind_run_page_and_its_stream_reveal_no_model_before_the_vote() {
             assert!(statuses.iter().all(|s| *s == statuses[0]), "pending jobs look alike: {statuses:?}");
         }
     }
-    wait_until_settled(&app, run_id).await;
+    wait_until_settled(&app.pool, run_id).await;
 
     // Done: the images are neutral copies at addresses that name nothing.
     let (_, page) = app.page(&format!("/runs/{run_id}")).await;
@@ -376,7 +364,7 @@ async fn failed_images_are_left_out_and_three_way_runs_pick_the_best_or_all_bad(
     let three = blind_run(&app.browser, &["flux-2", "flux-ultra-1-1", "flux-2-flex"], "other").await;
     let _workers = start_workers(&app);
     for run in [one_left, two_left, three] {
-        wait_until_settled(&app, run).await;
+        wait_until_settled(&app.pool, run).await;
     }
 
     // One image delivered: nothing to vote on.
@@ -450,7 +438,7 @@ async fn a_blind_runs_failed_job_sends_no_webhook_event() {
     faceoff::webhooks::create(&app.pool, user.id, &input.url, &input).await.expect("endpoint");
     let blind = blind_run(&app.browser, &["flux-2", "flux-2-max"], "landscape").await;
     let _workers = start_workers(&app);
-    wait_until_settled(&app, blind).await;
+    wait_until_settled(&app.pool, blind).await;
     let events = |run: Uuid| {
         let pool = app.pool.clone();
         async move {
@@ -480,6 +468,6 @@ async fn a_blind_runs_failed_job_sends_no_webhook_event() {
     let response = app.browser.post_multipart("/runs", form).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let open: Uuid = location(&response).strip_prefix("/runs/").and_then(|id| id.parse().ok()).expect("run id");
-    wait_until_settled(&app, open).await;
+    wait_until_settled(&app.pool, open).await;
     assert_eq!(events(open).await, vec!["job.failed".to_string(), "run.completed".to_string()]);
 }

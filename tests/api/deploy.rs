@@ -21,7 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Browser, TestApp, TestDb, assert_ledger_invariants, location, migrated_db, test_config};
+use crate::helpers::{
+    Browser, TestApp, TestDb, assert_ledger_invariants, location, migrated_db, settled_within, test_config,
+};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The binary the image's build stage makes (`cargo build --bin faceoff`), built for the tests.
@@ -558,7 +560,7 @@ async fn the_images_cmd_serves_and_its_healthcheck_reports_healthy() {
     assert_eq!(browser.sign_up("operator@example.com", "a long enough password").await.status(), StatusCode::SEE_OTHER);
     let pool = db.pool(2);
     let run_id = submit_run(&browser, &["flux-2", "flux-ultra-1-1"]).await;
-    wait_until_settled(&pool, run_id).await;
+    settled_within(&pool, run_id, Duration::from_secs(60)).await;
     let stored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM media_object").fetch_one(&pool).await.expect("media count");
     assert!(stored >= 2, "the run's images are stored ({stored})");
@@ -654,18 +656,6 @@ async fn submit_run(browser: &Browser, models: &[&str]) -> Uuid {
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "the run is accepted");
     let to = location(&response);
     to.strip_prefix("/runs/").and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("run location {to}"))
-}
-
-async fn wait_until_settled(pool: &sqlx::PgPool, run_id: Uuid) -> Vec<jobs::Job> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let jobs = jobs::for_run(pool, run_id).await.expect("jobs");
-        if !jobs.is_empty() && jobs.iter().all(|j| j.status().is_settled()) {
-            return jobs;
-        }
-        assert!(Instant::now() < deadline, "jobs did not settle: {jobs:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1034,7 +1024,7 @@ async fn a_dump_restores_into_a_fresh_database_with_the_ledger_intact() {
     // Runs: Flux 2 delivered (charged), Ultra failed (its hold voided).
     for browser in &people[..2] {
         let run = submit_run(browser, &["flux-2", "flux-ultra-1-1"]).await;
-        let jobs = wait_until_settled(&app.pool, run).await;
+        let jobs = settled_within(&app.pool, run, Duration::from_secs(60)).await;
         assert!(jobs.iter().any(|j| j.status() == jobs::JobStatus::Delivered));
         assert!(jobs.iter().any(|j| j.status() == jobs::JobStatus::Failed));
     }

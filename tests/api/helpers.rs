@@ -577,3 +577,57 @@ impl Page {
         }
     }
 }
+
+/// Waits (30 s at most: a sandbox job takes a second or two, and the tests' workers hold a
+/// 30 s lease, so a job lost by its worker is not quietly retried in time) until every job of
+/// `run_id` is settled; returns them. See [`settled_within`].
+pub async fn wait_until_settled(pool: &PgPool, run_id: uuid::Uuid) -> Vec<faceoff::jobs::Job> {
+    settled_within(pool, run_id, std::time::Duration::from_secs(30)).await
+}
+
+/// Waits until every job of `run_id` is settled, `within` at most; returns them. On a timeout
+/// the panic says what every session of the test's database was doing (state, what it waits
+/// on, how long its transaction is open, its statement) and which locks are not granted: a job
+/// stuck `running` is a lock wait or a worker that lost it, and the report tells which.
+pub async fn settled_within(pool: &PgPool, run_id: uuid::Uuid, within: std::time::Duration) -> Vec<faceoff::jobs::Job> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let jobs = faceoff::jobs::for_run(pool, run_id).await.expect("jobs");
+        if !jobs.is_empty() && jobs.iter().all(|j| j.status().is_settled()) {
+            return jobs;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("jobs did not settle: {jobs:#?}\n{}", database_activity(pool).await);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// What the sessions of `pool`'s database are doing, and the locks they wait for (a test's
+/// failure report).
+pub async fn database_activity(pool: &PgPool) -> String {
+    let sessions = sqlx::query_scalar::<_, String>(
+        "SELECT format('  %s %s %s %s %s', pid, state, wait_event_type || ':' || wait_event,
+                       round(extract(epoch FROM now() - xact_start), 3), left(regexp_replace(query, '\\s+', ' ', 'g'), 300))
+         FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(pool)
+    .await;
+    let waiting = sqlx::query_scalar::<_, String>(
+        "SELECT format('  %s %s %s %s', l.pid, l.locktype || ' ' || l.mode, l.relation::regclass, pg_blocking_pids(l.pid))
+         FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE NOT l.granted AND d.datname = current_database()",
+    )
+    .fetch_all(pool)
+    .await;
+    let lines = |rows: Result<Vec<String>, sqlx::Error>| match rows {
+        Ok(rows) => rows.join("\n"),
+        Err(err) => format!("  (unreadable: {err})"),
+    };
+    format!(
+        "sessions of the test database (pid, state, wait, transaction age s, query):\n{}\n\
+         locks waited for (pid, lock, relation, blocked by):\n{}",
+        lines(sessions),
+        lines(waiting)
+    )
+}

@@ -495,15 +495,7 @@ async fn deleting_an_account_leaves_no_content_behind_and_the_books_balance() {
     let response = app.browser.post_multipart("/runs", form).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "run accepted");
     let run_id: Uuid = location(&response).trim_start_matches("/runs/").parse().expect("run id");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
-        if jobs.iter().all(|j| j.status().is_settled()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "jobs did not settle");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::helpers::settled_within(&app.pool, run_id, Duration::from_secs(60)).await;
     let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM media_object WHERE owner_user_id = $1")
         .bind(user.id)
         .fetch_all(&app.pool)

@@ -356,3 +356,49 @@ async fn a_backed_up_queue_refuses_api_runs_with_503_while_the_studio_works() {
     assert!(metrics.contains("jobs_queued_by_route{route=\"bfl\"}"), "{metrics}");
     assert!(metrics.contains("jobs_queued_oldest_age_seconds_by_route{route=\"bfl\"}"), "{metrics}");
 }
+
+/// A claim hands over every job it takes, with its run. The claim statement's snapshot is taken
+/// when it starts; the function inside it claims with a newer one. Here a run is committed in
+/// between: the statement sleeps before the function runs, and a test trigger dates the jobs'
+/// `run_after` back, as for a creation that began before the claim (its jobs are due at once).
+/// The claim used to join the function's row with `generation_run` outside the function, where
+/// the run was not visible yet: the job was claimed, the answer was empty, and the job stayed
+/// `running` with no worker until its lease expired (CI saw runs whose first job never moved).
+#[tokio::test]
+async fn a_claim_hands_over_every_job_it_takes_with_its_run() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("racer@example.com", 1_000).await;
+    for sql in [
+        "CREATE FUNCTION test_due_already() RETURNS trigger AS $$
+         BEGIN NEW.run_after := now() - interval '1 minute'; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER test_due_already BEFORE INSERT ON generation_job
+         FOR EACH ROW EXECUTE FUNCTION test_due_already()",
+    ] {
+        sqlx::query(sql).execute(&app.pool).await.expect("test trigger");
+    }
+    let pool = app.pool.clone();
+    let claim = tokio::spawn(async move {
+        // The app's own claim statement, started one second before it runs.
+        let sql = format!("SELECT c.* FROM (SELECT pg_sleep(1) OFFSET 0) s, LATERAL ({}) c", jobs::CLAIM_SQL);
+        sqlx::query_as::<_, jobs::ClaimedJob>(sqlx::AssertSqlSafe(sql))
+            .bind(Uuid::new_v4())
+            .bind(60.0f64)
+            .bind(Vec::<String>::new())
+            .bind(i64::from(u32::MAX))
+            .bind(i64::from(u32::MAX))
+            .bind(100i64)
+            .fetch_all(&pool)
+            .await
+            .expect("claim")
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run_id = api_run(&app, user.id, "during-the-claim").await;
+    let handed = claim.await.expect("claim task");
+    let running: Vec<Uuid> = sqlx::query_scalar("SELECT job_id FROM generation_job WHERE status = 'running'")
+        .fetch_all(&app.pool)
+        .await
+        .expect("running jobs");
+    assert_eq!(running.len(), 1, "the claim took the first job of the run committed during it");
+    assert_eq!(handed.iter().map(|j| j.job_id).collect::<Vec<_>>(), running, "and handed it over");
+    assert_eq!((handed[0].run_id, handed[0].prompt.as_str()), (run_id, "a queue of lanterns"), "with its run");
+}

@@ -3,7 +3,7 @@
 //! sandbox as every model's offline default, retired models, makers on /models, and the
 //! providers check.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use faceoff::{
@@ -22,7 +22,7 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use crate::helpers::{TestApp, location, test_config};
+use crate::helpers::{TestApp, location, settled_within, test_config};
 
 struct Workers(CancellationToken);
 
@@ -61,18 +61,6 @@ async fn run(app: &TestApp, models: &[&str]) -> Uuid {
     let response = app.browser.post_multipart("/runs", form).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await.unwrap_or_default());
     location(&response).strip_prefix("/runs/").and_then(|id| id.parse().ok()).expect("run id")
-}
-
-async fn settled(app: &TestApp, run_id: Uuid) -> Vec<jobs::Job> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
-        if jobs.iter().all(|j| j.status().is_settled()) {
-            return jobs;
-        }
-        assert!(Instant::now() < deadline, "jobs did not settle: {jobs:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn png_b64() -> String {
@@ -142,7 +130,7 @@ async fn the_first_route_fails_the_second_delivers_and_the_job_is_charged_once()
     // With a sandboxed BFL model beside it (no BFL key).
     let run_id = run(&app, &["gpt-image-2", "flux-1-1-pro"]).await;
     let _workers = start_workers(&app);
-    let jobs = settled(&app, run_id).await;
+    let jobs = settled_within(&app.pool, run_id, Duration::from_secs(60)).await;
     let job = &jobs[0];
     assert_eq!(jobs[1].route.as_deref(), Some("sandbox:flux-pro-1.1"));
     assert_eq!(job.status(), jobs::JobStatus::Delivered, "{job:?}");
@@ -197,7 +185,7 @@ async fn a_token_billed_job_is_charged_its_reported_usage_and_the_rest_of_the_ho
         "the hold is the most it can cost"
     );
     let _workers = start_workers(&app);
-    let job = settled(&app, run_id).await.remove(0);
+    let job = settled_within(&app.pool, run_id, Duration::from_secs(60)).await.remove(0);
     assert_eq!((job.status(), job.route.as_deref()), (jobs::JobStatus::Delivered, Some("openai:gpt-image-2")));
     // $0.21097 reported × 100 × 2.5 = 52.7 → 53 credits; 97 of the 150 held return.
     assert_eq!(job.charged, Some(53));
@@ -217,7 +205,7 @@ async fn without_keys_every_maker_runs_in_the_sandbox_and_records_that_route() {
     let user = app.signed_in_user(1000).await;
     let _workers = start_workers(&app);
     for pair in [["nano-banana-2", "ideogram-3"], ["qwen-image", "recraft-v3"]] {
-        for job in settled(&app, run(&app, &pair).await).await {
+        for job in settled_within(&app.pool, run(&app, &pair).await, Duration::from_secs(60)).await {
             let model = &job.model_slug;
             assert_eq!(job.status(), jobs::JobStatus::Delivered, "{model}");
             let route = job.route.clone().expect("route");

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Browser, Form, Page, TEST_PASSWORD, TestApp, TestUser, location, new_client};
+use crate::helpers::{Browser, Form, Page, TEST_PASSWORD, TestApp, TestUser, location, new_client, wait_until_settled};
 
 fn fast_options(workers: usize) -> WorkerOptions {
     WorkerOptions {
@@ -164,18 +164,6 @@ async fn balance(app: &TestApp, user: &TestUser) -> ledger::Balance {
     ledger::balance(&app.pool, user.id).await.expect("balance")
 }
 
-async fn wait_until_settled(app: &TestApp, run_id: Uuid) -> Vec<jobs::Job> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let jobs = jobs::for_run(&app.pool, run_id).await.expect("jobs");
-        if jobs.iter().all(|j| j.status().is_settled()) {
-            return jobs;
-        }
-        assert!(Instant::now() < deadline, "jobs did not settle: {jobs:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Reads an SSE stream until an event named `done`; returns the event names seen.
 async fn read_events_until_done(response: reqwest::Response) -> (Vec<String>, String) {
     let mut response = response;
@@ -231,7 +219,7 @@ async fn a_two_model_run_holds_then_charges_and_streams_updates() {
     assert_eq!(last["status"], "done");
     assert_eq!(last["charged"], 38);
 
-    let jobs = wait_until_settled(&app, run_id).await;
+    let jobs = wait_until_settled(&app.pool, run_id).await;
     assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered && j.charged == Some(j.price)));
     assert_eq!(balance(&app, &user).await, ledger::Balance { available: 62, held: 0 });
 
@@ -275,7 +263,7 @@ async fn a_failed_model_is_not_charged_and_the_history_explains_both_lines() {
     let form = RunForm::new(&studio).prompt("a lighthouse").models(&["flux-2", "flux-ultra-1-1"]).seed("7");
     let run_id = run_id_from(&post_run(&app, form).await);
     let _workers = start_workers(&app);
-    let jobs = wait_until_settled(&app, run_id).await;
+    let jobs = wait_until_settled(&app.pool, run_id).await;
     let flux2 = jobs.iter().find(|j| j.model_slug == "flux-2").expect("flux-2");
     let ultra = jobs.iter().find(|j| j.model_slug == "flux-ultra-1-1").expect("ultra");
     assert_eq!((flux2.status(), flux2.charged), (jobs::JobStatus::Delivered, Some(22)));
@@ -314,7 +302,7 @@ async fn a_moderated_prompt_says_the_safety_filter_blocked_it() {
     let form = RunForm::new(&studio).prompt("a cat").models(&["flux-2", "flux-ultra-1-1"]);
     let run_id = run_id_from(&post_run(&app, form).await);
     let _workers = start_workers(&app);
-    wait_until_settled(&app, run_id).await;
+    wait_until_settled(&app.pool, run_id).await;
     let (_, page) = app.page(&format!("/runs/{run_id}")).await;
     let message = page.text("[data-testid=not-charged]").expect("message");
     assert!(message.contains("The provider's safety filter blocked this prompt — you were not charged"), "{message}");
@@ -362,7 +350,7 @@ async fn a_dead_workers_job_is_picked_up_again_and_a_late_worker_cannot_settle_i
     assert_ne!(again.lease_token, dead.lease_token);
     engine.run_claimed(again, &shutdown).await.expect("run");
     engine.run_claimed(other, &shutdown).await.expect("run");
-    let jobs = wait_until_settled(&app, run_id).await;
+    let jobs = wait_until_settled(&app.pool, run_id).await;
     assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered));
 
     // Worker A comes back late: its settle changes nothing.
@@ -560,7 +548,7 @@ async fn image_to_image_runs_store_and_send_the_reference() {
     assert_eq!(media.owner_user_id, Some(user.id));
     assert_eq!((media.width, media.height), (Some(720), Some(540)));
     let _workers = start_workers(&app);
-    let jobs = wait_until_settled(&app, run_id).await;
+    let jobs = wait_until_settled(&app.pool, run_id).await;
     assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered));
 }
 
@@ -680,7 +668,7 @@ async fn the_json_api_with_personal_keys() {
 
     let _workers = start_workers(&app);
     let id = run["id"].as_str().expect("id").to_string();
-    wait_until_settled(&app, id.parse().expect("uuid")).await;
+    wait_until_settled(&app.pool, id.parse().expect("uuid")).await;
     let fetched: serde_json::Value =
         get(&format!("/api/v1/runs/{id}")).send().await.expect("run").json().await.expect("json");
     assert_eq!(fetched["status"], "done");

@@ -10,8 +10,8 @@ use reqwest::{StatusCode, multipart};
 use uuid::Uuid;
 
 use crate::{
-    arena::{start_workers, vote, wait_until_settled},
-    helpers::{Browser, Page, TestApp, location},
+    arena::{start_workers, vote},
+    helpers::{Browser, Page, TestApp, location, wait_until_settled},
 };
 
 const PAIR: &str = "/compare/flux-2-vs-flux-ultra-1-1";
@@ -37,7 +37,7 @@ async fn run(app: &TestApp, browser: &Browser, models: &[&str], use_case: &str, 
     let response = browser.post_multipart("/runs", form).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await.unwrap_or_default());
     let run_id: Uuid = location(&response).strip_prefix("/runs/").and_then(|id| id.parse().ok()).expect("run id");
-    wait_until_settled(app, run_id).await;
+    wait_until_settled(&app.pool, run_id).await;
     run_id
 }
 

@@ -6,8 +6,8 @@ use reqwest::{StatusCode, multipart};
 use uuid::Uuid;
 
 use crate::{
-    arena::{start_workers, vote, wait_until_settled},
-    helpers::{Browser, TestApp, location},
+    arena::{start_workers, vote},
+    helpers::{Browser, TestApp, location, wait_until_settled},
 };
 
 /// Submits a run of `models` from the studio form (blind or not).
@@ -40,7 +40,7 @@ async fn the_viewer_is_its_owners_alone() {
     app.signed_in_user(1_000).await;
     let _workers = start_workers(&app);
     let run_id = studio_run(&app.browser, &["flux-2", "flux-ultra-1-1", "flux-2-max"], false).await;
-    let jobs = wait_until_settled(&app, run_id).await;
+    let jobs = wait_until_settled(&app.pool, run_id).await;
     let path = format!("/runs/{run_id}/compare");
 
     let (status, page) = app.page(&path).await;
@@ -112,7 +112,7 @@ async fn a_blind_runs_viewer_names_no_model_before_the_vote() {
     assert_eq!(page.count("[data-pane]"), 0);
 
     let _workers = start_workers(&app);
-    wait_until_settled(&app, run_id).await;
+    wait_until_settled(&app.pool, run_id).await;
     let (status, page) = app.page(&path).await;
     assert_eq!(status, StatusCode::OK);
     page.assert_well_formed("the blind viewer");
