@@ -9,7 +9,11 @@
 //!   makes it stale), and [`PageCache::invalidate`] drops everything; it runs on every
 //!   notification on [`CHANNEL`] (a run published, unpublished or hidden, a new arena
 //!   snapshot), which every instance listens to ([`PageCache::spawn_listener`]). Entries also
-//!   expire after [`MAX_AGE`], a bound on anything that changes without a notification.
+//!   expire after [`MAX_AGE`], a bound on anything that changes without a notification. An
+//!   expired page is rendered again by one request at a time while the others keep getting the
+//!   expired copy (for at most [`MAX_STALE`] more): without that, every request in flight when a
+//!   busy page expired rendered and compressed it at once (p99 stalls of 10–250 ms in
+//!   `bench/run`). An invalidated page is never served: what it shows changed.
 
 use std::{
     collections::HashMap,
@@ -34,6 +38,11 @@ use tokio_util::sync::CancellationToken;
 pub use crate::db::PUBLIC_CHANGED as CHANNEL;
 /// The longest a cached page is served.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// How long past [`MAX_AGE`] an expired page may still be served while one request renders it
+/// again (should that request fail or decide not to cache, the next one tries).
+pub const MAX_STALE: Duration = Duration::from_secs(30);
+/// How long one request's claim to render an expired page again holds off the others.
+const REFRESH_CLAIM: Duration = Duration::from_secs(5);
 /// At most this many pages are kept (the comparison pages of a large catalog stay bounded).
 const MAX_PAGES: usize = 512;
 /// Brotli quality for bodies compressed once (the per-request layer uses the fastest level).
@@ -133,6 +142,8 @@ struct Entry {
 pub struct PageCache {
     generation: AtomicU64,
     pages: RwLock<HashMap<String, Entry>>,
+    /// Paths of expired pages one request is rendering again, since when.
+    refreshing: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl PageCache {
@@ -142,13 +153,33 @@ impl PageCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The cached page of `path` rendered from catalog snapshot `catalog_version`, if fresh.
+    /// The cached page of `path` rendered from catalog snapshot `catalog_version`: when fresh;
+    /// when expired (by age only, within [`MAX_STALE`]) while another request renders it again.
+    /// `None` tells the caller to render it (and [`PageCache::put`] it).
     pub fn get(&self, path: &str, catalog_version: u64) -> Option<Arc<Encoded>> {
         let generation = self.generation();
         let pages = self.pages.read().unwrap_or_else(|p| p.into_inner());
         let entry = pages.get(path)?;
-        (entry.catalog_version == catalog_version && entry.generation == generation && entry.at.elapsed() < MAX_AGE)
-            .then(|| entry.page.clone())
+        if entry.catalog_version != catalog_version || entry.generation != generation {
+            return None;
+        }
+        let age = entry.at.elapsed();
+        if age < MAX_AGE {
+            return Some(entry.page.clone());
+        }
+        if age >= MAX_AGE + MAX_STALE {
+            return None;
+        }
+        let expired = entry.page.clone();
+        drop(pages);
+        let mut refreshing = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        match refreshing.get(path) {
+            Some(since) if since.elapsed() < REFRESH_CLAIM => Some(expired),
+            _ => {
+                refreshing.insert(path.to_string(), Instant::now());
+                None
+            }
+        }
     }
 
     /// Keeps `page` for `path` unless the cache was invalidated since `generation` was read.
@@ -164,6 +195,8 @@ impl PageCache {
             }
         }
         pages.insert(path.to_string(), Entry { catalog_version, generation, at: Instant::now(), page });
+        drop(pages);
+        self.refreshing.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
     }
 
     /// Drops every cached page.
@@ -171,6 +204,8 @@ impl PageCache {
         let mut pages = self.pages.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         pages.clear();
+        drop(pages);
+        self.refreshing.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Listens on [`CHANNEL`] and invalidates on every notification (and after every
@@ -226,5 +261,38 @@ mod tests {
         assert!(cache.get("/a", 1).is_none());
         cache.put("/a", 1, generation, page);
         assert!(cache.get("/a", 1).is_none(), "rendered before the invalidation");
+    }
+
+    /// Puts `page` as if it had been rendered `age` ago.
+    fn put_aged(cache: &PageCache, path: &str, page: Arc<Encoded>, age: Duration) {
+        let generation = cache.generation();
+        cache.put(path, 1, generation, page);
+        let mut pages = cache.pages.write().expect("lock");
+        let entry = pages.get_mut(path).expect("kept");
+        entry.at = Instant::now().checked_sub(age).expect("a monotonic clock this old");
+    }
+
+    #[test]
+    fn an_expired_page_is_rendered_again_by_one_request_while_the_others_get_the_old_copy() {
+        let cache = PageCache::default();
+        let old = Arc::new(Encoded::new(Bytes::from_static(b"old")));
+        put_aged(&cache, "/a", old.clone(), MAX_AGE + Duration::from_secs(1));
+        assert!(cache.get("/a", 1).is_none(), "the first request after the expiry renders the page");
+        for _ in 0..3 {
+            let served = cache.get("/a", 1).expect("the others are served meanwhile");
+            assert!(Arc::ptr_eq(&served, &old));
+        }
+        let new = Arc::new(Encoded::new(Bytes::from_static(b"new")));
+        cache.put("/a", 1, cache.generation(), new.clone());
+        assert!(cache.get("/a", 1).is_some_and(|p| Arc::ptr_eq(&p, &new)));
+
+        // Too old to serve even meanwhile, and never after an invalidation.
+        put_aged(&cache, "/b", old.clone(), MAX_AGE + MAX_STALE);
+        assert!(cache.get("/b", 1).is_none());
+        assert!(cache.get("/b", 1).is_none(), "nobody gets a page past MAX_AGE + MAX_STALE");
+        put_aged(&cache, "/c", old, MAX_AGE + Duration::from_secs(1));
+        assert!(cache.get("/c", 1).is_none());
+        cache.invalidate();
+        assert!(cache.get("/c", 1).is_none(), "an invalidated page is not served meanwhile");
     }
 }

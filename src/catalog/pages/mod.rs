@@ -419,7 +419,12 @@ async fn comparison_response(
                 Ok(html) => html,
                 Err(_) => return Ok(render(&page)),
             };
-            let encoded = std::sync::Arc::new(Encoded::new(html.into()));
+            // Compressing (brotli quality 9) takes milliseconds: off the async workers.
+            let encoded = std::sync::Arc::new(
+                tokio::task::spawn_blocking(move || Encoded::new(html.into()))
+                    .await
+                    .map_err(|err| AppError::Internal(anyhow::anyhow!("compressing a page: {err}")))?,
+            );
             state.pages.put(&path, version, generation, encoded.clone());
             Ok(encoded.respond(headers, &HeaderValue::from_static(HTML)))
         }
