@@ -9,11 +9,13 @@
 //!   makes it stale), and [`PageCache::invalidate`] drops everything; it runs on every
 //!   notification on [`CHANNEL`] (a run published, unpublished or hidden, a new arena
 //!   snapshot), which every instance listens to ([`PageCache::spawn_listener`]). Entries also
-//!   expire after [`MAX_AGE`], a bound on anything that changes without a notification. An
-//!   expired page is rendered again by one request at a time while the others keep getting the
-//!   expired copy (for at most [`MAX_STALE`] more): without that, every request in flight when a
-//!   busy page expired rendered and compressed it at once (p99 stalls of 10–250 ms in
-//!   `bench/run`). An invalidated page is never served: what it shows changed.
+//!   expire after [`MAX_AGE`], a bound on anything that changes without a notification. One
+//!   request per path at a time renders a page for the cache ([`PageCache::lookup`]); while it
+//!   does, the others get the expired copy (for at most [`MAX_STALE`] more) or, with none,
+//!   render the page for themselves without the cache's costly compression. Without that,
+//!   every request in flight when a busy page expired rendered and compressed it at once (p99
+//!   stalls of 10–250 ms in `bench/run`). An invalidated page is never served: what it shows
+//!   changed. Compression for the cache runs on the blocking pool, two at a time ([`encode`]).
 
 use std::{
     collections::HashMap,
@@ -130,6 +132,28 @@ impl Encoded {
     }
 }
 
+/// What [`PageCache::lookup`] says to do.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Serve this page.
+    Hit(Arc<Encoded>),
+    /// Render the page and [`PageCache::put`] it (or [`PageCache::release`] the claim).
+    Render,
+    /// Render the page for this request only: another request is rendering it for the cache.
+    RenderUncached,
+}
+
+/// Compresses a page for the cache ([`Encoded::new`]: brotli at quality 9, milliseconds of CPU
+/// and a few MiB of window each) on the blocking pool, [`CONCURRENT_ENCODINGS`] at a time.
+pub async fn encode(body: Bytes) -> anyhow::Result<Encoded> {
+    static ENCODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_ENCODINGS);
+    let _permit = ENCODING.acquire().await?;
+    Ok(tokio::task::spawn_blocking(move || Encoded::new(body)).await?)
+}
+
+/// Pages compressed for the cache at once (per process).
+const CONCURRENT_ENCODINGS: usize = 2;
+
 struct Entry {
     catalog_version: u64,
     generation: u64,
@@ -153,37 +177,52 @@ impl PageCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The cached page of `path` rendered from catalog snapshot `catalog_version`: when fresh;
-    /// when expired (by age only, within [`MAX_STALE`]) while another request renders it again.
-    /// `None` tells the caller to render it (and [`PageCache::put`] it).
-    pub fn get(&self, path: &str, catalog_version: u64) -> Option<Arc<Encoded>> {
+    /// What to do for `path` (as rendered from catalog snapshot `catalog_version`): serve the
+    /// cached page when it is fresh, or expired (by age only, within [`MAX_STALE`]) while
+    /// another request renders it again; else render it, and cache it only when told
+    /// [`Lookup::Render`]: one request per path at a time renders a page for the cache (and
+    /// compresses it at brotli quality 9); the others in the meantime render it for themselves,
+    /// as for a signed-in visitor.
+    pub fn lookup(&self, path: &str, catalog_version: u64) -> Lookup {
         let generation = self.generation();
-        let pages = self.pages.read().unwrap_or_else(|p| p.into_inner());
-        let entry = pages.get(path)?;
-        if entry.catalog_version != catalog_version || entry.generation != generation {
-            return None;
-        }
-        let age = entry.at.elapsed();
-        if age < MAX_AGE {
-            return Some(entry.page.clone());
-        }
-        if age >= MAX_AGE + MAX_STALE {
-            return None;
-        }
-        let expired = entry.page.clone();
-        drop(pages);
+        let expired = {
+            let pages = self.pages.read().unwrap_or_else(|p| p.into_inner());
+            match pages.get(path) {
+                Some(entry) if entry.catalog_version == catalog_version && entry.generation == generation => {
+                    let age = entry.at.elapsed();
+                    if age < MAX_AGE {
+                        return Lookup::Hit(entry.page.clone());
+                    }
+                    (age < MAX_AGE + MAX_STALE).then(|| entry.page.clone())
+                }
+                _ => None,
+            }
+        };
         let mut refreshing = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
-        match refreshing.get(path) {
-            Some(since) if since.elapsed() < REFRESH_CLAIM => Some(expired),
+        match (refreshing.get(path), expired) {
+            (Some(since), Some(expired)) if since.elapsed() < REFRESH_CLAIM => Lookup::Hit(expired),
+            (Some(since), None) if since.elapsed() < REFRESH_CLAIM => Lookup::RenderUncached,
             _ => {
                 refreshing.insert(path.to_string(), Instant::now());
-                None
+                Lookup::Render
             }
         }
     }
 
+    /// Gives up the claim [`Lookup::Render`] handed out, without a page (the page turned out
+    /// not to be cacheable): the next request renders it for the cache.
+    pub fn release(&self, path: &str) {
+        self.refreshing.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+    }
+
     /// Keeps `page` for `path` unless the cache was invalidated since `generation` was read.
+    /// Ends the claim [`Lookup::Render`] handed out.
     pub fn put(&self, path: &str, catalog_version: u64, generation: u64, page: Arc<Encoded>) {
+        self.keep(path, catalog_version, generation, page);
+        self.release(path);
+    }
+
+    fn keep(&self, path: &str, catalog_version: u64, generation: u64, page: Arc<Encoded>) {
         let mut pages = self.pages.write().unwrap_or_else(|p| p.into_inner());
         if generation != self.generation() {
             return;
@@ -195,8 +234,6 @@ impl PageCache {
             }
         }
         pages.insert(path.to_string(), Entry { catalog_version, generation, at: Instant::now(), page });
-        drop(pages);
-        self.refreshing.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
     }
 
     /// Drops every cached page.
@@ -249,18 +286,28 @@ mod tests {
         assert_eq!(page.respond(&conditional, &html).status(), StatusCode::NOT_MODIFIED);
     }
 
+    impl Lookup {
+        fn page(self) -> Option<Arc<Encoded>> {
+            match self {
+                Lookup::Hit(page) => Some(page),
+                Lookup::Render | Lookup::RenderUncached => None,
+            }
+        }
+    }
+
     #[test]
     fn invalidation_drops_pages_and_refuses_stale_renders() {
         let cache = PageCache::default();
         let page = Arc::new(Encoded::new(Bytes::from_static(b"x")));
         let generation = cache.generation();
         cache.put("/a", 1, generation, page.clone());
-        assert!(cache.get("/a", 1).is_some());
-        assert!(cache.get("/a", 2).is_none(), "another catalog snapshot");
+        assert!(cache.lookup("/a", 1).page().is_some());
+        assert!(matches!(cache.lookup("/a", 2), Lookup::Render), "another catalog snapshot");
+        cache.release("/a");
         cache.invalidate();
-        assert!(cache.get("/a", 1).is_none());
+        assert!(matches!(cache.lookup("/a", 1), Lookup::Render));
         cache.put("/a", 1, generation, page);
-        assert!(cache.get("/a", 1).is_none(), "rendered before the invalidation");
+        assert!(cache.lookup("/a", 1).page().is_none(), "rendered before the invalidation");
     }
 
     /// Puts `page` as if it had been rendered `age` ago.
@@ -273,26 +320,41 @@ mod tests {
     }
 
     #[test]
+    fn one_request_at_a_time_renders_a_page_for_the_cache() {
+        let cache = PageCache::default();
+        assert!(matches!(cache.lookup("/a", 1), Lookup::Render), "the first request renders it for the cache");
+        for _ in 0..3 {
+            assert!(matches!(cache.lookup("/a", 1), Lookup::RenderUncached), "the others meanwhile for themselves");
+        }
+        cache.release("/a");
+        assert!(matches!(cache.lookup("/a", 1), Lookup::Render), "a released claim passes to the next request");
+        let page = Arc::new(Encoded::new(Bytes::from_static(b"page")));
+        cache.put("/a", 1, cache.generation(), page.clone());
+        assert!(cache.lookup("/a", 1).page().is_some_and(|p| Arc::ptr_eq(&p, &page)));
+        assert!(matches!(cache.lookup("/b", 1), Lookup::Render), "claims are per path");
+    }
+
+    #[test]
     fn an_expired_page_is_rendered_again_by_one_request_while_the_others_get_the_old_copy() {
         let cache = PageCache::default();
         let old = Arc::new(Encoded::new(Bytes::from_static(b"old")));
         put_aged(&cache, "/a", old.clone(), MAX_AGE + Duration::from_secs(1));
-        assert!(cache.get("/a", 1).is_none(), "the first request after the expiry renders the page");
+        assert!(matches!(cache.lookup("/a", 1), Lookup::Render), "the first request after the expiry renders it");
         for _ in 0..3 {
-            let served = cache.get("/a", 1).expect("the others are served meanwhile");
+            let served = cache.lookup("/a", 1).page().expect("the others are served meanwhile");
             assert!(Arc::ptr_eq(&served, &old));
         }
         let new = Arc::new(Encoded::new(Bytes::from_static(b"new")));
         cache.put("/a", 1, cache.generation(), new.clone());
-        assert!(cache.get("/a", 1).is_some_and(|p| Arc::ptr_eq(&p, &new)));
+        assert!(cache.lookup("/a", 1).page().is_some_and(|p| Arc::ptr_eq(&p, &new)));
 
         // Too old to serve even meanwhile, and never after an invalidation.
         put_aged(&cache, "/b", old.clone(), MAX_AGE + MAX_STALE);
-        assert!(cache.get("/b", 1).is_none());
-        assert!(cache.get("/b", 1).is_none(), "nobody gets a page past MAX_AGE + MAX_STALE");
+        assert!(matches!(cache.lookup("/b", 1), Lookup::Render));
+        assert!(matches!(cache.lookup("/b", 1), Lookup::RenderUncached), "nobody gets a page past MAX_AGE + MAX_STALE");
         put_aged(&cache, "/c", old, MAX_AGE + Duration::from_secs(1));
-        assert!(cache.get("/c", 1).is_none());
+        assert!(matches!(cache.lookup("/c", 1), Lookup::Render));
         cache.invalidate();
-        assert!(cache.get("/c", 1).is_none(), "an invalidated page is not served meanwhile");
+        assert!(cache.lookup("/c", 1).page().is_none(), "an invalidated page is not served meanwhile");
     }
 }

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     state::AppState,
-    web::{AppError, Layout, Result, Routes, page_cache::Encoded, render},
+    web::{AppError, Layout, Result, Routes, page_cache::{self, Lookup}, render},
 };
 
 pub mod comparison;
@@ -386,8 +386,8 @@ async fn pair_use_case_page(
 /// A comparison page; `?cursor=` of the gallery of published runs picks a later page of it.
 /// Visitors who are not signed in all see the same first page: it is served from the page cache
 /// (`web::page_cache`) once every image on it is ready, until the catalog, the showcase or the
-/// public runs change (publishing, unpublishing and hiding a run announce it). Later gallery
-/// pages are rendered per request.
+/// public runs change (publishing, unpublishing and hiding a run announce it); one request at a
+/// time renders it for the cache. Later gallery pages are rendered per request.
 async fn comparison_response(
     state: &AppState,
     layout: Layout,
@@ -396,12 +396,34 @@ async fn comparison_response(
     use_case: Option<&str>,
     query: Option<&str>,
 ) -> Result<Response> {
-    let cacheable = !layout.is_signed_in() && query.is_none_or(str::is_empty);
+    let path = layout.path.clone();
+    let for_cache = !layout.is_signed_in()
+        && query.is_none_or(str::is_empty)
+        && match state.pages.lookup(&path, state.catalog.version()) {
+            Lookup::Hit(page) => return Ok(page.respond(headers, &HeaderValue::from_static(HTML))),
+            Lookup::Render => true,
+            Lookup::RenderUncached => false,
+        };
+    let response = render_comparison(state, layout, headers, pair, use_case, query, for_cache).await;
+    if for_cache {
+        // Kept or not (a redirect, an image still rendering, an error), the claim ends here.
+        state.pages.release(&path);
+    }
+    response
+}
+
+/// Renders a comparison page; `for_cache`: keeps it in the page cache when it is settled.
+async fn render_comparison(
+    state: &AppState,
+    layout: Layout,
+    headers: &HeaderMap,
+    pair: &str,
+    use_case: Option<&str>,
+    query: Option<&str>,
+    for_cache: bool,
+) -> Result<Response> {
     let path = layout.path.clone();
     let version = state.catalog.version();
-    if cacheable && let Some(page) = state.pages.get(&path, version) {
-        return Ok(page.respond(headers, &HeaderValue::from_static(HTML)));
-    }
     let generation = state.pages.generation();
     let catalog = state.catalog.current();
     let cursor = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
@@ -412,19 +434,14 @@ async fn comparison_response(
         Resolved::Redirect(location) => Ok(permanent_redirect(&location)),
         Resolved::Page(pair) => {
             let page = ComparisonPage::build(state, layout, *pair, after).await;
-            if !(cacheable && page.settled()) {
+            if !(for_cache && page.settled()) {
                 return Ok(render(&page));
             }
             let html = match askama::Template::render(&page) {
                 Ok(html) => html,
                 Err(_) => return Ok(render(&page)),
             };
-            // Compressing (brotli quality 9) takes milliseconds: off the async workers.
-            let encoded = std::sync::Arc::new(
-                tokio::task::spawn_blocking(move || Encoded::new(html.into()))
-                    .await
-                    .map_err(|err| AppError::Internal(anyhow::anyhow!("compressing a page: {err}")))?,
-            );
+            let encoded = std::sync::Arc::new(page_cache::encode(html.into()).await.map_err(AppError::Internal)?);
             state.pages.put(&path, version, generation, encoded.clone());
             Ok(encoded.respond(headers, &HeaderValue::from_static(HTML)))
         }
