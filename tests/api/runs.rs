@@ -552,6 +552,15 @@ async fn image_to_image_runs_store_and_send_the_reference() {
     assert!(jobs.iter().all(|j| j.status() == jobs::JobStatus::Delivered));
 }
 
+/// Revokes the first personal API key listed on `/account/api-keys` with `browser`.
+async fn revoke_first_key(browser: &Browser) {
+    let (_, page) = browser.page("/account/api-keys").await;
+    let key_id = page.attr("input[name=api_key_id]", "value").expect("key id");
+    let revoked =
+        Form::on(&page, "/account/api-keys").submit(browser, &[("action", "revoke"), ("api_key_id", &key_id)]).await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+}
+
 /// Creates a personal API key on `/account/api-keys` with `browser`; returns the key (shown once).
 async fn api_key(browser: &Browser) -> String {
     let response = browser
@@ -715,12 +724,7 @@ async fn the_json_api_with_personal_keys() {
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
 
     // Revoked keys stop working.
-    let (_, page) = app.page("/account/api-keys").await;
-    let key_id = page.attr("input[name=api_key_id]", "value").expect("key id");
-    let revoked = Form::on(&page, "/account/api-keys")
-        .submit(&app.browser, &[("action", "revoke"), ("api_key_id", &key_id)])
-        .await;
-    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    revoke_first_key(&app.browser).await;
     assert_eq!(get("/api/v1/me").send().await.expect("me").status(), StatusCode::UNAUTHORIZED);
     app.assert_invariants().await;
 }
@@ -815,12 +819,7 @@ async fn a_revoked_key_is_refused_at_once_by_every_instance_that_cached_it() {
     sqlx::query("UPDATE api_key SET revoked_at = NULL").execute(&app.pool).await.expect("restore");
     sqlx::query("ALTER TABLE api_key ENABLE TRIGGER api_key_revoked").execute(&app.pool).await.expect("on");
 
-    let (_, page) = app.page("/account/api-keys").await;
-    let key_id = page.attr("input[name=api_key_id]", "value").expect("key id");
-    let revoked = Form::on(&page, "/account/api-keys")
-        .submit(&app.browser, &[("action", "revoke"), ("api_key_id", &key_id)])
-        .await;
-    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    revoke_first_key(&app.browser).await;
     assert_eq!(me().await.expect("me").status(), StatusCode::UNAUTHORIZED, "refused at once where revoked");
     assert!(!cache.holds(&key));
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -20,7 +20,11 @@ use super::{
 };
 use crate::{
     state::AppState,
-    web::{AppError, Layout, Result, Routes, page_cache::{self, Lookup}, render},
+    web::{
+        AppError, Layout, Result, Routes,
+        page_cache::{self, Lookup},
+        render,
+    },
 };
 
 pub mod comparison;
