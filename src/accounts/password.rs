@@ -1,9 +1,13 @@
-//! Password hashing: argon2id with the OWASP parameters (19 MiB, 2 passes, 1 lane), run on a
-//! small pool of dedicated, lower-priority threads: a hash (tens of milliseconds of CPU) never
-//! stalls the async workers, and when the CPU is busy the scheduler serves page requests first
-//! (logins get slower before pages do).
+//! Password hashing: argon2id with the OWASP parameters (19 MiB, 2 passes, 1 lane), run on
+//! dedicated threads, never on the async workers. A hash (tens of milliseconds of CPU) starts
+//! on idle-priority threads, so page requests always come first; one that has not finished
+//! after a quarter second (the cores are saturated) runs on nice-10 threads too, so a log-in
+//! gets slower under load but never starves.
 
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::{
+    sync::{Arc, Mutex, OnceLock, mpsc},
+    time::Duration,
+};
 
 use argon2::{
     Argon2,
@@ -33,25 +37,20 @@ fn hasher() -> Argon2<'static> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// How many hashing threads run at once, and their niceness (Linux: 0 is normal, 19 lowest).
-const THREADS: usize = 2;
-const NICENESS_PRIORITY: u8 = 25; // thread-priority's 0..99 scale; 25 maps to nice 10
+/// Threads that run jobs at one scheduling priority.
+struct Lane {
+    sender: Mutex<mpsc::Sender<Job>>,
+}
 
-fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
-    static POOL: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    POOL.get_or_init(|| {
+impl Lane {
+    /// Starts `threads` threads named `name-N` that lower their own priority with `lower`.
+    fn start(name: &str, threads: usize, lower: fn()) -> Lane {
         let (tx, rx) = mpsc::channel::<Job>();
-        let rx = std::sync::Arc::new(Mutex::new(rx));
-        for i in 0..THREADS {
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
             let rx = rx.clone();
-            let spawned = std::thread::Builder::new().name(format!("password-{i}")).spawn(move || {
-                if let Ok(value) = thread_priority::ThreadPriorityValue::try_from(NICENESS_PRIORITY)
-                    && let Err(err) = thread_priority::set_current_thread_priority(
-                        thread_priority::ThreadPriority::Crossplatform(value),
-                    )
-                {
-                    tracing::debug!("password thread keeps normal priority: {err:?}");
-                }
+            let spawned = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
+                lower();
                 loop {
                     let job = match rx.lock() {
                         Ok(rx) => rx.recv(),
@@ -67,21 +66,103 @@ fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
                 tracing::error!("could not start a password hashing thread: {err}");
             }
         }
-        Mutex::new(tx)
+        Lane { sender: Mutex::new(tx) }
+    }
+
+    fn send(&self, job: Job) -> anyhow::Result<()> {
+        self.sender
+            .lock()
+            .map_err(|_| anyhow::anyhow!("password threads poisoned"))?
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("password threads stopped"))
+    }
+}
+
+/// Hashing threads per lane.
+const THREADS: usize = 2;
+/// A hash not done after this on the idle lane is run on the standby lane too.
+const STANDBY_AFTER: Duration = Duration::from_millis(250);
+
+/// The lane every hash starts on: on Linux at `SCHED_IDLE`, so a hash runs on CPU time no
+/// request wants and never holds a core a page's thread wakes up for (at nice 10 it held one
+/// for a time slice, and the pages' p99 doubled during 10 logins a second).
+fn idle_lane() -> &'static Lane {
+    static LANE: OnceLock<Lane> = OnceLock::new();
+    LANE.get_or_init(|| Lane::start("password-idle", THREADS, idle_priority))
+}
+
+/// The lane a hash also runs on once it waited [`STANDBY_AFTER`] on the idle one: at nice 10,
+/// it gets its share of a saturated CPU (idle-class threads get almost none, and a log-in would
+/// wait past the request deadline while pages keep the cores busy). Whichever finishes first
+/// answers; the other copy ends on idle CPU time, or at once if it had not started.
+fn standby_lane() -> &'static Lane {
+    static LANE: OnceLock<Lane> = OnceLock::new();
+    LANE.get_or_init(|| Lane::start("password", THREADS, nice_priority))
+}
+
+fn idle_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        if let Err(err) = thread_priority::unix::set_thread_priority_and_policy(
+            thread_priority::unix::thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        ) {
+            tracing::debug!("idle password thread keeps its priority: {err:?}");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    nice_priority();
+}
+
+fn nice_priority() {
+    // thread-priority's 0..99 scale; 25 maps to nice 10.
+    if let Ok(value) = thread_priority::ThreadPriorityValue::try_from(25u8)
+        && let Err(err) =
+            thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Crossplatform(value))
+    {
+        tracing::debug!("password thread keeps normal priority: {err:?}");
+    }
+}
+
+/// Runs `work` on the idle lane and, if it is not done within [`STANDBY_AFTER`], on the
+/// standby lane as well; answers with the first result.
+async fn run<T: Send + 'static>(work: impl Fn() -> T + Send + Sync + 'static) -> anyhow::Result<T> {
+    run_on(idle_lane(), standby_lane(), STANDBY_AFTER, work).await
+}
+
+/// Where the result of a job run on two lanes goes: the first to finish takes the sender.
+type Answer<T> = Arc<Mutex<Option<tokio::sync::oneshot::Sender<T>>>>;
+
+/// One lane's copy of a job: runs `work` unless the other copy answered already.
+fn job<T: Send + 'static>(work: Arc<impl Fn() -> T + Send + Sync + 'static>, answer: Answer<T>) -> Job {
+    Box::new(move || {
+        if answer.lock().map(|a| a.is_none()).unwrap_or(true) {
+            return;
+        }
+        let result = work();
+        if let Some(tx) = answer.lock().ok().and_then(|mut a| a.take()) {
+            let _ = tx.send(result);
+        }
     })
 }
 
-/// Runs `work` on a password thread and waits for its result.
-async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move || {
-        let _ = tx.send(work());
-    });
-    pool()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("password pool poisoned"))?
-        .send(job)
-        .map_err(|_| anyhow::anyhow!("password threads stopped"))?;
+async fn run_on<T: Send + 'static>(
+    first: &Lane,
+    standby: &Lane,
+    after: Duration,
+    work: impl Fn() -> T + Send + Sync + 'static,
+) -> anyhow::Result<T> {
+    let work = Arc::new(work);
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let answer: Answer<T> = Arc::new(Mutex::new(Some(tx)));
+    first.send(job(work.clone(), answer.clone()))?;
+    tokio::select! {
+        result = &mut rx => return result.map_err(|_| anyhow::anyhow!("password thread dropped the job")),
+        _ = tokio::time::sleep(after) => {}
+    }
+    standby.send(job(work, answer))?;
     rx.await.map_err(|_| anyhow::anyhow!("password thread dropped the job"))
 }
 
@@ -98,11 +179,8 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 pub async fn verify(password: String, stored: Option<String>) -> anyhow::Result<bool> {
     run(move || {
         let known = stored.is_some();
-        let phc = match stored {
-            Some(phc) => phc,
-            None => dummy_hash().to_string(),
-        };
-        let Ok(parsed) = PasswordHash::new(&phc) else {
+        let phc = stored.as_deref().unwrap_or_else(|| dummy_hash());
+        let Ok(parsed) = PasswordHash::new(phc) else {
             tracing::error!("a stored password hash does not parse");
             return Ok(false);
         };
@@ -141,6 +219,35 @@ mod tests {
         assert!(verify("correct horse".into(), Some(phc.clone())).await.expect("verify"));
         assert!(!verify("wrong horse".into(), Some(phc)).await.expect("verify"));
         assert!(!verify("anything".into(), None).await.expect("verify"));
+    }
+
+    /// A hash stuck on its first lane (here: its only thread is busy) is answered by the
+    /// standby lane; one the first lane answers is not run again.
+    #[tokio::test]
+    async fn a_hash_that_waits_too_long_runs_on_the_standby_lane() {
+        let first = Lane::start("test-first", 1, || {});
+        let standby = Lane::start("test-standby", 1, || {});
+        let (release, blocked) = mpsc::channel::<()>();
+        first
+            .send(Box::new(move || {
+                let _ = blocked.recv();
+            }))
+            .expect("block the first lane");
+        let thread = || std::thread::current().name().map(str::to_string);
+        let ran_on = run_on(&first, &standby, Duration::from_millis(10), thread).await.expect("answered");
+        assert_eq!(ran_on.as_deref(), Some("test-standby-0"));
+        release.send(()).expect("unblock");
+
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        let ran_on = run_on(&first, &standby, Duration::from_secs(600), move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            thread()
+        })
+        .await
+        .expect("answered");
+        assert_eq!(ran_on.as_deref(), Some("test-first-0"));
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
