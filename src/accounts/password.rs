@@ -1,8 +1,8 @@
 //! Password hashing: argon2id with the OWASP parameters (19 MiB, 2 passes, 1 lane), run on
 //! dedicated threads, never on the async workers. A hash (tens of milliseconds of CPU) starts
 //! on idle-priority threads, so page requests always come first; one that has not finished
-//! after a quarter second (the cores are saturated) runs on nice-10 threads too, so a log-in
-//! gets slower under load but never starves.
+//! after a second (the cores are saturated) runs on a nice-10 thread too, so a log-in gets
+//! slower under load but never starves.
 
 use std::{
     sync::{Arc, Mutex, OnceLock, mpsc},
@@ -78,10 +78,14 @@ impl Lane {
     }
 }
 
-/// Hashing threads per lane.
+/// Hashing threads of the idle lane, and of the standby lane (each hash holds 19 MiB while it
+/// runs: at most three at once).
 const THREADS: usize = 2;
-/// A hash not done after this on the idle lane is run on the standby lane too.
-const STANDBY_AFTER: Duration = Duration::from_millis(250);
+const STANDBY_THREADS: usize = 1;
+/// A hash not done after this on the idle lane is run on the standby lane too. Measured with
+/// `PHASES="5" bench/run` (10 logins/s while wrk saturates a page): the page's p99 rose 2.5×
+/// with 250 ms here (most hashes moved to nice 10), 1.8× with a second; log-ins' p99 1.4 s.
+const STANDBY_AFTER: Duration = Duration::from_secs(1);
 
 /// The lane every hash starts on: on Linux at `SCHED_IDLE`, so a hash runs on CPU time no
 /// request wants and never holds a core a page's thread wakes up for (at nice 10 it held one
@@ -97,7 +101,7 @@ fn idle_lane() -> &'static Lane {
 /// answers; the other copy ends on idle CPU time, or at once if it had not started.
 fn standby_lane() -> &'static Lane {
     static LANE: OnceLock<Lane> = OnceLock::new();
-    LANE.get_or_init(|| Lane::start("password", THREADS, nice_priority))
+    LANE.get_or_init(|| Lane::start("password", STANDBY_THREADS, nice_priority))
 }
 
 fn idle_priority() {
