@@ -269,3 +269,68 @@ async fn a_request_whose_client_hangs_up_still_runs_to_completion() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Every channel a process follows shares one `LISTEN` connection (`db::notifications`): each
+/// follower hears its own channel's notifications (and only those), is told when its channel is
+/// listened to and again after the connection is lost and back, and only one of the database's
+/// sessions listens, whatever the number of channels.
+#[tokio::test]
+async fn every_channel_of_a_process_shares_one_listening_connection() {
+    let app = TestApp::spawn().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, Option<String>)>();
+    for channel in ["test_one", "test_two", "test_three"] {
+        let (pool, shutdown, tx) = (app.pool.clone(), shutdown.clone(), tx.clone());
+        tokio::spawn(async move {
+            faceoff::db::listen(&pool, channel, channel, &shutdown, |payload| {
+                let _ = tx.send((channel, payload));
+                std::future::ready(())
+            })
+            .await;
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut next = async || {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        tokio::time::timeout(left, rx.recv()).await.expect("an event in time").expect("senders alive")
+    };
+    // Each is told once its channel is listened to.
+    let mut connected = Vec::new();
+    while connected.len() < 3 {
+        let (channel, payload) = next().await;
+        assert_eq!(payload, None, "nothing was sent yet");
+        connected.push(channel);
+    }
+    connected.sort_unstable();
+    assert_eq!(connected, ["test_one", "test_three", "test_two"]);
+
+    let listening = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .expect("activity")
+    };
+    // The mail sender of the test app follows its channel too: still one session.
+    let pids = listening().await;
+    assert_eq!(pids.len(), 1, "one session listens for every channel");
+
+    for (channel, payload) in [("test_two", "b"), ("test_one", "a")] {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&app.pool).await.expect("notify");
+        assert_eq!(next().await, (channel, Some(payload.to_string())), "only its own channel's follower hears it");
+    }
+
+    // The connection is lost: everyone is told when it is back, and notifications flow again.
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(pids[0]).execute(&app.pool).await.expect("terminate");
+    let mut told = Vec::new();
+    while told.len() < 3 {
+        let (channel, payload) = next().await;
+        assert_eq!(payload, None);
+        told.push(channel);
+    }
+    sqlx::query("SELECT pg_notify('test_three', 'c')").execute(&app.pool).await.expect("notify");
+    assert_eq!(next().await, ("test_three", Some("c".to_string())));
+    assert_eq!(listening().await.len(), 1);
+    shutdown.cancel();
+}

@@ -1,6 +1,9 @@
 //! The database: finding a PostgreSQL server (the configured one, a local default, or a private
 //! cluster started under the data directory), creating the application database, running the
-//! migrations, building the connection pool, and starting transactions safely ([`begin`]).
+//! migrations, building the connection pool, starting transactions safely ([`begin`]) and following
+//! `NOTIFY` channels over one shared connection ([`listen`], [`notifications`]).
+
+pub mod notifications;
 
 use std::{
     path::{Path, PathBuf},
@@ -466,9 +469,10 @@ pub async fn ping(pool: &PgPool) -> bool {
 }
 
 /// Follows `NOTIFY` on `channel` until `shutdown`: calls `on_event(Some(payload))` for each
-/// notification and `on_event(None)` after every (re)connection, since notifications sent while
-/// disconnected are lost and the caller may need to catch up. A lost connection is retried every
-/// 2 s, logging what failed under `what`.
+/// notification and `on_event(None)` once the channel is listened to and after every
+/// reconnection, since notifications sent while disconnected are lost and the caller may need to
+/// catch up. Every follower of a pool shares one connection ([`notifications`]); `what` names
+/// this one in the log.
 pub async fn listen<F, Fut>(
     pool: &PgPool,
     channel: &str,
@@ -479,42 +483,25 @@ pub async fn listen<F, Fut>(
     F: FnMut(Option<String>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut subscription = notifications::subscribe(pool, channel);
+    if subscription.live {
+        on_event(None).await;
+    }
     loop {
-        let connected = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-            listener.listen(channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        }
-        .await;
-        match connected {
-            Ok(mut listener) => {
-                on_event(None).await;
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        // `try_recv`, not `recv`: `recv` reconnects silently, and the
-                        // notifications sent meanwhile would be lost without anyone knowing.
-                        message = listener.try_recv() => match message {
-                            Ok(Some(notification)) => on_event(Some(notification.payload().to_string())).await,
-                            // The connection was lost and is back (sqlx reconnects and listens
-                            // again before answering): whatever was sent meanwhile is lost.
-                            Ok(None) => {
-                                tracing::warn!("{what}: the connection was lost; reconnected");
-                                on_event(None).await;
-                            }
-                            Err(err) => {
-                                tracing::warn!("{what}: lost the connection: {err}");
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            Err(err) => tracing::warn!("{what}: {err}"),
-        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            event = subscription.events.recv() => match event {
+                Ok(notifications::Event::Connected) => on_event(None).await,
+                Ok(notifications::Event::Notified(payload)) => on_event(Some(payload)).await,
+                // Fell behind the backlog: some notifications are gone, as after a reconnection.
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!("{what}: missed {missed} notifications");
+                    on_event(None).await;
+                }
+                // The subscription keeps the sender alive: not reached.
+                Err(RecvError::Closed) => return,
+            },
         }
     }
 }
