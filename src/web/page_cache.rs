@@ -134,13 +134,43 @@ impl Encoded {
 
 /// What [`PageCache::lookup`] says to do.
 #[derive(Debug)]
-pub enum Lookup {
+pub enum Lookup<'a> {
     /// Serve this page.
     Hit(Arc<Encoded>),
-    /// Render the page and [`PageCache::put`] it (or [`PageCache::release`] the claim).
-    Render,
+    /// Render the page and [`Claim::put`] it; dropping the claim unused passes it on.
+    Render(Claim<'a>),
     /// Render the page for this request only: another request is rendering it for the cache.
     RenderUncached,
+}
+
+/// One request's right to render a page for the cache, taken by [`PageCache::lookup`]; ends
+/// when dropped, kept or not (a redirect, an image still rendering, an error), so the next
+/// request gets it.
+pub struct Claim<'a> {
+    cache: &'a PageCache,
+    path: String,
+    catalog_version: u64,
+    /// Read before rendering: a page rendered across an invalidation is not kept.
+    generation: u64,
+}
+
+impl Claim<'_> {
+    /// Keeps `page` (unless the cache was invalidated since the claim was taken).
+    pub fn put(self, page: Arc<Encoded>) {
+        self.cache.keep(&self.path, self.catalog_version, self.generation, page);
+    }
+}
+
+impl std::fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.cache.refreshing.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
+    }
 }
 
 /// Compresses a page for the cache ([`Encoded::new`]: brotli at quality 9, milliseconds of CPU
@@ -171,9 +201,8 @@ pub struct PageCache {
 }
 
 impl PageCache {
-    /// The generation to pass to [`PageCache::put`] for a page about to be rendered: a page
-    /// rendered across an invalidation is not kept.
-    pub fn generation(&self) -> u64 {
+    /// Bumped by every invalidation: a page rendered across one is not kept.
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
@@ -183,7 +212,7 @@ impl PageCache {
     /// [`Lookup::Render`]: one request per path at a time renders a page for the cache (and
     /// compresses it at brotli quality 9); the others in the meantime render it for themselves,
     /// as for a signed-in visitor.
-    pub fn lookup(&self, path: &str, catalog_version: u64) -> Lookup {
+    pub fn lookup(&self, path: &str, catalog_version: u64) -> Lookup<'_> {
         let generation = self.generation();
         let expired = {
             let pages = self.pages.read().unwrap_or_else(|p| p.into_inner());
@@ -204,24 +233,12 @@ impl PageCache {
             (Some(since), None) if since.elapsed() < REFRESH_CLAIM => Lookup::RenderUncached,
             _ => {
                 refreshing.insert(path.to_string(), Instant::now());
-                Lookup::Render
+                Lookup::Render(Claim { cache: self, path: path.to_string(), catalog_version, generation })
             }
         }
     }
 
-    /// Gives up the claim [`Lookup::Render`] handed out, without a page (the page turned out
-    /// not to be cacheable): the next request renders it for the cache.
-    pub fn release(&self, path: &str) {
-        self.refreshing.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
-    }
-
     /// Keeps `page` for `path` unless the cache was invalidated since `generation` was read.
-    /// Ends the claim [`Lookup::Render`] handed out.
-    pub fn put(&self, path: &str, catalog_version: u64, generation: u64, page: Arc<Encoded>) {
-        self.keep(path, catalog_version, generation, page);
-        self.release(path);
-    }
-
     fn keep(&self, path: &str, catalog_version: u64, generation: u64, page: Arc<Encoded>) {
         let mut pages = self.pages.write().unwrap_or_else(|p| p.into_inner());
         if generation != self.generation() {
@@ -286,11 +303,19 @@ mod tests {
         assert_eq!(page.respond(&conditional, &html).status(), StatusCode::NOT_MODIFIED);
     }
 
-    impl Lookup {
+    impl<'a> Lookup<'a> {
         fn page(self) -> Option<Arc<Encoded>> {
             match self {
                 Lookup::Hit(page) => Some(page),
-                Lookup::Render | Lookup::RenderUncached => None,
+                Lookup::Render(_) | Lookup::RenderUncached => None,
+            }
+        }
+
+        /// The claim to render the page for the cache; panics with `why` on any other answer.
+        fn claim(self, why: &str) -> Claim<'a> {
+            match self {
+                Lookup::Render(claim) => claim,
+                other => panic!("{why}: {other:?}"),
             }
         }
     }
@@ -299,21 +324,18 @@ mod tests {
     fn invalidation_drops_pages_and_refuses_stale_renders() {
         let cache = PageCache::default();
         let page = Arc::new(Encoded::new(Bytes::from_static(b"x")));
-        let generation = cache.generation();
-        cache.put("/a", 1, generation, page.clone());
+        cache.keep("/a", 1, cache.generation(), page.clone());
         assert!(cache.lookup("/a", 1).page().is_some());
-        assert!(matches!(cache.lookup("/a", 2), Lookup::Render), "another catalog snapshot");
-        cache.release("/a");
+        let before = cache.lookup("/a", 2).claim("another catalog snapshot");
         cache.invalidate();
-        assert!(matches!(cache.lookup("/a", 1), Lookup::Render));
-        cache.put("/a", 1, generation, page);
-        assert!(cache.lookup("/a", 1).page().is_none(), "rendered before the invalidation");
+        assert!(cache.lookup("/a", 1).page().is_none(), "dropped by the invalidation");
+        before.put(page);
+        assert!(cache.lookup("/a", 2).page().is_none(), "rendered before the invalidation");
     }
 
     /// Puts `page` as if it had been rendered `age` ago.
     fn put_aged(cache: &PageCache, path: &str, page: Arc<Encoded>, age: Duration) {
-        let generation = cache.generation();
-        cache.put(path, 1, generation, page);
+        cache.keep(path, 1, cache.generation(), page);
         let mut pages = cache.pages.write().expect("lock");
         let entry = pages.get_mut(path).expect("kept");
         entry.at = Instant::now().checked_sub(age).expect("a monotonic clock this old");
@@ -322,16 +344,16 @@ mod tests {
     #[test]
     fn one_request_at_a_time_renders_a_page_for_the_cache() {
         let cache = PageCache::default();
-        assert!(matches!(cache.lookup("/a", 1), Lookup::Render), "the first request renders it for the cache");
+        let first = cache.lookup("/a", 1).claim("the first request renders it for the cache");
         for _ in 0..3 {
             assert!(matches!(cache.lookup("/a", 1), Lookup::RenderUncached), "the others meanwhile for themselves");
         }
-        cache.release("/a");
-        assert!(matches!(cache.lookup("/a", 1), Lookup::Render), "a released claim passes to the next request");
+        drop(first);
+        let next = cache.lookup("/a", 1).claim("a dropped claim passes to the next request");
         let page = Arc::new(Encoded::new(Bytes::from_static(b"page")));
-        cache.put("/a", 1, cache.generation(), page.clone());
+        next.put(page.clone());
         assert!(cache.lookup("/a", 1).page().is_some_and(|p| Arc::ptr_eq(&p, &page)));
-        assert!(matches!(cache.lookup("/b", 1), Lookup::Render), "claims are per path");
+        let _b = cache.lookup("/b", 1).claim("claims are per path");
     }
 
     #[test]
@@ -339,21 +361,21 @@ mod tests {
         let cache = PageCache::default();
         let old = Arc::new(Encoded::new(Bytes::from_static(b"old")));
         put_aged(&cache, "/a", old.clone(), MAX_AGE + Duration::from_secs(1));
-        assert!(matches!(cache.lookup("/a", 1), Lookup::Render), "the first request after the expiry renders it");
+        let refresh = cache.lookup("/a", 1).claim("the first request after the expiry renders it");
         for _ in 0..3 {
             let served = cache.lookup("/a", 1).page().expect("the others are served meanwhile");
             assert!(Arc::ptr_eq(&served, &old));
         }
         let new = Arc::new(Encoded::new(Bytes::from_static(b"new")));
-        cache.put("/a", 1, cache.generation(), new.clone());
+        refresh.put(new.clone());
         assert!(cache.lookup("/a", 1).page().is_some_and(|p| Arc::ptr_eq(&p, &new)));
 
         // Too old to serve even meanwhile, and never after an invalidation.
         put_aged(&cache, "/b", old.clone(), MAX_AGE + MAX_STALE);
-        assert!(matches!(cache.lookup("/b", 1), Lookup::Render));
+        let _b = cache.lookup("/b", 1).claim("too old to serve");
         assert!(matches!(cache.lookup("/b", 1), Lookup::RenderUncached), "nobody gets a page past MAX_AGE + MAX_STALE");
         put_aged(&cache, "/c", old, MAX_AGE + Duration::from_secs(1));
-        assert!(matches!(cache.lookup("/c", 1), Lookup::Render));
+        let _c = cache.lookup("/c", 1).claim("expired");
         cache.invalidate();
         assert!(cache.lookup("/c", 1).page().is_none(), "an invalidated page is not served meanwhile");
     }

@@ -400,35 +400,16 @@ async fn comparison_response(
     use_case: Option<&str>,
     query: Option<&str>,
 ) -> Result<Response> {
-    let path = layout.path.clone();
-    let for_cache = !layout.is_signed_in()
-        && query.is_none_or(str::is_empty)
-        && match state.pages.lookup(&path, state.catalog.version()) {
+    // The claim (one request at a time) ends when dropped, kept or not.
+    let claim = if !layout.is_signed_in() && query.is_none_or(str::is_empty) {
+        match state.pages.lookup(&layout.path, state.catalog.version()) {
             Lookup::Hit(page) => return Ok(page.respond(headers, &HeaderValue::from_static(HTML))),
-            Lookup::Render => true,
-            Lookup::RenderUncached => false,
-        };
-    let response = render_comparison(state, layout, headers, pair, use_case, query, for_cache).await;
-    if for_cache {
-        // Kept or not (a redirect, an image still rendering, an error), the claim ends here.
-        state.pages.release(&path);
-    }
-    response
-}
-
-/// Renders a comparison page; `for_cache`: keeps it in the page cache when it is settled.
-async fn render_comparison(
-    state: &AppState,
-    layout: Layout,
-    headers: &HeaderMap,
-    pair: &str,
-    use_case: Option<&str>,
-    query: Option<&str>,
-    for_cache: bool,
-) -> Result<Response> {
-    let path = layout.path.clone();
-    let version = state.catalog.version();
-    let generation = state.pages.generation();
+            Lookup::Render(claim) => Some(claim),
+            Lookup::RenderUncached => None,
+        }
+    } else {
+        None
+    };
     let catalog = state.catalog.current();
     let cursor = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .find(|(k, _)| k == "cursor")
@@ -438,15 +419,15 @@ async fn render_comparison(
         Resolved::Redirect(location) => Ok(permanent_redirect(&location)),
         Resolved::Page(pair) => {
             let page = ComparisonPage::build(state, layout, *pair, after).await;
-            if !(for_cache && page.settled()) {
+            let Some(claim) = claim.filter(|_| page.settled()) else {
                 return Ok(render(&page));
-            }
+            };
             let html = match askama::Template::render(&page) {
                 Ok(html) => html,
                 Err(_) => return Ok(render(&page)),
             };
             let encoded = std::sync::Arc::new(page_cache::encode(html.into()).await.map_err(AppError::Internal)?);
-            state.pages.put(&path, version, generation, encoded.clone());
+            claim.put(encoded.clone());
             Ok(encoded.respond(headers, &HeaderValue::from_static(HTML)))
         }
     }
