@@ -139,10 +139,13 @@ pub fn rate(count: i64, span: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Positions are counted up to this many jobs ahead ("more than 10,000 jobs ahead").
-pub const MAX_COUNTED: i64 = 10_000;
+/// Positions are counted up to this many jobs ahead ("1,000 or more jobs ahead"): a count
+/// reads one index entry per job ahead, so the bound is what a submission or a studio page
+/// can cost however deep the queue is; past it the number tells nobody anything more.
+pub const MAX_COUNTED: i64 = 1_000;
 
-/// Queued jobs (of `provider`, or all) claimed before a job at `slot`.
+/// Queued jobs (of `provider`, or all) claimed before a job at `slot`, up to [`MAX_COUNTED`]
+/// (`job_queue_ahead`: walks `generation_job_fair_idx` in order and stops at the limit).
 async fn ahead_of(
     db: impl PgExecutor<'_>,
     provider: Option<&str>,
@@ -150,30 +153,25 @@ async fn ahead_of(
     interactive: bool,
     job_id: Uuid,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM (
-             SELECT 1 FROM generation_job
-             WHERE status = 'queued' AND fair_slot <= $2
-               AND (fair_slot < $2 OR (interactive AND NOT $3) OR (interactive = $3 AND job_id < $4))
-               AND ($1::text IS NULL OR provider = $1)
-             LIMIT $5) ahead",
-    )
-    .bind(provider)
-    .bind(slot)
-    .bind(interactive)
-    .bind(job_id)
-    .bind(MAX_COUNTED)
-    .fetch_one(db)
-    .await
+    sqlx::query_scalar("SELECT job_queue_ahead($1, $2, $3, $4, $5)")
+        .bind(provider)
+        .bind(slot)
+        .bind(interactive)
+        .bind(job_id)
+        .bind(MAX_COUNTED)
+        .fetch_one(db)
+        .await
 }
 
 /// What a queued job (or a run about to be submitted) can expect.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Wait {
-    /// Jobs of the same provider route claimed before this one (counted up to 10,000).
+    /// Jobs of the same provider route claimed before this one (counted up to 1,000: 1000
+    /// means "1,000 or more").
     pub ahead: i64,
     /// About how many seconds until it starts, from the route's recent throughput (null while
-    /// nothing started on it in the last 5 minutes).
+    /// nothing started on it in the last 5 minutes); with 1,000 or more jobs ahead, the least
+    /// it can be.
     pub estimated_start_seconds: Option<u64>,
     /// The same in words: "3 jobs ahead, about 40 s before it starts".
     #[schema(example = "3 jobs ahead, about 40 s before it starts")]
@@ -183,13 +181,15 @@ pub struct Wait {
 impl Wait {
     pub fn new(ahead: i64, rate: Option<f64>) -> Wait {
         let estimated_start_seconds = rate.filter(|r| *r > 0.0).map(|r| (ahead as f64 / r).ceil() as u64);
+        let capped = ahead >= MAX_COUNTED;
         let jobs = match ahead {
             0 => "Next in line".to_string(),
             1 => "1 job ahead".to_string(),
-            n if n >= MAX_COUNTED => format!("More than {MAX_COUNTED} jobs ahead"),
+            _ if capped => "1,000 or more jobs ahead".to_string(),
             n => format!("{n} jobs ahead"),
         };
         let label = match estimated_start_seconds {
+            Some(secs) if capped => format!("{jobs}, at least {} before it starts", seconds_label(secs)),
             Some(secs) if ahead > 0 => format!("{jobs}, about {} before it starts", seconds_label(secs)),
             _ => jobs,
         };
@@ -286,7 +286,11 @@ mod tests {
         assert_eq!(w.estimated_start_seconds, Some(40));
         assert_eq!(w.label, "80 jobs ahead, about 40 s before it starts");
         assert_eq!(Wait::new(600, Some(2.0)).label, "600 jobs ahead, about 5 min before it starts");
-        assert!(Wait::new(MAX_COUNTED, None).label.starts_with("More than"));
+        assert_eq!(Wait::new(MAX_COUNTED, None).label, "1,000 or more jobs ahead");
+        assert_eq!(
+            Wait::new(MAX_COUNTED, Some(2.0)).label,
+            "1,000 or more jobs ahead, at least 9 min before it starts"
+        );
         assert_eq!(seconds_label(3900), "1 h 5 min");
     }
 }

@@ -319,6 +319,37 @@ async fn the_run_page_the_api_and_the_studio_show_the_wait() {
 }
 
 #[tokio::test]
+async fn a_place_is_counted_up_to_1000_jobs_ahead() {
+    let app = TestApp::spawn().await;
+    // Two users with 520 queued jobs each (slots 0..519): the next job of either is behind 1,040.
+    let (a, b) = (app.create_user("a@example.com", 100_000).await, app.create_user("b@example.com", 100_000).await);
+    for i in 0..260 {
+        api_run(&app, a.id, &format!("a-{i}")).await;
+        api_run(&app, b.id, &format!("b-{i}")).await;
+    }
+    let valid = validate(&app.state.catalog.current(), &two_models(), None).expect("valid");
+    let created = create_run(&app.pool, &app.state.store, &app.state.config.queue, a.id, &valid, "a-last")
+        .await
+        .expect("created");
+    let places = created.fresh.expect("a new run").places;
+    assert_eq!(places.len(), 2, "{places:?}");
+    for (job_id, wait) in &places {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM generation_job g, generation_job j
+             WHERE j.job_id = $1 AND g.status = 'queued' AND g.provider = j.provider
+               AND (g.fair_slot, NOT g.interactive, g.job_id) < (j.fair_slot, NOT j.interactive, j.job_id)",
+        )
+        .bind(job_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        assert!(behind > 1_000, "{behind}");
+        assert_eq!(wait.ahead, jobs::queue::MAX_COUNTED, "{wait:?}");
+        assert_eq!(wait.label, "1,000 or more jobs ahead", "{wait:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_backed_up_queue_refuses_api_runs_with_503_while_the_studio_works() {
     let app = TestApp::spawn_with(|config| config.queue.max_age = Some(Duration::from_secs(60))).await;
     let other = app.create_user("earlier@example.com", 1_000).await;
