@@ -7,7 +7,10 @@
 //! holds, so a user with 10,000 queued jobs holds slots far ahead while another user's first
 //! job lands at the front. API jobs take one slot each; the jobs of a studio run share one slot
 //! and win ties (`interactive DESC`): a person waiting on the page is served before bulk API
-//! work, also their own. Computing a slot reads three index entries, never the queue.
+//! work, also their own. Computing a slot reads the head of the fair index and the user's
+//! pending jobs, never the queue; a place counts at most [`MAX_COUNTED`] entries. The queue's
+//! SQL functions pin their plans (see `migrations/20261202000000_queue_plans.up.sql`): a
+//! queue's statistics are always stale.
 //!
 //! Limits: at most `max_queued` jobs of a user and source may wait (a submission over it is
 //! refused and creates nothing; the check runs in the submission's transaction under a per-user
@@ -85,19 +88,14 @@ pub async fn user_load(db: impl PgExecutor<'_>, user_id: Uuid, source: Source) -
 }
 
 /// The first slot for `count` new jobs of the user's flow (API jobs take `slot`, `slot + 1`, …;
-/// a studio run's jobs all take `slot`).
+/// a studio run's jobs all take `slot`): `job_queue_next_slot`, which `faceoff_create_run` uses
+/// too. Reads the head of the fair index and the user's pending jobs, never the queue.
 pub async fn next_slot(db: impl PgExecutor<'_>, user_id: Uuid, source: Source) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT GREATEST(
-             COALESCE((SELECT min(fair_slot) FROM generation_job WHERE status = 'queued'),
-                      (SELECT max(fair_slot) FROM generation_job WHERE status = 'running'), 0),
-             COALESCE((SELECT max(fair_slot) + 1 FROM generation_job
-                       WHERE user_id = $1 AND interactive = $2 AND status = 'queued'), 0))",
-    )
-    .bind(user_id)
-    .bind(source.interactive())
-    .fetch_one(db)
-    .await
+    sqlx::query_scalar("SELECT slot FROM job_queue_next_slot($1, $2)")
+        .bind(user_id)
+        .bind(source.interactive())
+        .fetch_one(db)
+        .await
 }
 
 /// How many of the latest starts [`start_rate`] reads: enough for a steady estimate, and a bound
