@@ -70,6 +70,19 @@ async fn claim_run(app: &TestApp) -> Option<Uuid> {
     jobs::claim(&app.pool, Duration::from_secs(60), &[]).await.expect("claim").map(|job| job.run_id)
 }
 
+/// The queued jobs of `job_id`'s provider route claimed before it, counted exactly (no cap).
+async fn jobs_ahead(app: &TestApp, job_id: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM generation_job g, generation_job j
+         WHERE j.job_id = $1 AND g.status = 'queued' AND g.provider = j.provider
+           AND (g.fair_slot, NOT g.interactive, g.job_id) < (j.fair_slot, NOT j.interactive, j.job_id)",
+    )
+    .bind(job_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count")
+}
+
 async fn counts(app: &TestApp) -> (i64, i64, i64) {
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM generation_run), (SELECT count(*) FROM generation_job), (SELECT count(*) FROM ledger_hold)",
@@ -260,15 +273,7 @@ async fn the_run_page_the_api_and_the_studio_show_the_wait() {
         assert!(label.contains(" ahead, about ") && label.ends_with("before it starts"), "{label}");
         // The place is exact: the queued jobs of the route claimed before this one.
         let job_id: uuid::Uuid = job["id"].as_str().and_then(|s| s.parse().ok()).expect("job id");
-        let counted: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM generation_job g, generation_job j
-             WHERE j.job_id = $1 AND g.status = 'queued' AND g.provider = j.provider
-               AND (g.fair_slot, NOT g.interactive, g.job_id) < (j.fair_slot, NOT j.interactive, j.job_id)",
-        )
-        .bind(job_id)
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+        let counted = jobs_ahead(&app, job_id).await;
         assert_eq!(ahead, counted, "{queue}");
     }
     let polled: serde_json::Value = api
@@ -334,16 +339,8 @@ async fn a_place_is_counted_up_to_1000_jobs_ahead() {
     let places = created.fresh.expect("a new run").places;
     assert_eq!(places.len(), 2, "{places:?}");
     for (job_id, wait) in &places {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM generation_job g, generation_job j
-             WHERE j.job_id = $1 AND g.status = 'queued' AND g.provider = j.provider
-               AND (g.fair_slot, NOT g.interactive, g.job_id) < (j.fair_slot, NOT j.interactive, j.job_id)",
-        )
-        .bind(job_id)
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-        assert!(behind > 1_000, "{behind}");
+        let ahead = jobs_ahead(&app, *job_id).await;
+        assert!(ahead > 1_000, "{ahead}");
         assert_eq!(wait.ahead, jobs::queue::MAX_COUNTED, "{wait:?}");
         assert_eq!(wait.label, "1,000 or more jobs ahead", "{wait:?}");
     }
