@@ -8,6 +8,18 @@
 //! notifications out to the subscribers of their channel. After every (re)connection each
 //! subscriber is told [`Event::Connected`] (notifications sent meanwhile are lost, and it may
 //! need to catch up). The task and its connection end when the last subscriber is gone.
+//!
+//! The sending side for the busiest channels is [`announce`]: after its transaction commits, a
+//! caller hands the notification to the pool's announcer, which sends whatever has gathered in
+//! one transaction of its own. A `NOTIFY` inside a transaction holds PostgreSQL's notify lock
+//! from its commit until the commit is flushed to disk, so transactions that notify commit one
+//! after another, one disk flush each, across the whole cluster: on a 2-core machine that capped
+//! pgbench's TPC-B at 1,300 tps with one `NOTIFY` added (2,750 without), and every run creation
+//! and job change notified. The announcer's transactions write nothing else, so they do not
+//! wait for the flush (`synchronous_commit = off`: a notification is never durable anyway), and
+//! one carries every notification queued meanwhile (duplicates sent once). A notification the
+//! process had not sent when it died is lost, as are those sent while a listener reconnects:
+//! workers poll for jobs, and live pages reload when they reconnect.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -191,6 +203,54 @@ async fn follow(pool: PgPool, hub: Weak<Hub>, mut pending: mpsc::UnboundedReceiv
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// The announcer of a pool: its task takes `(channel, payload)`s from here.
+type Announcer = mpsc::UnboundedSender<(&'static str, String)>;
+
+/// Notifications gathered into one transaction at most (more wait for the next).
+const BATCH: usize = 512;
+
+/// Sends `NOTIFY channel, payload` on `pool` soon, with whatever else has been announced
+/// meanwhile (see the module's documentation). Call it once the change it announces has
+/// committed. Never blocks or fails: a notification that cannot be sent is logged and dropped.
+pub fn announce(pool: &PgPool, channel: &'static str, payload: String) {
+    static ANNOUNCERS: OnceLock<Mutex<HashMap<usize, Announcer>>> = OnceLock::new();
+    // Keyed as the hubs are. A sender whose task has ended (its runtime was dropped, as at the
+    // end of a test) is replaced.
+    let key = std::ptr::from_ref(pool.options()) as usize;
+    let mut announcers = ANNOUNCERS.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    announcers.retain(|_, sender| !sender.is_closed());
+    let sender = announcers.entry(key).or_insert_with(|| {
+        let (sender, pending) = mpsc::unbounded_channel();
+        tokio::spawn(send_announced(pool.clone(), pending));
+        sender
+    });
+    // The task holds the receiver for as long as the runtime runs.
+    let _ = sender.send((channel, payload));
+}
+
+/// The announcer of one pool: sends what was announced, a batch per transaction.
+async fn send_announced(pool: PgPool, mut pending: mpsc::UnboundedReceiver<(&'static str, String)>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while pending.recv_many(&mut batch, BATCH).await > 0 {
+        batch.sort_unstable();
+        batch.dedup();
+        let (channels, payloads): (Vec<&str>, Vec<String>) = batch.drain(..).unzip();
+        let sent = async {
+            let mut tx = super::begin(&pool).await?;
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+            sqlx::query("SELECT count(pg_notify(n.channel, n.payload)) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)")
+                .bind(&channels)
+                .bind(&payloads)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        if let Err(err) = sent.await {
+            tracing::warn!(count = channels.len(), "notifications: could not announce: {err}");
         }
     }
 }

@@ -11,6 +11,9 @@
 //!   hold's post/void commit together, and a settled job never changes again (a trigger).
 //! - Job changes are announced with `NOTIFY` ([`CHANNEL_UPDATED`], payload = run id) for the live
 //!   run pages; new jobs with [`CHANNEL_QUEUED`] to wake idle workers (polling is the fallback).
+//!   The hot paths (a run's creation, a job's submission, progress and settlement) announce once
+//!   they have committed ([`announce_updated`], [`announce_queued`]), not inside their
+//!   transaction: see `db::notifications::announce` for why.
 
 use std::time::Duration;
 
@@ -78,10 +81,15 @@ pub async fn notify_queued(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Tells live run pages that a job of `run_id` changed.
-pub async fn notify_updated(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL_UPDATED).bind(run_id.to_string()).execute(db).await?;
-    Ok(())
+/// Wakes idle workers once the caller's change has committed (through the pool's announcer:
+/// `db::notifications::announce`; the hot paths use it, rare ones notify in their transaction).
+pub fn announce_queued(pool: &PgPool) {
+    crate::db::notifications::announce(pool, CHANNEL_QUEUED, String::new());
+}
+
+/// Tells live run pages that a job of `run_id` changed, once that change has committed.
+pub fn announce_updated(pool: &PgPool, run_id: Uuid) {
+    crate::db::notifications::announce(pool, CHANNEL_UPDATED, run_id.to_string());
 }
 
 /// A job as the run pages and the API show it.
@@ -326,7 +334,7 @@ pub async fn heartbeat(pool: &PgPool, job: &ClaimedJob, lease: Duration) -> Resu
 }
 
 /// Records the provider task, and the route that accepted it, before polling it, and announces
-/// the change (one statement); `false` when the lease was lost.
+/// the change; `false` when the lease was lost.
 pub async fn record_submission(
     pool: &PgPool,
     job: &ClaimedJob,
@@ -335,40 +343,38 @@ pub async fn record_submission(
     submission: &Submission,
 ) -> Result<bool, sqlx::Error> {
     let recorded = sqlx::query(
-        "WITH done AS (
-             UPDATE generation_job SET provider_impl = $3, submission = $4, progress = 0, route = $5
-             WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
-             RETURNING run_id
-         )
-         SELECT pg_notify($6, run_id::text) FROM done",
+        "UPDATE generation_job SET provider_impl = $3, submission = $4, progress = 0, route = $5
+         WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
     )
     .bind(job.job_id)
     .bind(job.lease_token)
     .bind(provider_impl)
     .bind(sqlx::types::Json(submission))
     .bind(route)
-    .bind(CHANNEL_UPDATED)
-    .fetch_optional(pool)
+    .execute(pool)
     .await?;
-    Ok(recorded.is_some())
+    let recorded = recorded.rows_affected() == 1;
+    if recorded {
+        announce_updated(pool, job.run_id);
+    }
+    Ok(recorded)
 }
 
-/// Records progress (0–1) and announces it (one statement); `false` when the lease was lost.
+/// Records progress (0–1) and announces it; `false` when the lease was lost.
 pub async fn record_progress(pool: &PgPool, job: &ClaimedJob, progress: f32) -> Result<bool, sqlx::Error> {
     let recorded = sqlx::query(
-        "WITH done AS (
-             UPDATE generation_job SET progress = $3 WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
-             RETURNING run_id
-         )
-         SELECT pg_notify($4, run_id::text) FROM done",
+        "UPDATE generation_job SET progress = $3 WHERE job_id = $1 AND lease_token = $2 AND status = 'running'",
     )
     .bind(job.job_id)
     .bind(job.lease_token)
     .bind(progress)
-    .bind(CHANNEL_UPDATED)
-    .fetch_optional(pool)
+    .execute(pool)
     .await?;
-    Ok(recorded.is_some())
+    let recorded = recorded.rows_affected() == 1;
+    if recorded {
+        announce_updated(pool, job.run_id);
+    }
+    Ok(recorded)
 }
 
 /// Gives a job back to the queue (the worker is shutting down): the next worker resumes it at once.
@@ -524,7 +530,10 @@ pub async fn settle(pool: &PgPool, job: &ClaimedJob, outcome: &Outcome) -> Resul
         _ => answer,
     };
     match answer.outcome.as_str() {
-        "settled" => Ok(Settled::Done { charged: answer.charged.unwrap_or(0) }),
+        "settled" => {
+            announce_updated(pool, job.run_id);
+            Ok(Settled::Done { charged: answer.charged.unwrap_or(0) })
+        }
         "lost_lease" => Ok(Settled::LostLease),
         other => Err(SettleError::Db(sqlx::Error::Protocol(format!("faceoff_settle_job answered {other:?}")))),
     }

@@ -728,6 +728,8 @@ async fn create_new(
         store.put(&reference_key, reference.bytes.clone()).await?;
         tx.commit().await?;
     }
+    // Committed: wake the workers.
+    crate::jobs::announce_queued(pool);
     // `credits.low` for webhook endpoints whose threshold this run crossed (never fails the run;
     // recorded just after it).
     if outcome.webhooks == Some(true) {
