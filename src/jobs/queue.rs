@@ -8,9 +8,9 @@
 //! job lands at the front. API jobs take one slot each; the jobs of a studio run share one slot
 //! and win ties (`interactive DESC`): a person waiting on the page is served before bulk API
 //! work, also their own. Computing a slot reads the head of the fair index and the user's
-//! pending jobs, never the queue; a place counts at most [`MAX_COUNTED`] entries. The queue's
-//! SQL functions pin their plans (see `migrations/20261202000000_queue_plans.up.sql`): a
-//! queue's statistics are always stale.
+//! pending jobs, never the queue; a place counts at most [`MAX_COUNTED`] entries and estimates
+//! the rest. The queue's SQL functions pin their plans (see
+//! `migrations/20261202000000_queue_plans.up.sql`): a queue's statistics are always stale.
 //!
 //! Limits: at most `max_queued` jobs of a user and source may wait (a submission over it is
 //! refused and creates nothing; the check runs in the submission's transaction under a per-user
@@ -137,13 +137,16 @@ pub fn rate(count: i64, span: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Positions are counted up to this many jobs ahead ("1,000 or more jobs ahead"): a count
-/// reads one index entry per job ahead, so the bound is what a submission or a studio page
-/// can cost however deep the queue is; past it the number tells nobody anything more.
-pub const MAX_COUNTED: i64 = 1_000;
+/// Positions are counted exactly up to this many jobs ahead and estimated beyond ("around 2,300
+/// jobs ahead"): a count reads an index entry and a row per job ahead, so the bound is what a
+/// submission or a studio page costs however deep the queue is. Past it, `job_queue_ahead`
+/// takes the jobs between the last one counted and this job's slot to fill the fair slots as
+/// densely as the counted ones did (about one per waiting flow and slot).
+pub const MAX_COUNTED: i64 = 100;
 
-/// Queued jobs (of `provider`, or all) claimed before a job at `slot`, up to [`MAX_COUNTED`]
-/// (`job_queue_ahead`: walks `generation_job_fair_idx` in order and stops at the limit).
+/// Queued jobs (of `provider`, or all) claimed before a job at `slot`: counted up to
+/// [`MAX_COUNTED`], estimated beyond (`job_queue_ahead`: walks `generation_job_fair_idx` in
+/// order and stops at the limit).
 async fn ahead_of(
     db: impl PgExecutor<'_>,
     provider: Option<&str>,
@@ -164,12 +167,12 @@ async fn ahead_of(
 /// What a queued job (or a run about to be submitted) can expect.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Wait {
-    /// Jobs of the same provider route claimed before this one (counted up to 1,000: 1000
-    /// means "1,000 or more").
+    /// Jobs of the same provider route claimed before this one: counted exactly below 100; from
+    /// 100 on, an estimate (the first 100 counted, the rest from how densely they fill the
+    /// queue's turns).
     pub ahead: i64,
     /// About how many seconds until it starts, from the route's recent throughput (null while
-    /// nothing started on it in the last 5 minutes); with 1,000 or more jobs ahead, the least
-    /// it can be.
+    /// nothing started on it in the last 5 minutes).
     pub estimated_start_seconds: Option<u64>,
     /// The same in words: "3 jobs ahead, about 40 s before it starts".
     #[schema(example = "3 jobs ahead, about 40 s before it starts")]
@@ -179,20 +182,36 @@ pub struct Wait {
 impl Wait {
     pub fn new(ahead: i64, rate: Option<f64>) -> Wait {
         let estimated_start_seconds = rate.filter(|r| *r > 0.0).map(|r| (ahead as f64 / r).ceil() as u64);
-        let capped = ahead >= MAX_COUNTED;
         let jobs = match ahead {
             0 => "Next in line".to_string(),
             1 => "1 job ahead".to_string(),
-            _ if capped => "1,000 or more jobs ahead".to_string(),
+            n if n >= MAX_COUNTED => format!("around {} jobs ahead", rough(n)),
             n => format!("{n} jobs ahead"),
         };
         let label = match estimated_start_seconds {
-            Some(secs) if capped => format!("{jobs}, at least {} before it starts", seconds_label(secs)),
             Some(secs) if ahead > 0 => format!("{jobs}, about {} before it starts", seconds_label(secs)),
             _ => jobs,
         };
         Wait { ahead, estimated_start_seconds, label }
     }
+}
+
+/// An estimate to two significant digits, grouped by thousands: 1,043 → "1,000", 23,456 →
+/// "23,000", 150 → "150".
+fn rough(n: i64) -> String {
+    let mut scale = 1;
+    while n / scale >= 100 {
+        scale *= 10;
+    }
+    let rounded = ((n + scale / 2) / scale * scale).to_string();
+    let mut grouped = String::with_capacity(rounded.len() + rounded.len() / 3);
+    for (i, digit) in rounded.chars().enumerate() {
+        if i > 0 && (rounded.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 /// "40 s", "3 min", "1 h 5 min".
@@ -205,7 +224,7 @@ pub fn seconds_label(secs: u64) -> String {
 }
 
 /// The places of those of `job_ids` that are queued, each with the estimated start: the jobs of
-/// its provider route claimed before it (up to [`MAX_COUNTED`]) and the route's [`start_rate`],
+/// its provider route claimed before it (estimated past [`MAX_COUNTED`]) and the route's [`start_rate`],
 /// in one statement (`job_queue_places`, which counts each route's queue once for all the
 /// jobs given, not once per job). Jobs not queued are left out.
 pub async fn places(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> Result<Vec<(Uuid, Wait)>, sqlx::Error> {
@@ -283,12 +302,14 @@ mod tests {
         let w = Wait::new(80, Some(2.0));
         assert_eq!(w.estimated_start_seconds, Some(40));
         assert_eq!(w.label, "80 jobs ahead, about 40 s before it starts");
-        assert_eq!(Wait::new(600, Some(2.0)).label, "600 jobs ahead, about 5 min before it starts");
-        assert_eq!(Wait::new(MAX_COUNTED, None).label, "1,000 or more jobs ahead");
-        assert_eq!(
-            Wait::new(MAX_COUNTED, Some(2.0)).label,
-            "1,000 or more jobs ahead, at least 9 min before it starts"
-        );
+        assert_eq!(Wait::new(600, Some(2.0)).label, "around 600 jobs ahead, about 5 min before it starts");
+        assert_eq!(Wait::new(99, None).label, "99 jobs ahead");
+        assert_eq!(Wait::new(MAX_COUNTED, None).label, "around 100 jobs ahead");
+        assert_eq!(Wait::new(1_043, Some(2.0)).label, "around 1,000 jobs ahead, about 9 min before it starts");
+        assert_eq!(Wait::new(23_456, None).label, "around 23,000 jobs ahead");
         assert_eq!(seconds_label(3900), "1 h 5 min");
+        assert_eq!(rough(150), "150");
+        assert_eq!(rough(995), "1,000");
+        assert_eq!(rough(1_250_000), "1,300,000");
     }
 }

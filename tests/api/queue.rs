@@ -324,11 +324,11 @@ async fn the_run_page_the_api_and_the_studio_show_the_wait() {
 }
 
 #[tokio::test]
-async fn a_place_is_counted_up_to_1000_jobs_ahead() {
+async fn a_place_past_100_jobs_ahead_is_estimated_from_the_first_100() {
     let app = TestApp::spawn().await;
-    // Two users with 520 queued jobs each (slots 0..519): the next job of either is behind 1,040.
+    // Two users with 260 queued jobs each (slots 0..259): the next job of either is behind 520.
     let (a, b) = (app.create_user("a@example.com", 100_000).await, app.create_user("b@example.com", 100_000).await);
-    for i in 0..260 {
+    for i in 0..130 {
         api_run(&app, a.id, &format!("a-{i}")).await;
         api_run(&app, b.id, &format!("b-{i}")).await;
     }
@@ -339,10 +339,20 @@ async fn a_place_is_counted_up_to_1000_jobs_ahead() {
     let places = created.fresh.expect("a new run").places;
     assert_eq!(places.len(), 2, "{places:?}");
     for (job_id, wait) in &places {
-        let ahead = jobs_ahead(&app, *job_id).await;
-        assert!(ahead > 1_000, "{ahead}");
-        assert_eq!(wait.ahead, jobs::queue::MAX_COUNTED, "{wait:?}");
-        assert_eq!(wait.label, "1,000 or more jobs ahead", "{wait:?}");
+        // Counted exactly only up to 100; the estimate is within 5% of the exact count.
+        let exact = jobs_ahead(&app, *job_id).await;
+        assert!((520..=521).contains(&exact), "{exact}");
+        assert!((wait.ahead - exact).abs() * 20 <= exact, "estimated {} for {exact}: {wait:?}", wait.ahead);
+        assert!(wait.label.starts_with("around 520 jobs ahead"), "{wait:?}");
+    }
+    // Below 100 a place is exact: a third user's first job waits only for the head of the queue.
+    let c = app.create_user("c@example.com", 100_000).await;
+    let created = create_run(&app.pool, &app.state.store, &app.state.config.queue, c.id, &valid, "c-first")
+        .await
+        .expect("created");
+    for (job_id, wait) in &created.fresh.expect("a new run").places {
+        assert_eq!(wait.ahead, jobs_ahead(&app, *job_id).await, "{wait:?}");
+        assert!(wait.ahead < jobs::queue::MAX_COUNTED, "{wait:?}");
     }
 }
 
