@@ -19,7 +19,8 @@
 //! wait for the flush (`synchronous_commit = off`: a notification is never durable anyway), and
 //! one carries every notification queued meanwhile (duplicates sent once). A notification the
 //! process had not sent when it died is lost, as are those sent while a listener reconnects:
-//! workers poll for jobs, and live pages reload when they reconnect.
+//! workers poll for jobs, and live pages reload every `Config::live_refresh` (10 s) and
+//! whenever their listener reconnects.
 
 use std::{
     collections::{HashMap, HashSet},

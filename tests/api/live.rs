@@ -132,3 +132,37 @@ async fn a_notification_lost_while_the_listener_reconnects_is_made_up() {
     }
     assert_eq!(last.as_deref(), Some("done"), "the page never learned that its run ended");
 }
+
+#[tokio::test]
+async fn announced_notifications_reach_listeners_after_the_caller_moved_on() {
+    use faceoff::db::notifications::{Event, announce, subscribe};
+    let app = TestApp::spawn().await;
+    let mut subscription = subscribe(&app.pool, "faceoff_test_announced");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Announcements sent before the channel is listened to would be lost: wait for it.
+    while !subscription.live {
+        match tokio::time::timeout_at(deadline, subscription.events.recv()).await {
+            Ok(Ok(Event::Connected)) => break,
+            Ok(Ok(Event::Notified(payload))) => panic!("nothing was announced yet: {payload}"),
+            Ok(Err(err)) => panic!("subscription: {err}"),
+            Err(_) => panic!("the channel was never listened to"),
+        }
+    }
+    // `announce` returns at once (no transaction of the caller's is needed); the pool's announcer
+    // sends them, the same payload once or more, every payload at least once.
+    for payload in ["first", "second", "second", "third"] {
+        announce(&app.pool, "faceoff_test_announced", payload.to_string());
+    }
+    let mut heard = std::collections::BTreeSet::new();
+    while heard.len() < 3 {
+        match tokio::time::timeout_at(deadline, subscription.events.recv()).await {
+            Ok(Ok(Event::Notified(payload))) => {
+                heard.insert(payload);
+            }
+            Ok(Ok(Event::Connected)) => {}
+            Ok(Err(err)) => panic!("subscription: {err}"),
+            Err(_) => panic!("only {heard:?} arrived"),
+        }
+    }
+    assert_eq!(heard.into_iter().collect::<Vec<_>>(), ["first", "second", "third"]);
+}
