@@ -470,6 +470,20 @@ pub async fn recent_for_model(
     .await
 }
 
+/// The newest live publications (the home page's "shared by people" block).
+pub async fn recent(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<GalleryRun>, sqlx::Error> {
+    sqlx::query_as::<_, GalleryRun>(
+        "SELECT s.share_id, s.sandbox, s.published_at, s.run_id
+         FROM run_share s
+         WHERE s.unpublished_at IS NULL AND s.hidden_at IS NULL
+         ORDER BY s.published_at DESC, s.share_id DESC
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 /// The publications of a user, for the data export.
 pub async fn export(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<serde_json::Value, sqlx::Error> {
     sqlx::query_scalar(

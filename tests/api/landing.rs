@@ -86,6 +86,8 @@ async fn the_home_page_shows_the_field_and_leaves_out_blocks_without_data() {
     // No votes yet: no leaderboard block at all (not an empty frame).
     assert_eq!(page.count("[data-testid=home-leaders]"), 0);
     assert!(!page.source.contains("Leading in blind votes"));
+    // Nothing shared yet: no shared-runs block either.
+    assert_eq!(page.count("[data-testid=home-shared]"), 0);
 
     ranked_snapshot(&app, "portrait", &[("flux-ultra-1-1", "Flux Ultra 1.1"), ("flux-2", "Flux 2")], 120).await;
     // The demo board never shows here.

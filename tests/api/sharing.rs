@@ -122,8 +122,8 @@ async fn a_published_run_is_public_until_unpublished_then_every_address_is_gone(
     assert!(page.attr("[data-testid=share-link]", "href").is_some_and(|l| l.ends_with(&share)), "same address");
     let share_id = share.trim_start_matches("/s/").to_string();
     assert!(share_id.len() >= 22 && !share_id.contains(&run_id.to_string()), "unguessable: {share_id}");
-    publish(&app.browser, other_pair).await;
-    publish(&app.browser, other_use).await;
+    let other_pair_share = publish(&app.browser, other_pair).await;
+    let other_use_share = publish(&app.browser, other_use).await;
 
     // Signed out: the page, cacheable for a short while, with the prompt, the models' prices and
     // times, the try link and the social tags.
@@ -205,6 +205,12 @@ async fn a_published_run_is_public_until_unpublished_then_every_address_is_gone(
     let (_, page) = visitor.page("/models/flux-ultra-1-1").await;
     assert_eq!(page.count("[data-testid=model-published] img"), 2);
     let _ = unpublished;
+    // The home page shows the newest shared runs, newest first, each with its images.
+    let home_shared = |page: &Page| page.attrs("[data-testid=home-shared] [data-testid=gallery-entry]", "data-href");
+    let (_, page) = visitor.page("/").await;
+    page.assert_well_formed("/ with shared runs");
+    assert_eq!(home_shared(&page), vec![other_use_share.clone(), other_pair_share.clone(), share.clone()]);
+    assert_eq!(page.count("[data-testid=home-shared] img[width][height]"), 6);
 
     // Someone else can neither unpublish nor hide it.
     let mallory = app.create_user("mallory@example.com", 100).await;
@@ -238,6 +244,8 @@ async fn a_published_run_is_public_until_unpublished_then_every_address_is_gone(
     }
     let (_, page) = visitor.page(&format!("{PAIR}/portrait")).await;
     assert_eq!(page.count("[data-testid=gallery-entry]"), 0, "gone from the gallery");
+    let (_, page) = visitor.page("/").await;
+    assert_eq!(home_shared(&page), vec![other_use_share, other_pair_share], "gone from the home page");
     // Publishing again makes a new address; the old one stays dead.
     let again = publish(&app.browser, run_id).await;
     assert_ne!(again, share);
