@@ -43,7 +43,7 @@ async fn home(State(state): State<AppState>, layout: Layout) -> Result<Response>
 /// The newest shared runs; none (the block is left out) when the database cannot be read.
 async fn recently_shared(state: &AppState) -> Vec<GalleryEntry> {
     let entries = async {
-        let rows = crate::sharing::recent(&state.pool, SHARED_RUNS).await?;
+        let rows = crate::sharing::recent(&state.pool, None, SHARED_RUNS).await?;
         crate::sharing::gallery_entries(&state.pool, &rows).await
     }
     .await;

@@ -450,35 +450,19 @@ pub async fn gallery_entries(pool: &PgPool, rows: &[GalleryRun]) -> Result<Vec<G
         .collect())
 }
 
-/// The newest live publications with a delivered image of `model`.
-pub async fn recent_for_model(
-    db: impl PgExecutor<'_>,
-    model: &str,
-    limit: i64,
-) -> Result<Vec<GalleryRun>, sqlx::Error> {
+/// The newest live publications, of any run (the home page) or only of those with a delivered
+/// image of `model` (its page).
+pub async fn recent(db: impl PgExecutor<'_>, model: Option<&str>, limit: i64) -> Result<Vec<GalleryRun>, sqlx::Error> {
     sqlx::query_as::<_, GalleryRun>(
         "SELECT s.share_id, s.sandbox, s.published_at, s.run_id
          FROM run_share s
          WHERE s.unpublished_at IS NULL AND s.hidden_at IS NULL
-           AND EXISTS (SELECT 1 FROM generation_job j WHERE j.run_id = s.run_id AND j.model_slug = $1 AND j.status = 'delivered')
+           AND ($1::text IS NULL OR EXISTS (SELECT 1 FROM generation_job j
+                                             WHERE j.run_id = s.run_id AND j.model_slug = $1 AND j.status = 'delivered'))
          ORDER BY s.published_at DESC, s.share_id DESC
          LIMIT $2",
     )
     .bind(model)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// The newest live publications (the home page's "shared by people" block).
-pub async fn recent(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<GalleryRun>, sqlx::Error> {
-    sqlx::query_as::<_, GalleryRun>(
-        "SELECT s.share_id, s.sandbox, s.published_at, s.run_id
-         FROM run_share s
-         WHERE s.unpublished_at IS NULL AND s.hidden_at IS NULL
-         ORDER BY s.published_at DESC, s.share_id DESC
-         LIMIT $1",
-    )
     .bind(limit)
     .fetch_all(db)
     .await

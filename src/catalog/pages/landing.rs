@@ -294,7 +294,7 @@ pub async fn model_work(state: &AppState, model: &Model) -> ModelWork {
 /// The model's images in recent published runs (left out when the database cannot be read).
 async fn published_images(state: &AppState, model: &Model) -> Vec<(String, crate::sharing::Thumb, String)> {
     let entries = async {
-        let rows = crate::sharing::recent_for_model(&state.pool, &model.slug, 8).await?;
+        let rows = crate::sharing::recent(&state.pool, Some(&model.slug), 8).await?;
         crate::sharing::gallery_entries(&state.pool, &rows).await
     }
     .await;
