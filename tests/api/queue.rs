@@ -440,3 +440,43 @@ async fn a_claim_hands_over_every_job_it_takes_with_its_run() {
     assert_eq!(handed.iter().map(|j| j.job_id).collect::<Vec<_>>(), running, "and handed it over");
     assert_eq!((handed[0].run_id, handed[0].prompt.as_str()), (run_id, "a queue of lanterns"), "with its run");
 }
+
+#[tokio::test]
+async fn a_claim_reads_only_its_window_when_every_user_in_it_is_at_the_limit() {
+    let app = TestApp::spawn().await;
+    let heavy = app.create_user("batch@example.com", 100_000).await;
+    for i in 0..100 {
+        api_run(&app, heavy.id, &format!("batch-{i}")).await;
+    }
+    let limits = RunningLimits { studio: 8, api: 1 };
+    let first = jobs::claim_with(&app.pool, Duration::from_secs(60), &[], limits).await.expect("claim");
+    assert!(first.is_some(), "the first job goes");
+    // 199 jobs queued, all of one user who is at the limit: nothing can go. The claim must
+    // answer that from its window of the fair index, not by reading the whole queue (which it
+    // did at every idle worker's poll).
+    // Index entries read from the fair index, from this connection's pending statistics: they
+    // hold its earlier transactions too until they are flushed, so the claim's own is the
+    // difference within one transaction (no flush happens inside one).
+    let fair_index_read = "SELECT pg_stat_get_xact_tuples_returned('generation_job_fair_idx'::regclass)";
+    let mut tx = app.pool.begin().await.expect("begin");
+    let before: i64 = sqlx::query_scalar(fair_index_read).fetch_one(&mut *tx).await.expect("statistics");
+    let claimed: Vec<Uuid> = sqlx::query_scalar("SELECT job_id FROM faceoff_claim_job($1, 60, '{}', $2, $3, $4)")
+        .bind(Uuid::new_v4())
+        .bind(i64::from(limits.studio))
+        .bind(i64::from(limits.api))
+        .bind(jobs::queue::CLAIM_WINDOW)
+        .fetch_all(&mut *tx)
+        .await
+        .expect("claim");
+    assert!(claimed.is_empty(), "the user is at the limit: {claimed:?}");
+    let after: i64 = sqlx::query_scalar(fair_index_read).fetch_one(&mut *tx).await.expect("statistics");
+    let read = after - before;
+    tx.rollback().await.expect("rollback");
+    // The window, and maybe an entry past it (33 here); the whole queue is 199.
+    assert!(
+        read <= 2 * jobs::queue::CLAIM_WINDOW,
+        "the claim read {read} entries of the fair index; its window is {}",
+        jobs::queue::CLAIM_WINDOW
+    );
+    assert!(read > 0, "the claim reads the window through the fair index");
+}
