@@ -458,7 +458,7 @@ async fn a_claim_reads_only_its_window_when_every_user_in_it_is_at_the_limit() {
     // hold its earlier transactions too until they are flushed, so the claim's own is the
     // difference within one transaction (no flush happens inside one).
     let fair_index_read = "SELECT pg_stat_get_xact_tuples_returned('generation_job_fair_idx'::regclass)";
-    let mut tx = app.pool.begin().await.expect("begin");
+    let mut tx = faceoff::db::begin(&app.pool).await.expect("begin");
     let before: i64 = sqlx::query_scalar(fair_index_read).fetch_one(&mut *tx).await.expect("statistics");
     let claimed: Vec<Uuid> = sqlx::query_scalar("SELECT job_id FROM faceoff_claim_job($1, 60, '{}', $2, $3, $4)")
         .bind(Uuid::new_v4())
