@@ -269,6 +269,11 @@ pub async fn secret_key(pool: &PgPool, name: &str) -> anyhow::Result<[u8; 32]> {
     value.try_into().map_err(|_| anyhow::anyhow!("the secret {name} is not 32 bytes"))
 }
 
+/// The migrations embedded in this binary (`migrations/`), in order.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
+}
+
 /// Runs the embedded migrations (under sqlx's advisory lock: processes starting together never
 /// apply one twice).
 ///
@@ -277,7 +282,7 @@ pub async fn secret_key(pool: &PgPool, name: &str) -> anyhow::Result<[u8; 32]> {
 /// is safe because migrations only expand the schema while a previous version may run (see
 /// docs/production.md, "Rolling deploys"); they are logged.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    let mut migrator = sqlx::migrate!("./migrations");
+    let mut migrator = migrator();
     migrator.set_ignore_missing(true);
     migrator.run(pool).await.context("running database migrations")?;
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
