@@ -315,18 +315,17 @@ async fn every_operation_answers_as_documented() {
         },
         token.clone(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let delivery_id: Uuid = loop {
-        let found: Option<Uuid> = sqlx::query_scalar("SELECT delivery_id FROM webhook_delivery LIMIT 1")
-            .fetch_optional(&app.pool)
-            .await
-            .expect("deliveries");
-        if let Some(id) = found {
-            break id;
-        }
-        assert!(std::time::Instant::now() < deadline, "the run did not complete");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    // The run's `run.completed` delivery is written in its last job's settlement. Waiting for the
+    // settlements (rather than polling the deliveries) says what held a job up if one never
+    // settles; the wait is long because the two jobs render real images on a machine that runs
+    // the rest of the suite too.
+    let run_uuid: Uuid = run_id.parse().expect("run id");
+    crate::helpers::settled_within(&app.pool, run_uuid, std::time::Duration::from_secs(120)).await;
+    let delivery_id: Uuid = sqlx::query_scalar("SELECT delivery_id FROM webhook_delivery LIMIT 1")
+        .fetch_optional(&app.pool)
+        .await
+        .expect("deliveries")
+        .expect("the run's last settlement wrote its run.completed delivery");
     token.cancel();
     let job_id = run["jobs"][0]["id"].as_str().expect("job id").to_string();
 
