@@ -40,6 +40,7 @@ fn server_options() -> &'static PgConnectOptions {
                 let options = server.options.clone();
                 std::mem::forget(server);
                 drop_stale_databases(&options).await;
+                remove_stale_dirs();
                 options
             })
         })
@@ -63,6 +64,38 @@ async fn drop_stale_databases(options: &PgConnectOptions) {
         if !alive {
             let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
             let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+        }
+    }
+}
+
+/// Removes test directories (`faceoff-test-<pid>-…`, `faceoff-scale-<pid>-…` under the temp dir)
+/// left by test processes that no longer exist: a failed or killed test keeps its files.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) =
+            name.to_str().and_then(|n| n.strip_prefix("faceoff-test-").or(n.strip_prefix("faceoff-scale-")))
+        else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A test app's files (media, the mail outbox): [`test_config`]'s directory, removed with the
+/// app. A directory a test chose itself is left alone.
+struct DataDir(std::path::PathBuf);
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let ours = self.0.parent() == Some(std::env::temp_dir().as_path())
+            && self.0.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("faceoff-test-"));
+        if ours {
+            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 }
@@ -246,6 +279,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<()>>,
     pub db: TestDb,
+    data_dir: DataDir,
 }
 
 impl TestApp {
@@ -261,7 +295,8 @@ impl TestApp {
         let db = TestDb::migrated().await;
         let pool = db.pool(10);
         server::prepare_database(&pool, &config).await.expect("prepare test database");
-        Self::start(db, pool, config).await
+        let data_dir = DataDir(config.data_dir.clone());
+        Self::start(db, pool, config, data_dir).await
     }
 
     /// Spawns the app over `db`, an existing (empty) database: for tests that set something up
@@ -272,10 +307,11 @@ impl TestApp {
         configure(&mut config);
         let pool = db.pool(10);
         server::prepare_database(&pool, &config).await.expect("prepare test database");
-        Self::start(db, pool, config).await
+        let data_dir = DataDir(config.data_dir.clone());
+        Self::start(db, pool, config, data_dir).await
     }
 
-    async fn start(db: TestDb, pool: PgPool, config: Config) -> TestApp {
+    async fn start(db: TestDb, pool: PgPool, config: Config, data_dir: DataDir) -> TestApp {
         let state = AppState::new(pool.clone(), config).await.expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
@@ -294,7 +330,7 @@ impl TestApp {
                 .expect("server");
         });
         let browser = Browser::new(addr);
-        TestApp { addr, browser, pool, state, shutdown, server: Some(server), db }
+        TestApp { addr, browser, pool, state, shutdown, server: Some(server), db, data_dir }
     }
 
     /// Stops the server gracefully (in-flight requests finish) and waits for it.
@@ -313,8 +349,8 @@ impl TestApp {
         self.stop().await;
         let config = (*self.state.config).clone();
         let browser = self.browser.clone();
-        let TestApp { db, pool, .. } = self;
-        let mut app = Self::start(db, pool, config).await;
+        let TestApp { db, pool, data_dir, .. } = self;
+        let mut app = Self::start(db, pool, config, data_dir).await;
         app.browser = Browser { base: app.browser.base.clone(), ..browser };
         app
     }
