@@ -68,17 +68,18 @@ impl Viewer {
         let today = time::OffsetDateTime::now_utc().unix_timestamp().div_euclid(86_400);
         // The usual case, a stored session this request has not changed: the session's user
         // and their balance in one statement, without loading the session record itself.
-        if let Some(id) = session.id().filter(|_| !session.is_modified()) {
-            let Some((user, refreshed_day)) = accounts::session_user(pool, &id.to_string(), REFRESHED_KEY).await?
-            else {
-                return Ok(Viewer(None));
-            };
+        if let Some(id) = session.id().filter(|_| !session.is_modified())
+            && let Some((user, refreshed_day)) = accounts::session_user(pool, &id.to_string(), REFRESHED_KEY).await?
+        {
             if refreshed_day != Some(today) {
                 session.insert(REFRESHED_KEY, today).await?;
             }
             return Ok(Viewer(Some(user)));
         }
-        // A session this request created or changed (say, a log-in): what it holds in memory.
+        // A session this request created or changed (say, a log-in): what it holds in memory. Or
+        // a cookie with no signed-in session behind it: loading the record finds a session
+        // without a user, or none (logged out, expired), and then the session layer clears the
+        // browser's cookie, which would otherwise bring a dead session with every request.
         let Some(user_id) = session.get::<Uuid>(SESSION_USER_KEY).await? else {
             return Ok(Viewer(None));
         };

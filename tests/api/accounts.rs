@@ -447,6 +447,21 @@ async fn logout_ends_the_session_on_the_server() {
     let replay = app.browser();
     replay.add_cookie("faceoff_session", &cookie);
     assert!(!replay.is_signed_in().await);
+    // And the server tells the browser to forget it, so it stops sending a dead session (which
+    // would cost a session lookup on every request) with each page.
+    let response = reqwest::Client::new()
+        .get(app.url("/"))
+        .header("cookie", format!("faceoff_session={cookie}"))
+        .send()
+        .await
+        .expect("request");
+    let cleared =
+        response.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).any(|v| {
+            v.starts_with("faceoff_session=;") || (v.starts_with("faceoff_session=") && v.contains("Max-Age=0"))
+        });
+    let set_cookies: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
+    assert!(cleared, "the stale cookie is removed: {set_cookies:?}");
+    assert_eq!(replay.cookie("faceoff_session"), None, "the browser forgot it");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM session WHERE id = $1")
         .bind(&cookie)
         .fetch_one(&app.pool)
