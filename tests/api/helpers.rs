@@ -139,13 +139,25 @@ async fn is_template(conn: &mut PgConnection, name: &str) -> Option<bool> {
 async fn make_template(options: PgConnectOptions, name: String) -> String {
     let mut conn = PgConnection::connect_with(&options.clone().database("postgres")).await.expect("connect");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut unmarked_since = None;
     loop {
+        assert!(std::time::Instant::now() < deadline, "no template {name} after 5 minutes");
         match is_template(&mut conn, &name).await {
             Some(true) => break,
-            // Another test process is making it: it renames its build, then marks it a template.
+            // Another test process is making it: it renames its build, then marks it a template
+            // at once. Still unmarked a minute later, its maker died in between: start again.
             Some(false) => {
-                assert!(std::time::Instant::now() < deadline, "{name} was never marked a template");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let since = *unmarked_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < std::time::Duration::from_secs(60) {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                } else {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await
+                        .expect("drop an unfinished template");
+                    unmarked_since = None;
+                }
             }
             None => {
                 // Built under a name the stale-database sweep knows (`faceoff_test_<pid>_…`), so a
