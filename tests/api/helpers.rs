@@ -32,21 +32,42 @@ fn server_options() -> &'static PgConnectOptions {
         // Resolution is async and may start a private cluster; do it on a runtime of its own so
         // the result outlives any one test's runtime. The cluster, if started, keeps running for
         // later test binaries (and `cargo run`), which reuse it.
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
-                let config = Config::from_env().expect("test configuration");
-                let server = faceoff::db::locate(&config).await.expect("a PostgreSQL server for the tests");
-                let options = server.options.clone();
-                std::mem::forget(server);
-                drop_stale_databases(&options).await;
-                remove_stale_dirs();
-                options
-            })
+        on_own_runtime(|| async {
+            let config = Config::from_env().expect("test configuration");
+            let server = faceoff::db::locate(&config).await.expect("a PostgreSQL server for the tests");
+            let options = server.options.clone();
+            std::mem::forget(server);
+            drop_stale_databases(&options).await;
+            remove_stale_dirs();
+            options
         })
-        .join()
         .expect("resolving the test database server")
     })
+}
+
+/// Runs `work` to completion on a thread and runtime of its own, from sync code or from inside a
+/// test's runtime (whose end would cancel it).
+fn on_own_runtime<T, F>(work: impl FnOnce() -> F + Send + 'static) -> std::thread::Result<T>
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(work())
+    })
+    .join()
+}
+
+/// Whether process `pid` still runs: a test database or directory named after it is in use.
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `DROP DATABASE`, whoever is connected to it.
+async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(conn).await.map(drop)
 }
 
 /// Drops test databases left behind by test processes that no longer exist.
@@ -60,13 +81,14 @@ async fn drop_stale_databases(options: &PgConnectOptions) {
         .unwrap_or_default();
     for name in names {
         let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
-            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+        if !pid.is_some_and(process_exists) {
+            let _ = drop_database(&mut conn, &name).await;
         }
     }
 }
+
+/// The name of a test app's directory under the temp dir: `faceoff-test-<pid>-<n>`.
+const TEST_DIR_PREFIX: &str = "faceoff-test-";
 
 /// Removes test directories (`faceoff-test-<pid>-…`, `faceoff-scale-<pid>-…` under the temp dir)
 /// left by test processes that no longer exist: a failed or killed test keeps its files.
@@ -75,12 +97,12 @@ fn remove_stale_dirs() {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(rest) =
-            name.to_str().and_then(|n| n.strip_prefix("faceoff-test-").or(n.strip_prefix("faceoff-scale-")))
+            name.to_str().and_then(|n| n.strip_prefix(TEST_DIR_PREFIX).or(n.strip_prefix("faceoff-scale-")))
         else {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+        if pid.is_some_and(|pid| !process_exists(pid)) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -93,7 +115,7 @@ struct DataDir(std::path::PathBuf);
 impl Drop for DataDir {
     fn drop(&mut self) {
         let ours = self.0.parent() == Some(std::env::temp_dir().as_path())
-            && self.0.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("faceoff-test-"));
+            && self.0.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(TEST_DIR_PREFIX));
         if ours {
             let _ = std::fs::remove_dir_all(&self.0);
         }
@@ -118,12 +140,7 @@ fn migrated_template() -> &'static str {
         }
         let name = format!("faceoff_template_{:016x}", std::hash::Hasher::finish(&hasher));
         let options = server_options().clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(make_template(options, name))
-        })
-        .join()
-        .expect("making the migrated template database")
+        on_own_runtime(move || make_template(options, name)).expect("making the migrated template database")
     })
 }
 
@@ -151,11 +168,7 @@ async fn make_template(options: PgConnectOptions, name: String) -> String {
                 if since.elapsed() < std::time::Duration::from_secs(60) {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 } else {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await
-                        .expect("drop an unfinished template");
+                    drop_database(&mut conn, &name).await.expect("drop an unfinished template");
                     unmarked_since = None;
                 }
             }
@@ -164,10 +177,7 @@ async fn make_template(options: PgConnectOptions, name: String) -> String {
                 // process killed while building leaves nothing behind for long.
                 let build = format!("faceoff_test_{}_template", std::process::id());
                 let sql = |s: String| sqlx::query(sqlx::AssertSqlSafe(s));
-                sql(format!("DROP DATABASE IF EXISTS \"{build}\" WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("drop");
+                drop_database(&mut conn, &build).await.expect("drop");
                 sql(format!("CREATE DATABASE \"{build}\"")).execute(&mut conn).await.expect("create the template");
                 let pool = faceoff::db::pool_options(2).connect_lazy_with(options.clone().database(&build));
                 faceoff::db::migrate(&pool).await.expect("migrate the template");
@@ -185,7 +195,7 @@ async fn make_template(options: PgConnectOptions, name: String) -> String {
                 };
                 if !renamed {
                     // Another process got there first.
-                    let _ = sql(format!("DROP DATABASE IF EXISTS \"{build}\" WITH (FORCE)")).execute(&mut conn).await;
+                    let _ = drop_database(&mut conn, &build).await;
                     continue;
                 }
                 sql(format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true")).execute(&mut conn).await.expect("mark");
@@ -199,6 +209,7 @@ async fn make_template(options: PgConnectOptions, name: String) -> String {
                 .unwrap_or_default();
                 for old in old {
                     let _ = sql(format!("ALTER DATABASE \"{old}\" WITH IS_TEMPLATE false")).execute(&mut conn).await;
+                    // Not forced: another checkout's tests may be copying it right now.
                     let _ = sql(format!("DROP DATABASE IF EXISTS \"{old}\"")).execute(&mut conn).await;
                 }
                 break;
@@ -253,23 +264,18 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let base = server_options().clone();
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect_with(&base.database("postgres")).await {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
-                }
-            })
-        })
-        .join();
+        let _ = on_own_runtime(move || async move {
+            if let Ok(mut conn) = PgConnection::connect_with(&base.database("postgres")).await {
+                let _ = drop_database(&mut conn, &name).await;
+            }
+        });
     }
 }
 
 pub fn test_config() -> Config {
     let mut config = Config::for_tests();
     let dir = std::env::temp_dir().join(format!(
-        "faceoff-test-{}-{}",
+        "{TEST_DIR_PREFIX}{}-{}",
         std::process::id(),
         NEXT_DB.fetch_add(1, Ordering::SeqCst)
     ));
